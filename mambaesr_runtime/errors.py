@@ -1,0 +1,35 @@
+"""One exception family. Every message says what is wrong and how to fix it."""
+
+from __future__ import annotations
+
+
+class MambaESRError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ConfigError(MambaESRError, ValueError):
+    """A model config, variant name or profile value is invalid."""
+
+
+class CheckpointError(MambaESRError):
+    """A checkpoint file is missing, unreadable, corrupt or does not match the model it is loaded into."""
+
+
+class ExportError(MambaESRError):
+    """Exporting or verifying an ONNX graph failed."""
+
+
+class DependencyError(MambaESRError, ImportError):
+    """An optional dependency needed for the requested operation is not installed."""
+
+
+def require_torch():
+    """Import torch or explain which extra installs it (the runtime itself never needs torch)."""
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - exercised only without torch
+        raise DependencyError(
+            "this operation needs PyTorch, which the runtime install leaves out; "
+            "install it with: pip install 'torch==2.13.0' (or pip install -e '.[torch]')"
+        ) from exc
+    return torch

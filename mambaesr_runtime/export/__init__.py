@@ -1,0 +1,1 @@
+"""ONNX export (needs torch and onnx). TensorRT engine building and manifests live here too."""

@@ -1,0 +1,165 @@
+"""Checkpoints: ``<name>.safetensors`` (weights) with ``<name>.json`` beside it (config, variant, sizes, training).
+
+No pickles are ever loaded. Both files are written to temporary names and renamed (JSON last), so an interrupted save
+leaves the previous checkpoint intact. The JSON records the weights file's sha256, so a damaged file is reported as
+damaged instead of loading garbage. Reading the JSON needs no torch (the runtime uses :func:`read_checkpoint_meta`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from ..errors import CheckpointError, ConfigError, require_torch
+from .config import VARIANTS, ModelConfig
+
+FORMAT = "mambaesr-checkpoint"
+FORMAT_VERSION = 1
+
+
+def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """(weights, meta) paths for ``path`` given as ``x.safetensors``, ``x.json`` or the stem ``x``."""
+    path = Path(path)
+    stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_checkpoint(model, path: str | os.PathLike, variant: str | None = None,
+                    training: dict | None = None) -> tuple[Path, Path]:
+    """Write ``model`` (a ``MambaESR``) as safetensors + JSON; return both paths.
+
+    ``variant``: the variant name the config came from, if any. ``training``: a JSON-able summary (data, steps,
+    hardware, wall time, validation PSNR) stored as-is.
+    """
+    require_torch()
+    from safetensors.torch import save_file
+
+    weights, meta = checkpoint_paths(path)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    _atomic_write(weights, lambda tmp: save_file(state, tmp, metadata={"format": FORMAT}))
+    info = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "variant": variant,
+        "config": model.cfg.to_dict(),
+        "param_count": int(sum(v.numel() for v in model.parameters())),
+        "weights_file": weights.name,
+        "weights_sha256": _sha256(weights),
+        "training": training,
+    }
+
+    def write_meta(tmp):
+        with open(tmp, "w") as fh:
+            json.dump(info, fh, indent=2)
+            fh.write("\n")
+
+    _atomic_write(meta, write_meta)
+    return weights, meta
+
+
+def read_checkpoint_meta(path: str | os.PathLike) -> dict:
+    """The checkpoint's JSON, validated, with ``config`` parsed into a :class:`ModelConfig`. Needs no torch."""
+    weights, meta = checkpoint_paths(path)
+    if not meta.is_file():
+        raise CheckpointError(f"checkpoint config {meta} not found; a checkpoint is a .safetensors file with its "
+                              f".json beside it (pass either path, or the common stem)")
+    try:
+        info = json.loads(meta.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"checkpoint config {meta} is not valid JSON ({exc}); re-save the checkpoint") from exc
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise CheckpointError(f"{meta} is not a MambaESR checkpoint config (expected \"format\": \"{FORMAT}\")")
+    if info.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{meta} has checkpoint format version {info.get('format_version')!r}; this version "
+                              f"of mambaesr_runtime reads version {FORMAT_VERSION}")
+    try:
+        info["config"] = ModelConfig.from_dict(info.get("config") or {})
+    except (ConfigError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint config {meta} has an invalid model config: {exc}") from exc
+    return info
+
+
+def _expected_shapes(cfg: ModelConfig) -> dict:
+    torch = require_torch()
+    from .net import build_model
+
+    with torch.device("meta"):
+        return {k: tuple(v.shape) for k, v in build_model(cfg).state_dict().items()}
+
+
+def _describe_mismatch(found: dict, cfg: ModelConfig) -> str:
+    """Name the missing/unexpected/mis-shaped keys and the variant whose shapes the weights match, if any."""
+    expected = _expected_shapes(cfg)
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    shapes = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys (e.g. {missing[:3]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{len(shapes)} keys with other shapes (e.g. {k}: file {found[k]}, config {expected[k]})")
+    like = [f"{name} x{cfg2.scale}" for name in VARIANTS for cfg2 in (VARIANTS[name].replace(scale=s) for s in (2, 3, 4))
+            if _expected_shapes(cfg2) == found]
+    hint = (f"the weights match variant {like[0]}: the JSON config does not belong to these weights" if like
+            else "the weights match no built-in variant")
+    return "; ".join(parts) + f"; {hint}"
+
+
+def load_checkpoint(path: str | os.PathLike, device: str = "cpu"):
+    """Load a checkpoint into a fresh model; returns ``(model, meta)``. The model is in eval mode.
+
+    Raises :class:`CheckpointError` naming the problem: missing file, bad JSON, corrupt or truncated weights,
+    or weights that do not fit the config (with the missing/unexpected keys and the variant they look like).
+    """
+    require_torch()
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .net import build_model
+
+    info = read_checkpoint_meta(path)
+    weights, _ = checkpoint_paths(path)
+    if not weights.is_file():
+        raise CheckpointError(f"checkpoint weights {weights} not found (its config {weights.with_suffix('.json')} "
+                              f"exists); copy the .safetensors file beside it")
+    if info.get("weights_sha256") and _sha256(weights) != info["weights_sha256"]:
+        raise CheckpointError(f"checkpoint weights {weights} are corrupt or were replaced: sha256 differs from the "
+                              f"one recorded in its JSON; restore the file or re-save the checkpoint")
+    try:
+        state = load_file(str(weights), device=device)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint weights {weights} are truncated or not a safetensors file ({exc}); "
+                              f"restore the file or re-save the checkpoint") from exc
+    cfg = info["config"]
+    model = build_model(cfg)
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    if found != {k: tuple(v.shape) for k, v in model.state_dict().items()}:
+        raise CheckpointError(f"checkpoint weights {weights} do not fit its config: {_describe_mismatch(found, cfg)}")
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval(), info

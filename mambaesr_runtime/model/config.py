@@ -1,0 +1,112 @@
+"""Model configuration: one frozen dataclass and the table of named variants.
+
+Kept free of torch so the runtime can read a checkpoint's config without importing the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ..errors import ConfigError
+
+#: Scan orders over an (H, W) feature map, in the order their parameters are stacked (see ``model.scan.scan_order``).
+DIRECTIONS = ("row", "row_rev", "col", "col_rev")
+SCALES = (2, 3, 4)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a MambaESR network. Every field is part of the checkpoint's JSON."""
+
+    embed_dim: int
+    """Channels of the feature map carried through the blocks."""
+    num_blocks: int
+    """Number of residual Mamba blocks."""
+    mixers_per_block: int
+    """Scan mixers per block (each: in-proj, depthwise conv, 4-direction scan, gate, out-proj)."""
+    inner_dim: int
+    """Channels inside a mixer (the scanned width); a multiple of ``heads``."""
+    state_dim: int
+    """State size ``n`` of the SSM (rows of each head's state matrix)."""
+    heads: int
+    """Heads per direction; each head has one scalar decay per token (SSD form)."""
+    chunk: int = 32
+    """Tokens per chunk of the chunked scan: a speed knob only, the result is the same for any value."""
+    ffn_dim: int = 0
+    """Hidden channels of the conv feed-forward after the mixers of each block (0: no feed-forward)."""
+    scale: int = 4
+    """Upscaling factor: 2, 3 or 4."""
+    directions: tuple[str, ...] = field(default=DIRECTIONS)
+    """Scan orders, merged by summation after being mapped back to (H, W)."""
+    in_channels: int = 3
+    """Image channels (RGB)."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("embed_dim", "num_blocks", "mixers_per_block", "inner_dim", "state_dim", "heads", "chunk"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                problems.append(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not isinstance(self.ffn_dim, int) or self.ffn_dim < 0:
+            problems.append(f"ffn_dim must be an integer >= 0, got {self.ffn_dim!r}")
+        if self.scale not in SCALES:
+            problems.append(f"scale must be one of {SCALES}, got {self.scale!r}")
+        if isinstance(self.inner_dim, int) and isinstance(self.heads, int) and self.heads > 0:
+            if self.inner_dim % self.heads:
+                problems.append(f"inner_dim ({self.inner_dim}) must be a multiple of heads ({self.heads})")
+        dirs = tuple(self.directions)
+        if not dirs or any(d not in DIRECTIONS for d in dirs) or len(set(dirs)) != len(dirs):
+            problems.append(f"directions must be distinct names from {DIRECTIONS}, got {dirs!r}")
+        if problems:
+            raise ConfigError("invalid model config: " + "; ".join(problems))
+        object.__setattr__(self, "directions", dirs)
+
+    @property
+    def head_dim(self) -> int:
+        return self.inner_dim // self.heads
+
+    def replace(self, **changes) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["directions"] = list(self.directions)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"unknown model config keys {unknown}; valid keys are {sorted(names)}")
+        missing = sorted(f.name for f in dataclasses.fields(cls)
+                         if f.name not in data and f.default is dataclasses.MISSING)
+        if missing:
+            raise ConfigError(f"model config is missing required keys {missing}")
+        data = dict(data)
+        if "directions" in data:
+            data["directions"] = tuple(data["directions"])
+        return cls(**data)
+
+
+#: The named variants. ``student`` and ``fast`` are what ships; ``tiny`` exists for tests only.
+VARIANTS: dict[str, ModelConfig] = {
+    "teacher": ModelConfig(embed_dim=96, num_blocks=8, mixers_per_block=2, inner_dim=192, state_dim=16, heads=2,
+                           ffn_dim=192),
+    "student": ModelConfig(embed_dim=40, num_blocks=6, mixers_per_block=2, inner_dim=64, state_dim=8, heads=1,
+                           ffn_dim=80),
+    "fast": ModelConfig(embed_dim=32, num_blocks=4, mixers_per_block=1, inner_dim=48, state_dim=8, heads=1,
+                        ffn_dim=48),
+    "tiny": ModelConfig(embed_dim=8, num_blocks=1, mixers_per_block=1, inner_dim=8, state_dim=4, heads=2,
+                        chunk=8, ffn_dim=8),
+}
+
+#: Parameter budgets the variants must respect at every scale (the issue's product limits).
+PARAM_BUDGETS = {"student": 400_000, "fast": 120_000}
+
+
+def variant(name: str, scale: int = 4, **overrides) -> ModelConfig:
+    """The named variant at ``scale``; ``overrides`` replace single fields (e.g. ``chunk=16``)."""
+    if name not in VARIANTS:
+        raise ConfigError(f"unknown model variant {name!r}; valid variants are {sorted(VARIANTS)}")
+    return VARIANTS[name].replace(scale=scale, **overrides)

@@ -1,0 +1,44 @@
+"""MambaESR runtime. Metadata lives here (the design card asks for setup.py); pyproject.toml holds tool settings.
+
+The base install is the runtime only: ONNX Runtime, NumPy, OpenCV, psutil, safetensors. PyTorch comes with the
+``torch`` extra (model, export, training); install it pinned, e.g. ``pip install torch==2.13.0 -e '.[torch]'``.
+"""
+
+from setuptools import find_packages, setup
+
+TORCH = ["torch>=2.1"]
+EXPORT = TORCH + ["onnx>=1.14"]
+
+setup(
+    name="mambaesr-runtime",
+    version="0.1.0",
+    description="Edge x4 super-resolution: a lightweight multi-directional Mamba network, ONNX/TensorRT export and an "
+                "ONNX Runtime / TensorRT runtime with overlapped tiling",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["mambaesr_runtime", "mambaesr_runtime.*"]),
+    include_package_data=True,
+    install_requires=[
+        "numpy>=1.22",
+        "onnxruntime>=1.15",
+        "opencv-python-headless>=4.6",
+        "psutil>=5.9",
+        "safetensors>=0.3",
+        "PyYAML>=6.0",
+    ],
+    extras_require={
+        "torch": EXPORT,
+        "export": EXPORT,
+        "test": ["pytest>=7", "hypothesis>=6"],
+    },
+    entry_points={
+        "console_scripts": [
+            "mambaesr-demo=mambaesr_runtime.cli.demo:main",
+        ],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Image Processing",
+    ],
+)
