@@ -93,9 +93,9 @@ class ModelConfig:
 VARIANTS: dict[str, ModelConfig] = {
     "teacher": ModelConfig(embed_dim=96, num_blocks=8, mixers_per_block=2, inner_dim=192, state_dim=16, heads=2,
                            ffn_dim=192),
-    "student": ModelConfig(embed_dim=40, num_blocks=6, mixers_per_block=2, inner_dim=64, state_dim=8, heads=1,
+    "student": ModelConfig(embed_dim=40, num_blocks=6, mixers_per_block=2, inner_dim=48, state_dim=8, heads=1,
                            ffn_dim=80),
-    "fast": ModelConfig(embed_dim=32, num_blocks=4, mixers_per_block=1, inner_dim=48, state_dim=8, heads=1,
+    "fast": ModelConfig(embed_dim=32, num_blocks=4, mixers_per_block=1, inner_dim=32, state_dim=8, heads=1,
                         ffn_dim=48),
     "tiny": ModelConfig(embed_dim=8, num_blocks=1, mixers_per_block=1, inner_dim=8, state_dim=4, heads=2,
                         chunk=8, ffn_dim=8),

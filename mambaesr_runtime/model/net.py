@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import ModelConfig
-from .scan import scan_2d
+from .scan import orientations, scan_2d
 
 
 class ChannelRMSNorm(nn.Module):
@@ -33,21 +33,24 @@ class ChannelRMSNorm(nn.Module):
 class ScanMixer(nn.Module):
     """Multi-directional selective-scan mixer (Mamba-2 style) over a 2D feature map.
 
-    in-proj (x, gate z) -> depthwise 3x3 conv + SiLU -> per-direction (B, C, dt) from x -> :func:`scan_2d` (the
-    directions summed) -> + D * x -> * SiLU(z) -> out-proj.
+    in-proj (x, gate z) -> depthwise 3x3 conv + SiLU -> from x: a step dt per orientation and (B, C) per direction
+    -> :func:`scan_2d` (the directions summed) -> + D * x -> * SiLU(z) -> out-proj.
     """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         d, n, h, k = cfg.inner_dim, cfg.state_dim, cfg.heads, len(cfg.directions)
+        o = len(orientations(cfg.directions))
         self.cfg = cfg
-        self.in_proj = nn.Conv2d(cfg.embed_dim, 2 * d, 1)
+        # Two 1x1 convs rather than one split in two: a Split is a full copy in ONNX Runtime.
+        self.in_x = nn.Conv2d(cfg.embed_dim, d, 1)
+        self.in_z = nn.Conv2d(cfg.embed_dim, d, 1)
         self.local = nn.Conv2d(d, d, 3, padding=1, groups=d)
-        self.param_proj = nn.Conv2d(d, k * (2 * n + h), 1)
+        self.param_proj = nn.Conv2d(d, o * h + k * 2 * n, 1)  # dt per orientation, then (B, C) per direction
         self.out_proj = nn.Conv2d(d, cfg.embed_dim, 1)
         # Decay rates A in [1, 16] and steps dt in [1e-3, 1e-1] at init, as in Mamba; stored as logs / inverse softplus.
-        self.A_log = nn.Parameter(torch.log(torch.linspace(1.0, 16.0, k * h)).reshape(k, h))
-        dt = torch.exp(torch.rand(k, h) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
+        self.A_log = nn.Parameter(torch.log(torch.linspace(1.0, 16.0, o * h)).reshape(o, h))
+        dt = torch.exp(torch.rand(o, h) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
         self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
         self.D = nn.Parameter(torch.ones(d))
 
@@ -55,14 +58,14 @@ class ScanMixer(nn.Module):
         cfg = self.cfg
         b, _, H, W = u.shape
         d, n, h, k = cfg.inner_dim, cfg.state_dim, cfg.heads, len(cfg.directions)
-        x, z = self.in_proj(u).chunk(2, dim=1)
-        x = F.silu(self.local(x))  # (b, d, H, W)
-        prm = self.param_proj(x).reshape(b, k, 2 * n + h, H, W)
-        B, C, dt = prm.split([n, n, h], dim=2)
-        dt = F.softplus(dt + self.dt_bias[None, :, :, None, None])  # (b, k, h, H, W)
+        o = self.A_log.shape[0]
+        x = F.silu(self.local(self.in_x(u)))  # (b, d, H, W)
+        dt, BC = self.param_proj(x).split([o * h, k * 2 * n], dim=1)
+        dt = F.softplus(dt.reshape(b, o, h, H, W) + self.dt_bias[None, :, :, None, None])  # (b, o, h, H, W)
+        B, C = BC.reshape(b, k, 2 * n, H, W).split([n, n], dim=2)  # (b, k, n, H, W) each
         y = scan_2d(x.reshape(b, h, d // h, H, W), dt, torch.exp(self.A_log), B, C, cfg.directions, cfg.chunk)
         y = y.reshape(b, d, H, W) + self.D[:, None, None] * x
-        return self.out_proj(y * F.silu(z))
+        return self.out_proj(y * F.silu(self.in_z(u)))
 
 
 class ConvFFN(nn.Module):

@@ -1,17 +1,21 @@
 """The selective state-space scan: sequential oracles and the chunked pure-tensor form we train and export.
 
-Recurrence (Mamba-2 / SSD form: one scalar decay per head, B and C shared by the heads of a direction)::
+Recurrences (Mamba-2 / SSD form: one scalar decay per head and token, B and C shared by the heads)::
 
-    forward:   h_t = exp(a_t) h_{t-1} + B_t (dt_t x_t)^T        y_t = C_t^T h_t
-    reverse:   h_t = exp(a_t) h_{t+1} + B_t (dt_t x_t)^T        (the forward scan of the reversed sequence)
+    forward:   h_t = exp(a_t) h_{t-1}     + B_t (dt_t x_t)^T        y_t = C_t^T h_t
+    reverse:   h_t = exp(a_{t+1}) h_{t+1} + B_t (dt_t x_t)^T        y_t = C_t^T h_t
 
-with ``a_t = -dt_t * A <= 0``. ``h`` is an (n, p) matrix per head.
+with ``a_t = -dt_t * A <= 0``; ``h`` is an (n, p) matrix per head. The two directions of one orientation (row-major
+and its reverse, column-major and its reverse) share the step ``dt`` (and so the decays) and have their own ``B`` and
+``C``. The reverse recurrence is gated at the source (token ``t+1`` decides how much of what lies beyond it reaches
+``t``), which makes its transfer matrix exactly the transpose of the forward one: both directions of an orientation
+are built from one decay matrix, as in Hydra's quasiseparable mixers (Hwang et al., 2024).
 
 The fast form cuts each scan line into chunks of ``Q`` tokens. Inside a chunk the output is one matmul with a
-(Q, Q) matrix ``(C B^T) * decay``; because the forward and reverse scans of one line read the same ``x``, their two
-matrices are added and applied in a single matmul. Across chunks, each chunk's end (start) state is carried by the same
-transfer-matrix construction one level up. So the work is batched matmuls, one cumulative sum per level and
-elementwise ops, with static shapes and no loop over the image.
+(Q, Q) matrix ``(C B^T) * decay``; the forward and reverse scans of a line read the same ``x``, so their two matrices
+are added and applied in a single matmul. Across chunks, each chunk's end (start) state is carried by the same
+transfer-matrix construction one level up. The work is batched matmuls, one cumulative sum per level and elementwise
+ops, with static shapes and no loop over the image.
 
 Numerics: every decay is ``exp`` of a sum of non-positive terms built directly (a masked cumulative sum of the step
 terms, never a difference of two prefix sums), so there is no ``exp`` of a positive number, no ``inf - inf`` and no
@@ -35,21 +39,30 @@ from .config import DIRECTIONS
 # ----------------------------------------------------------------------------------------------------------------
 # Oracles: readable, sequential, slow. Every fast path is tested against these.
 # ----------------------------------------------------------------------------------------------------------------
-def selective_scan_ref(u: Tensor, log_a: Tensor, B: Tensor, C: Tensor) -> Tensor:
-    """Forward recurrence, one token at a time.
+def selective_scan_ref(u: Tensor, log_a: Tensor, B: Tensor, C: Tensor, reverse: bool = False) -> Tensor:
+    """The recurrences above, one token at a time.
 
     u (b, L, h, p) = dt * x;  log_a (b, L, h) <= 0;  B, C (b, L, n)  ->  y (b, L, h, p).
+    ``reverse``: run from the end, gated at the source (``h_t = exp(a_{t+1}) h_{t+1} + ...``).
     """
     b, L, h, p = u.shape
     n = B.shape[-1]
     state = u.new_zeros(b, h, n, p)
-    ys = []
-    for t in range(L):
-        decay = torch.exp(log_a[:, t])  # (b, h)
+    ys = [None] * L
+    for t in (range(L - 1, -1, -1) if reverse else range(L)):
+        if reverse:
+            decay = torch.exp(log_a[:, t + 1]) if t + 1 < L else torch.zeros_like(log_a[:, 0])
+        else:
+            decay = torch.exp(log_a[:, t])  # (b, h)
         inject = B[:, t, None, :, None] * u[:, t, :, None, :]  # (b, h, n, p)
         state = decay[:, :, None, None] * state + inject
-        ys.append(torch.einsum("bn,bhnp->bhp", C[:, t], state))
+        ys[t] = torch.einsum("bn,bhnp->bhp", C[:, t], state)
     return torch.stack(ys, dim=1)
+
+
+def orientations(directions: tuple[str, ...]) -> tuple[str, ...]:
+    """The orientations (``row``, ``col``) that ``directions`` use, in that order: one ``dt`` and ``A`` each."""
+    return tuple(o for o in ("row", "col") if o in directions or o + "_rev" in directions)
 
 
 def scan_order(H: int, W: int, direction: str) -> Tensor:
@@ -61,17 +74,18 @@ def scan_order(H: int, W: int, direction: str) -> Tensor:
 
 def scan_2d_ref(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
                 directions: tuple[str, ...] = DIRECTIONS) -> Tensor:
-    """Oracle for :func:`scan_2d`: gather each direction's pixel order explicitly, run the sequential scan, scatter back.
-
-    Shapes as in :func:`scan_2d`.
-    """
+    """Oracle for :func:`scan_2d`: gather each orientation's pixel order explicitly, run the sequential recurrence
+    (forward, or reverse from the end), scatter back and sum. Shapes as in :func:`scan_2d`."""
     b, h, p, H, W = x.shape
+    orients = orientations(directions)
     out = torch.zeros_like(x)
     for k, direction in enumerate(directions):
-        order = scan_order(H, W, direction)
+        o = orients.index(direction.split("_")[0])
+        order = scan_order(H, W, direction.split("_")[0])
         seq = lambda t: t.flatten(-2)[..., order].movedim(-1, 1)  # (b, ..., H, W) -> (b, L, ...)
-        log_a = -dt[:, k] * A[k][None, :, None, None]
-        y = selective_scan_ref(seq(x) * seq(dt[:, k]).unsqueeze(-1), seq(log_a), seq(B[:, k]), seq(C[:, k]))
+        log_a = -dt[:, o] * A[o][None, :, None, None]
+        y = selective_scan_ref(seq(x) * seq(dt[:, o]).unsqueeze(-1), seq(log_a), seq(B[:, k]), seq(C[:, k]),
+                               reverse=direction.endswith("_rev"))
         flat = torch.zeros(b, H * W, h, p, dtype=x.dtype, device=x.device)
         flat[:, order] = y
         out = out + flat.reshape(b, H, W, h, p).permute(0, 3, 4, 1, 2)
@@ -81,6 +95,11 @@ def scan_2d_ref(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
 # ----------------------------------------------------------------------------------------------------------------
 # Transfer matrices
 # ----------------------------------------------------------------------------------------------------------------
+def _ceil_div(a: int, b: int) -> int:
+    # Not -(-a // b): while tracing for export, sizes may be tensors, whose // has truncated negatives.
+    return (a + b - 1) // b
+
+
 #: Floor for a single step's log-decay. exp(-1e4) is 0 in every float format, so the floor changes no result; it
 #: keeps the masked products below finite (0 * -inf would be NaN) when an fp16 step overflows.
 LOG_DECAY_FLOOR = -1.0e4
@@ -103,46 +122,44 @@ def decay_lower(a: Tensor) -> Tensor:
     return torch.exp(rows.cumsum(dim=-2)) * incl
 
 
-def decay_lower_t(a: Tensor) -> Tensor:
-    """``decay_lower(a)`` transposed, built directly: ``out[..., j, i] = exp(a_{j+1} + ... + a_i)`` for ``i >= j``."""
-    strict, incl = _masks(a.shape[-1], a)
-    cols = a.clamp(min=LOG_DECAY_FLOOR).unsqueeze(-2) * strict.t()  # [j, i] = a_i for i > j
-    return torch.exp(cols.cumsum(dim=-1)) * incl.t()
-
-
-def decay_upper_t(a: Tensor) -> Tensor:
-    """Reverse transfer matrix, transposed: ``out[..., j, i] = exp(a_i + ... + a_{j-1})`` for ``j >= i``, else 0."""
-    strict, incl = _masks(a.shape[-1], a)
-    prev = F.pad(a[..., :-1], (1, 0)).clamp(min=LOG_DECAY_FLOOR)  # prev[j] = a_{j-1}
-    rows = prev.unsqueeze(-1) * strict  # [j, i] = a_{j-1} for j > i
-    return torch.exp(rows.cumsum(dim=-2)) * incl
-
-
 def _shift_right(H: Tensor) -> Tensor:
-    """Exclusive from inclusive along dim -2: ``out[..., c, :] = H[..., c - 1, :]``, ``out[..., 0, :] = 0``."""
+    """Exclusive from inclusive, forward: ``out[..., c, :] = H[..., c - 1, :]``, ``out[..., 0, :] = 0``."""
     return F.pad(H[..., :-1, :], (0, 0, 1, 0))
 
 
-def carry_states(S: Tensor, g: Tensor, group: int) -> Tensor:
-    """Inclusive carry over chunks: ``H_c = exp(g_c) H_{c-1} + S_c`` (``H_{-1} = 0``), for every chunk ``c``.
+def _shift_left(H: Tensor) -> Tensor:
+    """Exclusive from inclusive, reverse: ``out[..., c, :] = H[..., c + 1, :]``, last row 0."""
+    return F.pad(H[..., 1:, :], (0, 0, 0, 1))
+
+
+def carry_states(S: Tensor, g: Tensor, group: int, reverse: bool = False) -> Tensor:
+    """Inclusive carry over chunks: ``H_c = exp(g_c) H_{c-1} + S_c`` (``H_{-1} = 0``), for every chunk ``c``;
+    ``reverse``: from the other end, ``H_c = exp(g_c) H_{c+1} + S_c``.
 
     S: (..., c, m) per-chunk states (flattened); g: (..., c) <= 0 per-chunk total log-decay. Returns (..., c, m).
-    Up to ``group`` chunks this is one transfer-matrix matmul; beyond, chunks are grouped and the group ends are
-    carried by this same function one level up: depth ``ceil(log_group(c))``, 1-3 for any image we process.
+    Up to ``group`` chunks this is one transfer-matrix matmul; beyond, chunks are grouped and the group ends (starts)
+    are carried by this same function one level up: depth ``ceil(log_group(c))``, 1-3 for any image we process.
     """
     c, m = S.shape[-2:]
     if c <= group:
+        if reverse:  # H_c = sum_{c' >= c} exp(g_c + ... + g_{c'-1}) S_c': a transposed forward matrix of g shifted
+            return decay_lower(F.pad(g[..., :-1], (1, 0))).transpose(-1, -2) @ S
         return decay_lower(g) @ S
-    ng = -(-c // group)
+    ng = _ceil_div(c, group)
     pad = ng * group - c
-    if pad:  # padded chunks come last: they cannot reach a real chunk's state
+    if pad:  # padded chunks have S = 0 and g = 0: they add nothing and pass states through unchanged
         S = F.pad(S, (0, 0, 0, pad))
         g = F.pad(g, (0, pad))
     Sg = S.reshape(*S.shape[:-2], ng, group, m)
     gg = g.reshape(*g.shape[:-1], ng, group)
-    local = carry_states(Sg, gg, group)  # (..., ng, group, m): carried within each group only
-    entering = _shift_right(carry_states(local[..., -1, :], gg.sum(dim=-1), group))  # (..., ng, m)
-    into = torch.exp(gg.cumsum(dim=-1)).unsqueeze(-1)  # decay from a group's start to each of its chunks
+    local = carry_states(Sg, gg, group, reverse)  # (..., ng, group, m): carried within each group only
+    totals = gg.sum(dim=-1)
+    if reverse:  # state entering each group from its right, and the decay from there to each chunk (suffix sums)
+        entering = _shift_left(carry_states(local[..., 0, :], totals, group, reverse=True))
+        into = torch.exp(gg.flip(-1).cumsum(dim=-1).flip(-1)).unsqueeze(-1)
+    else:
+        entering = _shift_right(carry_states(local[..., -1, :], totals, group))
+        into = torch.exp(gg.cumsum(dim=-1)).unsqueeze(-1)
     out = local + into * entering.unsqueeze(-2)
     return out.reshape(*S.shape[:-2], ng * group, m)[..., :c, :]
 
@@ -150,52 +167,58 @@ def carry_states(S: Tensor, g: Tensor, group: int) -> Tensor:
 # ----------------------------------------------------------------------------------------------------------------
 # The chunked scan of one orientation (a forward and/or a reverse direction over the same x)
 # ----------------------------------------------------------------------------------------------------------------
-def scan_chunks(x: Tensor, fwd: tuple | None, rev: tuple | None, group: int) -> Tensor:
+def scan_chunks(x: Tensor, dt: Tensor, log_a: Tensor, fwd: tuple | None, rev: tuple | None, group: int) -> Tensor:
     """Sum of the forward and reverse scans of scan lines already cut into chunks.
 
     x: (b, h, c, p, Q): ``c`` chunks of ``Q`` tokens in scan order (consecutive chunks continue the line); channels
     come before tokens so that the 2D map reaches this layout with one cheap transpose.
-    fwd, rev: ``(dt, log_a, B, C)`` with dt, log_a (b, h, c, Q) and B, C (b, c, n, Q); ``None`` skips a direction.
+    dt, log_a: (b, h, c, Q), shared by both directions. fwd, rev: ``(B, C)``, each (b, c, n, Q); ``None`` skips one.
     Returns y (b, h, c, p, Q).
 
-    Everything is written transposed (``y^T = x^T M^T``), so ``Mt[j, i]`` is the weight of token ``j`` in output ``i``.
+    Written transposed (``y^T = x^T M^T``): ``Mt[j, i]`` is the weight of token ``j`` in output ``i``.
     """
-    mats, states_w, readout, carries = [], [], [], []
-    for params, reverse in ((fwd, False), (rev, True)):
-        if params is None:
-            continue
-        dt, log_a, B, C = params
-        Tt = decay_upper_t(log_a) if reverse else decay_lower_t(log_a)  # (b, h, c, Q, Q): [j, i]
-        BC = (B.unsqueeze(1) * dt.unsqueeze(-2)).transpose(-1, -2) @ C.unsqueeze(1)  # (b, h, c, Q, Q): [j, i] = dt_j B_j . C_i
-        mats.append(BC * Tt)
-        # Weight of token j in its chunk's end state (forward) / start state (reverse), and the decay from the chunk's
-        # start (forward) / end (reverse) to token i, inclusive of a_i: both read off Tt, no second cumsum.
-        if reverse:
-            to_edge, from_edge = Tt[..., :, 0], Tt[..., -1, :] * torch.exp(log_a[..., -1:])
-        else:
-            to_edge, from_edge = Tt[..., :, -1], Tt[..., 0, :] * torch.exp(log_a[..., :1])
-        states_w.append(B.unsqueeze(1) * (to_edge * dt).unsqueeze(-2))  # (b, h, c, n, Q)
-        readout.append(C.unsqueeze(1) * from_edge.unsqueeze(-2))  # (b, h, c, n, Q)
-        carries.append((reverse, log_a.sum(dim=-1)))  # chunk total log-decay (b, h, c)
+    p = x.shape[-2]
+    L = decay_lower(log_a)  # (b, h, c, Q, Q): [i, j] = exp(a_{j+1} + ... + a_i), i >= j  (cumsum along -2: fast)
+    # Per-token decays read off L (no second cumsum): through the rest of the chunk after token j, and from the
+    # chunk's start through token i inclusive.
+    to_end = L[..., -1, :]  # exp(a_{j+1} + ... + a_{Q-1})
+    from_start = L[..., :, 0] * torch.exp(log_a[..., :1])  # exp(a_0 + ... + a_i)
+    g = log_a.sum(dim=-1)  # (b, h, c): each chunk's total log-decay
+    dtB = lambda B: B.unsqueeze(1) * dt.unsqueeze(-2)  # (b, h, c, n, Q)
+    BC = lambda B, C: dtB(B).transpose(-1, -2) @ C.unsqueeze(1)  # (b, h, c, Q, Q): [j, i] = dt_j B_j . C_i
 
-    y = x @ (mats[0] if len(mats) == 1 else mats[0] + mats[1])  # (b, h, c, p, Q)
-    p, n = x.shape[-2], states_w[0].shape[-2]
+    mat, states_w, readout, carries = None, [], [], []
+    if fwd is not None:  # token j reaches i >= j with decay L[i, j]
+        B, C = fwd
+        mat = BC(B, C) * L.transpose(-1, -2)
+        states_w.append(dtB(B) * to_end.unsqueeze(-2))  # weight of token j in its chunk's end state
+        readout.append(C.unsqueeze(1) * from_start.unsqueeze(-2))  # decay from the state entering the chunk to i
+        carries.append(False)
+    if rev is not None:  # token j reaches i <= j with decay exp(a_{i+1} + ... + a_j) = L[j, i]: no transpose
+        B, C = rev
+        rmat = BC(B, C) * L
+        mat = rmat if mat is None else mat + rmat
+        # The chunk's start state gathers token j with exp(a_0 + ... + a_j); token i reads the state entering from
+        # the right with exp(a_{i+1} + ... + a_{Q-1}): the forward weights swapped.
+        states_w.append(dtB(B) * from_start.unsqueeze(-2))
+        readout.append(C.unsqueeze(1) * to_end.unsqueeze(-2))
+        carries.append(True)
+
+    y = x @ mat  # (b, h, c, p, Q)
+    n = states_w[0].shape[-2]
     S = x @ torch.cat(states_w, dim=-2).transpose(-1, -2)  # (b, h, c, p, D*n): every direction in one matmul
     entering = []
-    for i, (reverse, g) in enumerate(carries):
-        Si = S[..., i * n:(i + 1) * n].flatten(-2)  # (b, h, c, p*n)
-        if reverse:  # carry from the right: the forward carry of the chunk-reversed states, reversed back
-            Hi = _shift_right(carry_states(Si.flip(-2), g.flip(-1), group)).flip(-2)
-        else:
-            Hi = _shift_right(carry_states(Si, g, group))
-        entering.append(Hi.unflatten(-1, (p, n)))  # (b, h, c, p, n)
+    for i, reverse in enumerate(carries):
+        Si = (S[..., i * n:(i + 1) * n] if len(carries) > 1 else S).flatten(-2)  # (b, h, c, p*n)
+        shift = _shift_left if reverse else _shift_right
+        entering.append(shift(carry_states(Si, g, group, reverse)).unflatten(-1, (p, n)))  # (b, h, c, p, n)
     return y + torch.cat(entering, dim=-1) @ torch.cat(readout, dim=-2)
 
 
 def selective_scan_chunked(u: Tensor, log_a: Tensor, B: Tensor, C: Tensor, chunk: int = 32) -> Tensor:
     """The forward scan of 1D sequences in chunked form; same contract as :func:`selective_scan_ref`."""
     b, L, h, p = u.shape
-    nc = -(-L // chunk)
+    nc = _ceil_div(L, chunk)
     pad = nc * chunk - L
     dt = torch.ones_like(log_a)
     if pad:  # trailing padding cannot affect earlier tokens
@@ -204,7 +227,7 @@ def selective_scan_chunked(u: Tensor, log_a: Tensor, B: Tensor, C: Tensor, chunk
     heads_first = lambda t: t.reshape(b, nc, chunk, h).permute(0, 3, 1, 2)  # (b, h, nc, Q)
     x = u.reshape(b, nc, chunk, h, p).permute(0, 3, 1, 4, 2)  # (b, h, nc, p, Q)
     tokens_last = lambda t: t.reshape(b, nc, chunk, -1).transpose(-1, -2)  # (b, nc, n, Q)
-    y = scan_chunks(x, (heads_first(dt), heads_first(log_a), tokens_last(B), tokens_last(C)), None, chunk)
+    y = scan_chunks(x, heads_first(dt), heads_first(log_a), (tokens_last(B), tokens_last(C)), None, chunk)
     return y.permute(0, 2, 4, 1, 3).reshape(b, nc * chunk, h, p)[:, :L]
 
 
@@ -213,25 +236,24 @@ def selective_scan_chunked(u: Tensor, log_a: Tensor, B: Tensor, C: Tensor, chunk
 # ----------------------------------------------------------------------------------------------------------------
 def line_chunking(length: int, chunk: int) -> tuple[int, int]:
     """(chunk size, chunks per line) for a scan line of ``length`` tokens: ``chunk`` or fewer, least padding."""
-    per_line = -(-length // chunk)
-    return -(-length // per_line), per_line
+    per_line = _ceil_div(length, chunk)
+    return _ceil_div(length, per_line), per_line
 
 
 def scan_2d(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
             directions: tuple[str, ...] = DIRECTIONS, chunk: int = 32) -> Tensor:
     """Sum over ``directions`` of the selective scan of a 2D map in that order.
 
-    x (b, h, p, H, W);  dt (b, k, h, H, W) > 0;  A (k, h) > 0 (log-decay ``-dt * A``);  B, C (b, k, n, H, W);
-    ``k = len(directions)``, in that order. Returns (b, h, p, H, W). Equal to :func:`scan_2d_ref` for every ``chunk``.
+    x (b, h, p, H, W);  dt (b, o, h, H, W) > 0 and A (o, h) > 0, one per orientation in :func:`orientations` order
+    (log-decay ``-dt * A``);  B, C (b, k, n, H, W), one per direction, ``k = len(directions)`` in that order.
+    Returns (b, h, p, H, W). Equal to :func:`scan_2d_ref` for every ``chunk``.
     """
     b, h, p, H, W = x.shape
     n = B.shape[2]
     index = {d: i for i, d in enumerate(directions)}
     out = None
-    for orient in ("row", "col"):
+    for o, orient in enumerate(orientations(directions)):
         present = [d for d in (orient, orient + "_rev") if d in index]
-        if not present:
-            continue
         length, lines = (W, H) if orient == "row" else (H, W)
         Q, per_line = line_chunking(length, chunk)
         c = lines * per_line
@@ -245,16 +267,17 @@ def scan_2d(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
             return t.reshape(t.shape[0], t.shape[1], c, Q)
 
         xc = chunks(x.reshape(b, h * p, H, W)).reshape(b * h, p, c, Q).transpose(1, 2).reshape(b, h, c, p, Q)
-        packed = chunks(torch.cat([torch.cat([dt[:, index[d]], B[:, index[d]], C[:, index[d]]], dim=1)
-                                   for d in present], dim=1))  # (b, len(present) * (h + 2n), c, Q): one transform
-        params = {}
-        for i, d in enumerate(present):
-            dt_d, B_d, C_d = packed[:, i * (h + 2 * n):(i + 1) * (h + 2 * n)].split([h, n, n], dim=1)
-            log_a = -dt_d * A[index[d]][None, :, None, None]
-            params[d] = (dt_d, log_a, B_d.transpose(1, 2), C_d.transpose(1, 2))
-        y = scan_chunks(xc, params.get(orient), params.get(orient + "_rev"), chunk)  # (b, h, c, p, Q)
+        # The small per-token parameters of this orientation go through one transform together.
+        packed = chunks(torch.cat([dt[:, o]] + [torch.cat([B[:, index[d]], C[:, index[d]]], dim=1)
+                                                for d in present], dim=1))  # (b, h + 2n * len(present), c, Q)
+        dt_o, *bcs = packed.split([h] + [2 * n] * len(present), dim=1)
+        bc = {d: tuple(t.transpose(1, 2) for t in bc.split([n, n], dim=1)) for d, bc in zip(present, bcs)}
+        log_a = -dt_o * A[o][None, :, None, None]
+        y = scan_chunks(xc, dt_o, log_a, bc.get(orient), bc.get(orient + "_rev"), chunk)  # (b, h, c, p, Q)
         # Back to (b, h, p, H, W): the inverse block transpose, then (columns only) a last-two-axes swap.
-        y = y.reshape(b * h, c, p, Q).transpose(1, 2).reshape(b, h, p, lines, per_line * Q)[..., :length]
+        y = y.reshape(b * h, c, p, Q).transpose(1, 2).reshape(b, h, p, lines, per_line * Q)
+        if per_line * Q > length:  # (a no-op slice would still cost a full copy in ONNX Runtime)
+            y = y[..., :length]
         if orient == "col":
             y = y.transpose(-1, -2)
         out = y if out is None else out + y

@@ -1,0 +1,101 @@
+"""Checkpoints: bit-exact round trip; corrupt, truncated, mismatched or missing files give specific errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mambaesr_runtime.errors import CheckpointError
+from mambaesr_runtime.model.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
+from mambaesr_runtime.model.config import variant
+from mambaesr_runtime.model.net import build_model
+
+
+@pytest.fixture()
+def saved(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(variant("tiny", scale=3))
+    weights, meta = save_checkpoint(model, tmp_path / "tiny", variant="tiny", training={"steps": 7})
+    return model, weights, meta
+
+
+def test_round_trip_is_bit_exact(saved):
+    model, weights, meta = saved
+    for path in (weights, meta, weights.with_suffix("")):
+        loaded, info = load_checkpoint(path)
+        assert info["variant"] == "tiny" and info["training"] == {"steps": 7}
+        assert info["config"] == model.cfg
+        assert info["param_count"] == sum(p.numel() for p in model.parameters())
+        for (k, a), (k2, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+            assert k == k2 and a.dtype == b.dtype and torch.equal(a, b)
+
+
+def test_meta_reads_without_loading_weights(saved):
+    _, weights, meta = saved
+    weights.unlink()
+    assert read_checkpoint_meta(meta)["config"].scale == 3
+
+
+def test_corrupt_weights_are_reported(saved):
+    _, weights, _ = saved
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupt or were replaced: sha256 differs"):
+        load_checkpoint(weights)
+
+
+def test_truncated_weights_are_reported(saved):
+    _, weights, meta = saved
+    weights.write_bytes(weights.read_bytes()[:100])
+    info = json.loads(meta.read_text())
+    info["weights_sha256"] = None  # as if the checksum were unknown: the reader itself must catch it
+    meta.write_text(json.dumps(info))
+    with pytest.raises(CheckpointError, match="truncated or not a safetensors file"):
+        load_checkpoint(weights)
+
+
+def test_weights_that_do_not_fit_the_config_name_the_keys_and_the_variant(saved):
+    _, weights, meta = saved
+    info = json.loads(meta.read_text())
+    info["config"] = variant("fast").to_dict()
+    meta.write_text(json.dumps(info))
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(weights)
+    message = str(err.value)
+    assert "missing keys" in message and "other shapes" in message
+    assert "match variant tiny x3" in message
+
+
+def test_missing_files_and_bad_json(tmp_path, saved):
+    _, weights, meta = saved
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nothing.safetensors")
+    meta.write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_checkpoint(weights)
+    meta.write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(CheckpointError, match="not a MambaESR checkpoint"):
+        load_checkpoint(weights)
+
+
+def test_invalid_config_in_json(saved):
+    _, weights, meta = saved
+    info = json.loads(meta.read_text())
+    info["config"]["scale"] = 8
+    meta.write_text(json.dumps(info))
+    with pytest.raises(CheckpointError, match="scale must be one of"):
+        load_checkpoint(weights)
+
+
+def test_missing_weights_file_names_the_fix(saved):
+    _, weights, _ = saved
+    weights.unlink()
+    with pytest.raises(CheckpointError, match="copy the .safetensors file beside it"):
+        load_checkpoint(weights)
+
+
+def test_save_leaves_no_temporary_files(saved, tmp_path):
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.json", "tiny.safetensors"]

@@ -1,0 +1,111 @@
+"""Every variant builds at every scale with the right output shape and parameter budget; the network is sane."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mambaesr_runtime.errors import ConfigError
+from mambaesr_runtime.model.config import PARAM_BUDGETS, SCALES, VARIANTS, ModelConfig, variant
+from mambaesr_runtime.model.net import MambaESR, build_model, count_parameters
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+@pytest.mark.parametrize("scale", SCALES)
+def test_variant_builds_with_budget_and_shape(name, scale):
+    model = build_model(variant(name, scale=scale)).eval()
+    if name in PARAM_BUDGETS:
+        assert count_parameters(model) <= PARAM_BUDGETS[name]
+    if name == "teacher":
+        cfg = model.cfg
+        assert 96 <= cfg.embed_dim <= 128 and 8 <= cfg.num_blocks <= 12
+        assert count_parameters(model) > 4 * PARAM_BUDGETS["student"]  # a teacher worth distilling from
+    x = torch.rand(1, 3, 7, 9)  # odd sizes: chunks pad inside the scan
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == (1, 3, 7 * scale, 9 * scale)
+    assert torch.isfinite(y).all()
+
+
+def test_student_matches_the_seed_shape():
+    cfg = VARIANTS["student"]
+    assert (cfg.embed_dim, cfg.num_blocks, cfg.mixers_per_block) == (40, 6, 2)
+    assert len(cfg.directions) >= 4
+
+
+def test_fresh_model_starts_near_nearest_neighbour_upscaling():
+    """The global residual means an untrained net already outputs roughly the upscaled input, not noise."""
+    torch.manual_seed(0)
+    model = build_model(variant("tiny", scale=2)).eval()
+    x = torch.rand(1, 3, 6, 6)
+    with torch.no_grad():
+        y = model(x)
+    nearest = x.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+    assert (y - nearest).abs().mean() < 0.5
+    # and every output pixel depends on its own input pixel: change one input pixel, its 2x2 block changes most
+    x2 = x.clone()
+    x2[0, 0, 3, 3] += 0.5
+    with torch.no_grad():
+        delta = (model(x2) - y).abs()[0, 0]
+    assert delta[6:8, 6:8].mean() > delta.mean()
+
+
+def test_batch_items_are_independent():
+    torch.manual_seed(0)
+    model = build_model(variant("tiny")).eval()
+    x = torch.rand(3, 3, 8, 5)
+    with torch.no_grad():
+        together = model(x)
+        alone = torch.cat([model(x[i:i + 1]) for i in range(3)])
+    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
+
+
+def test_gradients_flow_to_every_parameter():
+    torch.manual_seed(0)
+    model = build_model(variant("tiny"))
+    model(torch.rand(2, 3, 6, 7)).square().mean().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_forward_is_finite(dtype):
+    torch.manual_seed(0)
+    model = build_model(variant("tiny")).eval().to(dtype)
+    with torch.no_grad():
+        y = model(torch.rand(1, 3, 12, 10, dtype=dtype))
+    assert torch.isfinite(y).all()
+
+
+def test_chunk_is_only_a_speed_knob():
+    torch.manual_seed(0)
+    a = build_model(variant("tiny", chunk=3)).eval()
+    b = build_model(variant("tiny", chunk=16)).eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.rand(1, 3, 11, 13)
+    with torch.no_grad():
+        torch.testing.assert_close(a(x), b(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad, words", [
+    (dict(scale=5), "scale must be one of"),
+    (dict(inner_dim=10, heads=3), "multiple of heads"),
+    (dict(directions=("row", "diagonal")), "directions must be"),
+    (dict(embed_dim=0), "embed_dim must be a positive integer"),
+])
+def test_invalid_configs_are_rejected_with_the_reason(bad, words):
+    with pytest.raises(ConfigError, match=words):
+        VARIANTS["tiny"].replace(**bad)
+
+
+def test_config_round_trips_and_rejects_unknown_keys():
+    cfg = variant("student", scale=3)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match="unknown model config keys \\['depth'\\]"):
+        ModelConfig.from_dict({**cfg.to_dict(), "depth": 3})
+    with pytest.raises(ConfigError, match="valid variants are"):
+        variant("huge")
+
+
+def test_model_is_the_one_class():
+    assert isinstance(build_model(variant("tiny")), MambaESR)

@@ -1,0 +1,197 @@
+"""The chunked scan against the sequential oracle: values, gradients, padding, adversarial steps, low precision."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mambaesr_runtime.model.config import DIRECTIONS
+from mambaesr_runtime.model.scan import (
+    LOG_DECAY_FLOOR,
+    carry_states,
+    decay_lower,
+    orientations,
+    scan_2d,
+    scan_2d_ref,
+    scan_order,
+    selective_scan_chunked,
+    selective_scan_ref,
+)
+
+RTOL = 1e-4  # the issue's bar: fp32 fast path vs oracle, relative to the output's scale
+
+
+def rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((a.double() - ref.double()).abs().max() / ref.double().abs().max().clamp_min(1e-30))
+
+
+def seq_inputs(b, L, h, p, n, step_scale=1.0, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(b, L, h, p, generator=g, dtype=dtype)
+    log_a = -torch.rand(b, L, h, generator=g, dtype=dtype) * step_scale
+    B = torch.randn(b, L, n, generator=g, dtype=dtype)
+    C = torch.randn(b, L, n, generator=g, dtype=dtype)
+    return u, log_a, B, C
+
+
+def map_inputs(b, h, p, n, H, W, dt_scale=1.0, A_scale=3.0, seed=0, dtype=torch.float32, dirs=DIRECTIONS):
+    g = torch.Generator().manual_seed(seed)
+    k, o = len(dirs), len(orientations(dirs))
+    x = torch.randn(b, h, p, H, W, generator=g, dtype=dtype)
+    dt = torch.rand(b, o, h, H, W, generator=g, dtype=dtype) * dt_scale
+    A = torch.rand(o, h, generator=g, dtype=dtype) * A_scale + 0.01
+    B = torch.randn(b, k, n, H, W, generator=g, dtype=dtype)
+    C = torch.randn(b, k, n, H, W, generator=g, dtype=dtype)
+    return x, dt, A, B, C
+
+
+# ---------------------------------------------------------------------------------------------- building blocks
+def test_decay_matrices_match_their_definitions():
+    a = -torch.rand(7, dtype=torch.float64) * 3
+    T = a.numel()
+    want_lower = torch.zeros(T, T, dtype=torch.float64)
+    for i in range(T):
+        for j in range(T):
+            if i >= j:
+                want_lower[i, j] = torch.exp(a[j + 1:i + 1].sum())
+    torch.testing.assert_close(decay_lower(a), want_lower, rtol=1e-12, atol=0)
+
+
+def test_reverse_oracle_is_the_forward_scan_of_the_flipped_sequence_gated_at_the_source():
+    u, log_a, B, C = (t.double() for t in seq_inputs(2, 23, 2, 3, 4, seed=4))
+    shifted = torch.cat([log_a[:, 1:], torch.zeros_like(log_a[:, :1])], dim=1)  # a_{t+1}
+    flip = lambda t: t.flip(1)
+    want = flip(selective_scan_ref(flip(u), flip(shifted), flip(B), flip(C)))
+    torch.testing.assert_close(selective_scan_ref(u, log_a, B, C, reverse=True), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("c, group", [(1, 4), (4, 4), (5, 4), (17, 4), (70, 4), (9, 2)])
+def test_carry_states_matches_the_recurrence(c, group, reverse):
+    g = torch.Generator().manual_seed(c)
+    S = torch.randn(2, c, 3, generator=g, dtype=torch.float64)
+    gl = -torch.rand(2, c, generator=g, dtype=torch.float64)
+    H, want = torch.zeros(2, 3, dtype=torch.float64), [None] * c
+    for i in (range(c - 1, -1, -1) if reverse else range(c)):
+        H = torch.exp(gl[:, i, None]) * H + S[:, i]
+        want[i] = H
+    got = carry_states(S, gl, group, reverse=reverse)
+    torch.testing.assert_close(got, torch.stack(want, 1), rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------- 1D forward scan
+@pytest.mark.parametrize("L, chunk", [(1, 4), (7, 4), (16, 4), (33, 8), (129, 32), (300, 4), (70, 3), (64, 64)])
+def test_chunked_matches_oracle_any_length_and_chunk(L, chunk):
+    u, log_a, B, C = seq_inputs(2, L, 3, 5, 4, seed=L)
+    ref = selective_scan_ref(*(t.double() for t in (u, log_a, B, C)))
+    assert rel_err(selective_scan_chunked(u, log_a, B, C, chunk), ref) <= RTOL
+
+
+@pytest.mark.parametrize("step_scale", [1e-8, 1e-3, 30.0, 1e4, 1e8])
+def test_adversarial_step_sizes_stay_exact_and_finite(step_scale):
+    """Tiny steps (state kept ~forever) and huge ones (state reset every token) both match the oracle."""
+    u, log_a, B, C = seq_inputs(2, 200, 2, 4, 4, step_scale=step_scale, seed=1)
+    y = selective_scan_chunked(u, log_a, B, C, 16)
+    assert torch.isfinite(y).all()
+    assert rel_err(y, selective_scan_ref(*(t.double() for t in (u, log_a, B, C)))) <= RTOL
+
+
+def test_gradients_match_oracle():
+    u, log_a, B, C = seq_inputs(2, 45, 2, 3, 4, seed=3)
+    leaves = [t.double().requires_grad_() for t in (u, log_a, B, C)]
+    (selective_scan_ref(*leaves) * torch.linspace(-1, 1, 45)[None, :, None, None]).sum().backward()
+    fast = [t.clone().requires_grad_() for t in (u, log_a, B, C)]
+    (selective_scan_chunked(*fast, chunk=8) * torch.linspace(-1, 1, 45)[None, :, None, None]).sum().backward()
+    for name, want, got in zip("u log_a B C".split(), leaves, fast):
+        assert rel_err(got.grad, want.grad) <= RTOL, name
+
+
+# ---------------------------------------------------------------------------------------------- 2D, four directions
+@pytest.mark.parametrize("H, W, chunk", [(1, 1, 32), (1, 9, 4), (9, 1, 4), (5, 7, 4), (8, 8, 4), (6, 13, 4),
+                                         (9, 40, 8), (13, 11, 32), (16, 16, 16)])
+def test_scan_2d_matches_oracle(H, W, chunk):
+    x, dt, A, B, C = map_inputs(2, 2, 3, 4, H, W, seed=H * 100 + W)
+    ref = scan_2d_ref(*(t.double() for t in (x, dt, A, B, C)))
+    assert rel_err(scan_2d(x, dt, A, B, C, DIRECTIONS, chunk), ref) <= RTOL
+
+
+@pytest.mark.parametrize("dirs", [("row",), ("col_rev",), ("row", "col"), ("row_rev", "col", "col_rev")])
+def test_scan_2d_direction_subsets(dirs):
+    x, dt, A, B, C = map_inputs(1, 1, 2, 3, 6, 7, seed=5, dirs=dirs)
+    ref = scan_2d_ref(*(t.double() for t in (x, dt, A, B, C)), directions=dirs)
+    assert rel_err(scan_2d(x, dt, A, B, C, dirs, 4), ref) <= RTOL
+
+
+def test_scan_2d_gradients_match_oracle():
+    x, dt, A, B, C = map_inputs(1, 2, 2, 3, 5, 6, seed=9)
+    weights = torch.randn(1, 2, 2, 5, 6, dtype=torch.float64)
+    slow = [t.double().requires_grad_() for t in (x, dt, A, B, C)]
+    (scan_2d_ref(*slow) * weights).sum().backward()
+    fast = [t.clone().requires_grad_() for t in (x, dt, A, B, C)]
+    (scan_2d(*fast, DIRECTIONS, 4) * weights.float()).sum().backward()
+    for name, want, got in zip("x dt A B C".split(), slow, fast):
+        assert rel_err(got.grad, want.grad) <= RTOL, name
+
+
+def test_the_four_orders_are_distinct_permutations():
+    orders = {d: scan_order(4, 5, d).tolist() for d in DIRECTIONS}
+    for d, order in orders.items():
+        assert sorted(order) == list(range(20)), d
+    assert len({tuple(o) for o in orders.values()}) == 4
+    assert orders["row"][:6] == [0, 1, 2, 3, 4, 5]  # along the first row, then the next
+    assert orders["col"][:5] == [0, 5, 10, 15, 1]  # down the first column, then the next
+
+
+def _expected_reach(direction: str, H: int, W: int, r0: int, c0: int) -> torch.Tensor:
+    """Pixels an impulse at (r0, c0) can reach in a causal scan of ``direction``, written out by hand."""
+    reach = torch.zeros(H, W, dtype=torch.bool)
+    for r in range(H):
+        for c in range(W):
+            after = {"row": (r, c) >= (r0, c0), "row_rev": (r, c) <= (r0, c0),
+                     "col": (c, r) >= (c0, r0), "col_rev": (c, r) <= (c0, r0)}[direction]
+            reach[r, c] = after
+    return reach
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_impulse_reaches_exactly_the_pixels_after_it_in_its_order(direction):
+    """Fails if a direction used another's ordering (each reach pattern is unique) or if un-permuting were wrong."""
+    H, W, r0, c0 = 5, 6, 2, 3
+    x = torch.zeros(1, 1, 1, H, W, dtype=torch.float64)
+    x[..., r0, c0] = 1.0
+    dt = torch.full((1, 1, 1, H, W), 0.5, dtype=torch.float64)  # one orientation
+    A = torch.full((1, 1), 0.1, dtype=torch.float64)
+    B = torch.ones(1, 1, 1, H, W, dtype=torch.float64)
+    y = scan_2d(x, dt, A, B, B.clone(), (direction,), chunk=4)[0, 0, 0]
+    assert torch.equal(y > 1e-12, _expected_reach(direction, H, W, r0, c0))
+
+
+def test_merged_directions_are_the_sum_of_each_direction():
+    x, dt, A, B, C = map_inputs(1, 1, 2, 3, 6, 5, seed=11, dtype=torch.float64)
+    merged = scan_2d(x, dt, A, B, C, DIRECTIONS, 4)
+    orient = lambda d: orientations(DIRECTIONS).index(d.split("_")[0])
+    parts = sum(scan_2d(x, dt[:, orient(d):orient(d) + 1], A[orient(d):orient(d) + 1], B[:, k:k + 1], C[:, k:k + 1],
+                        (d,), 4) for k, d in enumerate(DIRECTIONS))
+    torch.testing.assert_close(merged, parts, rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------- low precision
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("dt_scale, A_scale", [(1e-4, 3.0), (1.0, 3.0), (1.0, 1e4), (30.0, 1e3), (1e-3, 1e7)])
+def test_low_precision_stays_finite_and_close(dtype, dt_scale, A_scale):
+    """Step sizes from ~0 to log-decays of -1e7 per token (overflowing fp16 to -inf): finite and near the oracle.
+
+    (dt also scales the input, so it is kept where the true output fits in fp16; the decay is what we stress.)
+    """
+    x, dt, A, B, C = map_inputs(1, 1, 4, 4, 16, 16, dt_scale=dt_scale, A_scale=A_scale, seed=2)
+    ref = scan_2d_ref(*(t.double() for t in (x, dt, A, B, C)))
+    y = scan_2d(*(t.to(dtype) for t in (x, dt, A, B, C)), DIRECTIONS, 8)
+    assert torch.isfinite(y).all()
+    # Low precision carries ~3 significant digits through a few dozen products: a loose but meaningful bound.
+    assert rel_err(y, ref) <= (0.05 if dtype == torch.float16 else 0.1)
+
+
+def test_decay_floor_only_guards_against_overflow():
+    assert torch.exp(torch.tensor(LOG_DECAY_FLOOR, dtype=torch.float64)) == 0
+    a = torch.tensor([0.0, float("-inf"), -1.0], dtype=torch.float16)
+    assert torch.isfinite(decay_lower(a)).all()

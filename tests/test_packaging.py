@@ -1,0 +1,40 @@
+"""Packaging promises: the runtime install needs no torch; the README's test command is what CI runs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_base_requirements_have_no_torch():
+    requires = metadata.requires("mambaesr-runtime") or []
+    base = [r for r in requires if "extra ==" not in r]
+    assert base, "the runtime dependencies should be declared"
+    assert not [r for r in base if re.match(r"torch\b", r)], base
+    with_torch = [r for r in requires if re.match(r"torch\b", r)]
+    assert with_torch and all("extra ==" in r for r in with_torch)
+
+
+def test_importing_the_package_and_model_config_does_not_import_torch():
+    code = ("import sys, mambaesr_runtime, mambaesr_runtime.model.config, mambaesr_runtime.errors; "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    quick = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```bash\n(.+?)\n```", quick)
+
+
+def test_readme_has_exactly_two_setup_commands_and_ci_runs_the_test_one():
+    commands = _readme_commands()
+    assert len(commands) == 2, commands
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert commands[1] in ci.splitlines(), "the README's test command and .ci/run have drifted apart"
+    assert "torch==2.13.0" in commands[0] and "torch==2.13.0" in commands[1]
