@@ -35,6 +35,7 @@ setup(
     entry_points={
         "console_scripts": [
             "mambaesr-demo=mambaesr_runtime.cli.demo:main",
+            "mambaesr-train=mambaesr_runtime.cli.train:main",
         ],
     },
     classifiers=[

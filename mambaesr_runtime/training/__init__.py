@@ -1,0 +1,1 @@
+"""Training (needs torch): data and degradation, losses, the teacher/student distillation loop, experiment records."""

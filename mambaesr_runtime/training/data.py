@@ -1,0 +1,159 @@
+"""Training data: HR image folders -> (LR, HR) pairs with the MATLAB bicubic degradation -> random aligned crops.
+
+Pairs are made once per image (and cached on disk when a cache folder is given, keyed by file content), kept in memory
+as uint8, and, on a GPU, kept on the device so that crops are cut there. Sampling is deterministic for a seed, and its
+state (a NumPy bit generator) is JSON-able, so a resumed run draws exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import MambaESRError, require_torch
+from ..imaging.imresize import imresize
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class DataError(MambaESRError):
+    """Training or validation data is missing or unusable."""
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"image folder {folder} not found")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"image folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """uint8 (H, W, 3) RGB from any 8-bit image file; gray is replicated, alpha dropped."""
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise DataError(f"cannot decode image {path}")
+    if img.dtype != np.uint8:
+        raise DataError(f"{path}: training reads 8-bit images, got {img.dtype}")
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    elif img.shape[2] == 4:
+        img = img[:, :, :3]
+    return np.ascontiguousarray(img[:, :, ::-1])
+
+
+def make_pair(hr: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """(LR, HR) with HR mod-cropped to a multiple of ``scale`` and LR = MATLAB bicubic downscale of it."""
+    h, w = (hr.shape[0] // scale) * scale, (hr.shape[1] // scale) * scale
+    if h == 0 or w == 0:
+        raise DataError(f"image of size {hr.shape[:2]} is smaller than the scale {scale}")
+    hr = np.ascontiguousarray(hr[:h, :w])
+    return imresize(hr, 1 / scale), hr
+
+
+def load_pairs(folders, scale: int, cache_dir: str | os.PathLike | None = None,
+               max_images: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(LR, HR) uint8 RGB pairs for every image under ``folders``; LR cached in ``cache_dir`` when given."""
+    files = [f for folder in ([folders] if isinstance(folders, (str, os.PathLike)) else folders)
+             for f in list_images(folder)]
+    pairs = []
+    for path in files[:max_images]:
+        hr = read_rgb(path)
+        lr = None
+        if cache_dir is not None:
+            key = hashlib.sha256(path.read_bytes()).hexdigest()[:24]
+            cached = Path(cache_dir) / f"{key}_x{scale}.png"
+            if cached.is_file():
+                lr = cv2.imread(str(cached), cv2.IMREAD_UNCHANGED)[:, :, ::-1]
+        if lr is None:
+            lr, _ = make_pair(hr, scale)
+            if cache_dir is not None:
+                Path(cache_dir).mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(suffix=".png", dir=cache_dir)
+                os.close(fd)
+                cv2.imwrite(tmp, np.ascontiguousarray(lr[:, :, ::-1]))
+                os.replace(tmp, cached)
+        h, w = lr.shape[0] * scale, lr.shape[1] * scale
+        pairs.append((np.ascontiguousarray(lr), np.ascontiguousarray(hr[:h, :w])))
+    return pairs
+
+
+def load_benchmark(folder: str | os.PathLike, scale: int = 4) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, LR, HR) uint8 RGB triples of a ``<Set>/HR`` + ``<Set>/LR_bicubic/X<s>`` folder (LR made if absent)."""
+    folder = Path(folder)
+    out = []
+    for hr_path in list_images(folder / "HR"):
+        hr = read_rgb(hr_path)
+        lr_path = folder / "LR_bicubic" / f"X{scale}" / f"{hr_path.stem}x{scale}{hr_path.suffix}"
+        if lr_path.is_file():
+            lr = read_rgb(lr_path)
+            hr = hr[:lr.shape[0] * scale, :lr.shape[1] * scale]
+        else:
+            lr, hr = make_pair(hr, scale)
+        out.append((hr_path.stem, lr, hr))
+    return out
+
+
+@dataclass
+class CropSampler:
+    """Random aligned (LR, HR) crops with flips and 90-degree rotations, drawn on ``device``.
+
+    ``patch`` is the LR crop size. ``state()``/``set_state()`` capture the NumPy bit generator for exact resume.
+    """
+
+    pairs: list
+    scale: int
+    patch: int
+    batch: int
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self):
+        torch = require_torch()
+        small = [lr.shape[:2] for lr, _ in self.pairs if min(lr.shape[:2]) < self.patch]
+        self.pairs = [(lr, hr) for lr, hr in self.pairs if min(lr.shape[:2]) >= self.patch]
+        if not self.pairs:
+            raise DataError(f"no training image is at least {self.patch} LR pixels on each side "
+                            f"({len(small)} smaller ones skipped); lower the patch size")
+        # uint8, channels first, on the device: crops are cut there, no host round trip per batch.
+        self._lr = [torch.from_numpy(lr).permute(2, 0, 1).contiguous().to(self.device) for lr, _ in self.pairs]
+        self._hr = [torch.from_numpy(hr).permute(2, 0, 1).contiguous().to(self.device) for _, hr in self.pairs]
+        self._rng = np.random.default_rng(self.seed)
+
+    def state(self) -> dict:
+        return self._rng.bit_generator.state
+
+    def set_state(self, state: dict) -> None:
+        self._rng.bit_generator.state = state
+
+    def sample(self):
+        """(lr, hr) float32 batches in [0, 1]: (batch, 3, patch, patch) and (batch, 3, s*patch, s*patch)."""
+        torch = require_torch()
+        p, s = self.patch, self.scale
+        lrs, hrs = [], []
+        for _ in range(self.batch):
+            i = int(self._rng.integers(len(self._lr)))
+            lr, hr = self._lr[i], self._hr[i]
+            y = int(self._rng.integers(lr.shape[1] - p + 1))
+            x = int(self._rng.integers(lr.shape[2] - p + 1))
+            lr_c = lr[:, y:y + p, x:x + p]
+            hr_c = hr[:, y * s:(y + p) * s, x * s:(x + p) * s]
+            hflip, vflip, rot = (bool(v) for v in self._rng.integers(2, size=3))
+            for t in range(2):
+                crop = (lr_c, hr_c)[t]
+                if hflip:
+                    crop = crop.flip(-1)
+                if vflip:
+                    crop = crop.flip(-2)
+                if rot:
+                    crop = crop.transpose(-1, -2)
+                (lrs if t == 0 else hrs).append(crop)
+        return torch.stack(lrs).float() / 255.0, torch.stack(hrs).float() / 255.0

@@ -1,0 +1,365 @@
+"""The training loop: AdamW, warmup + cosine, gradient clipping, EMA, AMP on GPU, optional distillation from a frozen
+teacher, validation PSNR with early stopping, a wall-clock budget, and exact resume.
+
+Everything a resume needs is stored without pickles: ``train_state.safetensors`` (model, EMA, AdamW moments, torch
+RNG) and ``train_state.json`` (step, sampler RNG, curves, best score), each written atomically; the JSON names the
+step the tensors belong to, so a save interrupted between the two files is detected instead of silently mixed.
+The library never prints: progress goes to ``logging`` and to the optional ``progress`` callback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CheckpointError, ConfigError, require_torch
+from ..evaluation.metrics import psnr_y, ssim_y
+from ..model.checkpoint import _atomic_write, load_checkpoint, save_checkpoint
+from ..model.config import VARIANTS, variant as get_variant
+from .data import CropSampler, load_benchmark, load_pairs
+from .losses import PIXEL_LOSSES, distillation_loss
+from .records import RunRecord
+
+log = logging.getLogger(__name__)
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Every field lands in the run's ``config.json``."""
+
+    kind: str
+    """Run name prefix (``teacher``, ``student``, ``fast``...): ``runs/<kind>_<timestamp>/``."""
+    variant: str
+    """Model variant from the variant table."""
+    train_dirs: tuple[str, ...]
+    """HR image folders to train on."""
+    val_dirs: tuple[str, ...] = ()
+    """Benchmark folders (``<Set>/HR`` + ``<Set>/LR_bicubic/X<s>``) for validation; never B100 (no tuning on it)."""
+    scale: int = 4
+    patch: int = 48
+    """LR crop size."""
+    batch: int = 16
+    steps: int = 10_000
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 200
+    min_lr_ratio: float = 0.01
+    """Cosine decays the learning rate to ``lr * min_lr_ratio`` at ``steps``."""
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    loss: str = "l1"
+    teacher: str | None = None
+    """Checkpoint of a frozen teacher for output distillation."""
+    alpha: float = 0.2
+    """Distillation weight (the seed paper's best: 0.2)."""
+    eval_every: int = 500
+    early_stop_patience: int = 0
+    """Stop after this many evaluations without a better validation PSNR (0: never)."""
+    time_budget_s: float | None = None
+    """Wall-clock budget of this invocation; the run stops cleanly (saved, evaluated) before it runs out."""
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "auto"
+    """``auto``: bf16 autocast on CUDA, off on CPU."""
+    max_images: int | None = None
+    val_max_images: int | None = None
+    cache_dir: str | None = None
+    """Where LR versions of the training images are cached (keyed by file content)."""
+
+    def __post_init__(self):
+        problems = []
+        if self.variant not in VARIANTS:
+            problems.append(f"variant must be one of {sorted(VARIANTS)}, got {self.variant!r}")
+        if self.loss not in PIXEL_LOSSES:
+            problems.append(f"loss must be one of {PIXEL_LOSSES}, got {self.loss!r}")
+        if self.amp not in AMP_MODES:
+            problems.append(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
+        if not 0 <= self.alpha <= 1:
+            problems.append(f"alpha must be in [0, 1], got {self.alpha}")
+        for name in ("patch", "batch", "steps", "eval_every"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.train_dirs:
+            problems.append("train_dirs is empty: give at least one HR image folder")
+        if problems:
+            raise ConfigError("invalid training config: " + "; ".join(problems))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"unknown training config keys {unknown}; valid keys are {sorted(names)}")
+        data = dict(data)
+        for key in ("train_dirs", "val_dirs"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Linear warmup to ``cfg.lr``, then cosine down to ``cfg.lr * cfg.min_lr_ratio`` at ``cfg.steps``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    floor = cfg.lr * cfg.min_lr_ratio
+    return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * t))
+
+
+def resolve_device(name: str) -> str:
+    torch = require_torch()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was asked for but this PyTorch build sees no CUDA GPU; use --device cpu")
+    return name
+
+
+def evaluate_model(model, benchmarks: dict, scale: int, device: str) -> dict:
+    """{set: {'psnr', 'ssim', 'images': {name: [psnr, ssim]}}} for full-image torch inference (fp32)."""
+    torch = require_torch()
+    model.eval()
+    results = {}
+    with torch.no_grad():
+        for set_name, triples in benchmarks.items():
+            per_image = {}
+            for name, lr, hr in triples:
+                x = torch.from_numpy(lr).permute(2, 0, 1)[None].float().div(255).to(device)
+                sr = model(x).clamp(0, 1).mul(255).round().byte()[0].permute(1, 2, 0).cpu().numpy()
+                per_image[name] = [psnr_y(sr, hr, scale), ssim_y(sr, hr, scale)]
+            values = np.array(list(per_image.values()))
+            results[set_name] = {"psnr": float(values[:, 0].mean()), "ssim": float(values[:, 1].mean()),
+                                 "images": per_image}
+    return results
+
+
+class _EMA:
+    """Exponential moving average of the parameters (decay warmed up as in timm's ModelEmaV2)."""
+
+    def __init__(self, model, decay: float):
+        self.decay = decay
+        self.params = [p.detach().clone() for p in model.parameters()]
+
+    def update(self, model, step: int):
+        d = min(self.decay, (1 + step) / (10 + step))
+        for e, p in zip(self.params, model.parameters()):
+            e.mul_(d).add_(p.detach(), alpha=1 - d)
+
+    def copy_to(self, model):
+        for e, p in zip(self.params, model.parameters()):
+            p.data.copy_(e)
+
+
+def _save_state(path: Path, step: int, model, ema: _EMA, opt, sampler: CropSampler, extra: dict):
+    torch = require_torch()
+    from safetensors.torch import save_file
+
+    tensors = {}
+    names = [n for n, _ in model.named_parameters()]
+    for n, p in model.named_parameters():
+        tensors[f"model.{n}"] = p.detach().cpu().contiguous()
+    for n, e in zip(names, ema.params):
+        tensors[f"ema.{n}"] = e.cpu().contiguous()
+    for n, p in zip(names, model.parameters()):
+        state = opt.state.get(p, {})
+        if state:  # AdamW's moments and its per-parameter step count
+            tensors[f"opt.{n}.exp_avg"] = state["exp_avg"].detach().cpu().contiguous()
+            tensors[f"opt.{n}.exp_avg_sq"] = state["exp_avg_sq"].detach().cpu().contiguous()
+            tensors[f"opt.{n}.step"] = torch.as_tensor(state["step"]).detach().cpu().reshape(1)
+    tensors["rng.torch_cpu"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        tensors["rng.torch_cuda"] = torch.cuda.get_rng_state()
+    _atomic_write(path.with_suffix(".safetensors"),
+                  lambda tmp: save_file(tensors, tmp, metadata={"step": str(step)}))
+    info = {"step": step, "sampler_rng": sampler.state(), **extra}
+
+    def write(tmp):
+        with open(tmp, "w") as fh:
+            json.dump(info, fh, indent=1)
+
+    _atomic_write(path.with_suffix(".json"), write)
+
+
+def _load_state(path: Path, model, ema: _EMA, opt, sampler: CropSampler, device: str) -> dict:
+    torch = require_torch()
+    from safetensors import safe_open
+
+    meta_path, tensor_path = path.with_suffix(".json"), path.with_suffix(".safetensors")
+    if not meta_path.is_file() or not tensor_path.is_file():
+        raise CheckpointError(f"no training state at {path} (.json + .safetensors); start a new run instead")
+    info = json.loads(meta_path.read_text())
+    with safe_open(str(tensor_path), framework="pt", device="cpu") as fh:
+        if fh.metadata().get("step") != str(info["step"]):
+            raise CheckpointError(f"training state {tensor_path} is from step {fh.metadata().get('step')} but its "
+                                  f"JSON says step {info['step']}: the last save was interrupted; delete both files "
+                                  f"to resume from the previous run record, or start over")
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    names = [n for n, _ in model.named_parameters()]
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            p.copy_(tensors[f"model.{n}"].to(device))
+        for n, e in zip(names, ema.params):
+            e.copy_(tensors[f"ema.{n}"].to(device))
+    for n, p in zip(names, model.parameters()):
+        if f"opt.{n}.exp_avg" in tensors:
+            opt.state[p] = {"step": tensors[f"opt.{n}.step"].reshape(()).clone(),
+                            "exp_avg": tensors[f"opt.{n}.exp_avg"].to(device),
+                            "exp_avg_sq": tensors[f"opt.{n}.exp_avg_sq"].to(device)}
+    torch.set_rng_state(tensors["rng.torch_cpu"])
+    if "rng.torch_cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.torch_cuda"])
+    sampler.set_state(info["sampler_rng"])
+    return info
+
+
+def train(cfg: TrainConfig, runs_root: str | os.PathLike = "runs", resume: str | os.PathLike | None = None,
+          progress=None, stop_after: int | None = None) -> Path:
+    """Run (or resume) one training run; returns its run folder.
+
+    ``progress(dict)`` is called after every step. ``stop_after``: end this invocation (saved, resumable) after that
+    many steps, e.g. to train on a CPU in slices.
+    """
+    torch = require_torch()
+    from ..model.net import build_model
+
+    start_wall = time.monotonic()
+    device = resolve_device(cfg.device)
+    amp = cfg.amp if cfg.amp != "auto" else ("bf16" if device.startswith("cuda") else "off")
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+
+    # Data first: a missing or unusable folder must fail before a run folder is created.
+    pairs = load_pairs(cfg.train_dirs, cfg.scale, cfg.cache_dir, cfg.max_images)
+    benchmarks = {Path(d).name: load_benchmark(d, cfg.scale)[:cfg.val_max_images] for d in cfg.val_dirs}
+    record = RunRecord.resume(resume) if resume else RunRecord.create(runs_root, cfg.kind)
+    # Compared as stored (JSON: tuples become lists); the budget belongs to an invocation, not to the run.
+    same = lambda d: {k: v for k, v in json.loads(json.dumps(d)).items() if k != "time_budget_s"}
+    if resume and same(record.config().get("train", {})) != same(cfg.to_dict()):
+        raise ConfigError(f"the run in {record.path} was started with another training config; resume it with the "
+                          f"same settings (see its config.json), or start a new run")
+    torch.manual_seed(cfg.seed)
+    model_cfg = get_variant(cfg.variant, scale=cfg.scale)
+    model = build_model(model_cfg).to(device)
+    teacher = None
+    if cfg.teacher:
+        teacher, teacher_info = load_checkpoint(cfg.teacher, device=device)
+        if teacher.cfg.scale != cfg.scale:
+            raise ConfigError(f"teacher {cfg.teacher} is x{teacher.cfg.scale}, the run is x{cfg.scale}")
+        teacher.requires_grad_(False)
+    if not resume:
+        record.write_config({"train": cfg.to_dict(), "model": model_cfg.to_dict(), "device": device, "amp": amp,
+                             "torch": torch.__version__,
+                             "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None})
+    record.attach_log()
+
+    sampler = CropSampler(pairs, cfg.scale, cfg.patch, cfg.batch, cfg.seed, device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    ema = _EMA(model, cfg.ema_decay)
+    eval_model = build_model(model_cfg).to(device)
+
+    step, curves, best, stale, elapsed_before = 0, {"train": [], "val": []}, -math.inf, 0, 0.0
+    if resume:
+        info = _load_state(record.path / "train_state", model, ema, opt, sampler, device)
+        step, curves, best, stale = info["step"], info["curves"], info["best"], info["stale"]
+        elapsed_before = info["elapsed_s"]
+        log.info("resumed %s at step %d", record.path, step)
+    log.info("training %s (%s, %d params) on %s, amp %s, %d training pairs", cfg.kind, cfg.variant,
+             sum(p.numel() for p in model.parameters()), device, amp, len(pairs))
+
+    def save(reason: str):
+        ema.copy_to(eval_model)
+        summary = {"data": list(cfg.train_dirs), "steps": step, "device": device,
+                   "hardware": record.config().get("gpu") or "cpu",
+                   "wall_time_s": round(elapsed_before + time.monotonic() - start_wall, 1),
+                   "best_val_psnr": None if best == -math.inf else best, "distilled_from": cfg.teacher}
+        save_checkpoint(eval_model, record.path / "model_last", variant=cfg.variant, training=summary)
+        _save_state(record.path / "train_state", step, model, ema, opt, sampler,
+                    {"curves": curves, "best": best, "stale": stale,
+                     "elapsed_s": elapsed_before + time.monotonic() - start_wall})
+        record.write_metrics({"curves": curves, "best_val_psnr": None if best == -math.inf else best,
+                              "steps": step, "stopped": reason})
+        log.info("saved step %d (%s)", step, reason)
+
+    def validate() -> float | None:
+        nonlocal best, stale
+        if not benchmarks:
+            return None
+        ema.copy_to(eval_model)
+        res = evaluate_model(eval_model, benchmarks, cfg.scale, device)
+        score = float(np.mean([r["psnr"] for r in res.values()]))
+        curves["val"].append({"step": step, **{k: {"psnr": v["psnr"], "ssim": v["ssim"]} for k, v in res.items()},
+                              "mean_psnr": score})
+        if score > best:
+            best, stale = score, 0
+            save_checkpoint(eval_model, record.path / "model_best", variant=cfg.variant,
+                            training={"data": list(cfg.train_dirs), "steps": step, "val": curves["val"][-1],
+                                      "distilled_from": cfg.teacher})
+        else:
+            stale += 1
+        log.info("step %d validation %s", step, {k: round(v["psnr"], 3) for k, v in res.items()})
+        return score
+
+    step_times, reason = [], "finished"
+    eval_cost, first_step = 0.0, step
+    while step < cfg.steps:
+        t0 = time.monotonic()
+        if stop_after is not None and step - first_step >= stop_after:
+            reason = "paused"
+            break
+        if cfg.time_budget_s is not None:
+            spent = t0 - start_wall
+            need = (np.median(step_times) if step_times else 0) + eval_cost + 1.0
+            if spent + need > cfg.time_budget_s:
+                reason = "time budget"
+                break
+        lr = lr_at(cfg, step)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        lr_batch, hr_batch = sampler.sample()
+        with torch.autocast(device_type=device.split(":")[0], dtype=amp_dtype, enabled=amp_dtype is not None):
+            out = model(lr_batch)
+            teacher_out = teacher(lr_batch) if teacher is not None else None
+            losses = distillation_loss(cfg.loss, out.float(), hr_batch,
+                                       None if teacher_out is None else teacher_out.float(), cfg.alpha)
+        opt.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        ema.update(model, step)
+        step += 1
+        entry = {"step": step, "lr": lr, "loss": losses["total"].item(), "pixel": losses["pixel"].item(),
+                 "kd": losses["kd"].item(), "grad_norm": grad_norm.item()}
+        curves["train"].append(entry)
+        step_times.append(time.monotonic() - t0)
+        if not math.isfinite(entry["loss"]):
+            reason = "non-finite loss"
+            log.error("non-finite loss at step %d; stopping (lower --lr or use --loss charbonnier)", step)
+            break
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            t_eval = time.monotonic()
+            validate()
+            save("checkpoint")
+            eval_cost = time.monotonic() - t_eval
+            if cfg.early_stop_patience and stale >= cfg.early_stop_patience:
+                reason = "early stopping"
+                break
+        if progress is not None:
+            progress({**entry, "best_val_psnr": None if best == -math.inf else best, "of": cfg.steps})
+    if not curves["val"] or curves["val"][-1]["step"] != step:
+        validate()
+    save(reason)
+    record.plot_curves(curves)
+    log.info("run %s ended at step %d: %s", record.path, step, reason)
+    record.detach_log()
+    return record.path

@@ -1,0 +1,154 @@
+"""Training: data alignment and determinism, losses, schedule, overfitting, exact resume, budget, records, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mambaesr_runtime.errors import CheckpointError, ConfigError
+from mambaesr_runtime.model.checkpoint import load_checkpoint, save_checkpoint
+from mambaesr_runtime.model.config import variant
+from mambaesr_runtime.model.net import build_model
+from mambaesr_runtime.training.data import CropSampler, DataError, load_pairs, make_pair
+from mambaesr_runtime.training.loop import TrainConfig, lr_at, train
+from mambaesr_runtime.training.losses import distillation_loss, pixel_loss
+from mambaesr_runtime.training.records import latest_summary
+
+
+@pytest.fixture()
+def small_train(shared_data):
+    return (str(shared_data / "train" / "T91"),)
+
+
+def tiny_cfg(train_dirs, shared_data=None, **kw):
+    base = dict(kind="student", variant="tiny", train_dirs=train_dirs, patch=12, batch=4, steps=12, eval_every=6,
+                max_images=4, warmup_steps=3, lr=5e-3, seed=3)
+    if shared_data is not None:
+        base.update(val_dirs=(str(shared_data / "benchmarks" / "Set5"),), val_max_images=2)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+# ---------------------------------------------------------------------------------------------- data
+def test_crops_stay_aligned_under_every_flip_and_rotation():
+    """HR made of constant s x s blocks: any aligned crop, flipped or rotated, is the LR crop repeated."""
+    rng = np.random.default_rng(0)
+    lr = rng.integers(0, 256, (20, 17, 3), dtype=np.uint8)
+    hr = lr.repeat(3, axis=0).repeat(3, axis=1)
+    sampler = CropSampler([(lr, hr)], scale=3, patch=6, batch=64, seed=1)
+    lrb, hrb = sampler.sample()
+    assert lrb.shape == (64, 3, 6, 6) and hrb.shape == (64, 3, 18, 18)
+    assert torch.equal(hrb, lrb.repeat_interleave(3, dim=2).repeat_interleave(3, dim=3))
+    assert len({tuple(x.flatten()[:5].tolist()) for x in lrb}) > 10  # crops differ
+
+
+def test_sampler_is_deterministic_and_its_state_resumes():
+    lr = np.random.default_rng(0).integers(0, 256, (30, 30, 3), dtype=np.uint8)
+    pairs = [(lr, lr.repeat(2, 0).repeat(2, 1))]
+    a, b = CropSampler(pairs, 2, 8, 4, seed=5), CropSampler(pairs, 2, 8, 4, seed=5)
+    assert torch.equal(a.sample()[0], b.sample()[0])
+    state = a.state()
+    want = a.sample()[0]
+    b.set_state(state)
+    assert torch.equal(b.sample()[0], want)
+
+
+def test_pairs_use_the_matlab_degradation_and_cache(tmp_path, small_train):
+    pairs = load_pairs(small_train, 4, cache_dir=tmp_path / "cache", max_images=2)
+    again = load_pairs(small_train, 4, cache_dir=tmp_path / "cache", max_images=2)
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+    for (lr, hr), (lr2, hr2) in zip(pairs, again):
+        assert hr.shape[0] == 4 * lr.shape[0] and hr.shape[1] == 4 * lr.shape[1]
+        assert np.array_equal(lr, make_pair(hr, 4)[0]) and np.array_equal(lr, lr2)
+
+
+def test_sampler_refuses_images_smaller_than_the_patch():
+    tiny = np.zeros((5, 5, 3), np.uint8)
+    with pytest.raises(DataError, match="lower the patch size"):
+        CropSampler([(tiny, tiny.repeat(2, 0).repeat(2, 1))], 2, 8, 1)
+
+
+# ---------------------------------------------------------------------------------------------- losses, schedule
+def test_kd_is_zero_when_student_equals_teacher():
+    out = torch.rand(2, 3, 8, 8)
+    hr = torch.rand(2, 3, 8, 8)
+    for name in ("l1", "charbonnier"):
+        parts = distillation_loss(name, out, hr, teacher_out=out.clone(), alpha=0.2)
+        assert parts["kd"].item() == 0.0
+        assert parts["total"].item() == pytest.approx(0.8 * pixel_loss(name, out, hr).item())
+    with pytest.raises(ConfigError):
+        distillation_loss("l1", out, hr, out, alpha=1.5)
+
+
+def test_schedule_warms_up_then_decays_to_the_floor():
+    cfg = TrainConfig(kind="x", variant="tiny", train_dirs=("d",), steps=100, warmup_steps=10, lr=1e-3,
+                      min_lr_ratio=0.01)
+    assert lr_at(cfg, 0) == pytest.approx(1e-4) and lr_at(cfg, 9) == pytest.approx(1e-3)
+    assert lr_at(cfg, 55) < lr_at(cfg, 20) and lr_at(cfg, 100) == pytest.approx(1e-5)
+
+
+def test_bad_training_config_lists_problems():
+    with pytest.raises(ConfigError, match="variant must be one of .*loss must be one of"):
+        TrainConfig(kind="x", variant="huge", train_dirs=("d",), loss="l3")
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+def test_tiny_model_overfits_a_few_crops(tmp_path, small_train):
+    cfg = tiny_cfg(small_train, steps=80, eval_every=1000, max_images=1, batch=2, patch=12, warmup_steps=5)
+    run = train(cfg, runs_root=tmp_path)
+    losses = [e["loss"] for e in json.loads((run / "metrics.json").read_text())["curves"]["train"]]
+    assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:5]), (losses[:5], losses[-10:])
+
+
+def test_resume_continues_the_exact_trajectory(tmp_path, shared_data, small_train):
+    cfg = tiny_cfg(small_train, shared_data)
+    whole = train(cfg, runs_root=tmp_path / "a")
+    half = train(cfg, runs_root=tmp_path / "b", stop_after=5)
+    assert json.loads((half / "metrics.json").read_text())["steps"] == 5
+    resumed = train(cfg, runs_root=tmp_path / "b", resume=half)
+    assert resumed == half
+    m1, _ = load_checkpoint(whole / "model_last")
+    m2, _ = load_checkpoint(resumed / "model_last")
+    for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values()):
+        assert torch.equal(a, b), k
+    c1 = json.loads((whole / "metrics.json").read_text())["curves"]
+    c2 = json.loads((resumed / "metrics.json").read_text())["curves"]
+    assert [e["loss"] for e in c1["train"]] == [e["loss"] for e in c2["train"]]
+
+
+def test_resume_refuses_another_config_and_a_torn_state(tmp_path, small_train):
+    cfg = tiny_cfg(small_train, steps=4, eval_every=2)
+    run = train(cfg, runs_root=tmp_path, stop_after=2)
+    with pytest.raises(ConfigError, match="another training config"):
+        train(tiny_cfg(small_train, steps=4, eval_every=2, lr=1e-3), runs_root=tmp_path, resume=run)
+    state = json.loads((run / "train_state.json").read_text())
+    state["step"] = 99
+    (run / "train_state.json").write_text(json.dumps(state))
+    with pytest.raises(CheckpointError, match="interrupted"):
+        train(cfg, runs_root=tmp_path, resume=run)
+
+
+def test_distillation_starts_at_zero_when_the_teacher_is_the_student(tmp_path, small_train):
+    torch.manual_seed(3)  # the seed the run uses: the student starts from exactly these weights
+    teacher = build_model(variant("tiny"))
+    save_checkpoint(teacher, tmp_path / "teacher", variant="tiny")
+    run = train(tiny_cfg(small_train, steps=2, teacher=str(tmp_path / "teacher"), alpha=0.4), runs_root=tmp_path)
+    first = json.loads((run / "metrics.json").read_text())["curves"]["train"][0]
+    assert first["kd"] < 1e-7 and first["pixel"] > 0.01
+
+
+def test_time_budget_stops_cleanly_with_a_complete_record(tmp_path, shared_data, small_train):
+    run = train(tiny_cfg(small_train, shared_data, steps=100_000, eval_every=50, time_budget_s=6.0),
+                runs_root=tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["stopped"] == "time budget" and 0 < metrics["steps"] < 100_000
+    for name in ("config.json", "git.json", "train.log", "curves.png", "model_last.safetensors", "model_last.json",
+                 "model_best.json", "train_state.safetensors", "train_state.json"):
+        assert (run / name).is_file(), name
+    assert (tmp_path / "latest").resolve() == run.resolve()
+    assert "latest average PSNR" in latest_summary(tmp_path)
+    _, info = load_checkpoint(run / "model_last")
+    assert info["training"]["steps"] == metrics["steps"] and info["training"]["hardware"] == "cpu"
