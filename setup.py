@@ -36,6 +36,7 @@ setup(
         "console_scripts": [
             "mambaesr-demo=mambaesr_runtime.cli.demo:main",
             "mambaesr-train=mambaesr_runtime.cli.train:main",
+            "mambaesr-eval=mambaesr_runtime.cli.eval:main",
         ],
     },
     classifiers=[

@@ -1,0 +1,124 @@
+"""Evaluate a model on benchmark sets by the standard protocol: per image, per set, against bicubic and the seed's
+table; what is measured is what ships (an ONNX file runs through the tiled runtime path).
+
+A model source is a checkpoint (``.safetensors``/``.json``: PyTorch, whole image) or an ONNX file (ONNX Runtime,
+tiles of the graph's static shape, blended as in production).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..imaging.imresize import imresize
+from ..runtime.tiling import upscale_tiled
+from .metrics import psnr_y, ssim_y
+
+#: The seed paper's student (370K), x4 PSNR / SSIM, for the comparison column.
+SEED_TABLE = {"Set5": (28.28, 0.837), "Set14": (25.39, 0.727), "B100": (25.20, 0.693)}
+
+
+def load_set(folder: str | os.PathLike, scale: int = 4):
+    from ..training.data import load_benchmark
+
+    return load_benchmark(folder, scale)
+
+
+def make_upscaler(source: str | os.PathLike, overlap: int = 8, threads: int = 2, device: str = "cpu"):
+    """(callable uint8 LR RGB -> float32 SR RGB in [0, 1], scale, description) for a checkpoint or an ONNX file."""
+    source = Path(source)
+    if source.suffix == ".onnx":
+        from ..backends.onnxruntime import OrtBackend
+
+        backend = OrtBackend(source, threads)
+        n, _, th, tw = backend.input_shape
+
+        def run(lr: np.ndarray) -> np.ndarray:
+            return upscale_tiled(backend.infer, lr.astype(np.float32) / 255, backend.scale, (th, tw), overlap, n)
+
+        return run, backend.scale, backend.describe() + f" tiles {th}x{tw} overlap {overlap}"
+    from ..errors import require_torch
+    from ..model.checkpoint import load_checkpoint
+
+    torch = require_torch()
+    model, info = load_checkpoint(source, device=device)
+
+    def run(lr: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(lr).permute(2, 0, 1)[None].float().div(255).to(device)
+        with torch.no_grad():
+            return model(x)[0].permute(1, 2, 0).cpu().numpy()
+
+    return run, model.cfg.scale, f"pytorch {source.name} ({info.get('variant')}, whole image)"
+
+
+def to_uint8(sr: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(sr * 255), 0, 255).astype(np.uint8)
+
+
+def evaluate(source, sets: dict, overlap: int = 8, threads: int = 2, device: str = "cpu") -> dict:
+    """``sets``: {name: folder}. Returns {'model', 'sets': {set: {'psnr', 'ssim', 'bicubic_psnr', 'bicubic_ssim',
+    'images': {name: {...}}}}}, and keeps the SR of each set's first images for the crop sheet."""
+    run, scale, desc = make_upscaler(source, overlap, threads, device)
+    out = {"model": str(source), "runner": desc, "scale": scale, "sets": {}}
+    for set_name, folder in sets.items():
+        images = {}
+        for name, lr, hr in load_set(folder, scale):
+            sr = to_uint8(run(lr))
+            bic = imresize(lr, scale)
+            images[name] = {"psnr": psnr_y(sr, hr, scale), "ssim": ssim_y(sr, hr, scale),
+                            "bicubic_psnr": psnr_y(bic, hr, scale), "bicubic_ssim": ssim_y(bic, hr, scale)}
+        mean = lambda key: float(np.mean([v[key] for v in images.values()]))
+        out["sets"][set_name] = {k: mean(k) for k in ("psnr", "ssim", "bicubic_psnr", "bicubic_ssim")}
+        out["sets"][set_name]["images"] = images
+    return out
+
+
+def markdown_table(result: dict) -> str:
+    lines = [f"Model: `{result['model']}` — {result['runner']}", "",
+             f"PSNR-Y (dB) / SSIM, x{result['scale']}, shave {result['scale']}.", "",
+             "| set | images | ours | bicubic | seed student | ours - bicubic |", "|---|---|---|---|---|---|"]
+    for name, r in result["sets"].items():
+        seed = SEED_TABLE.get(name)
+        lines.append(f"| {name} | {len(r['images'])} | {r['psnr']:.2f} / {r['ssim']:.4f} | "
+                     f"{r['bicubic_psnr']:.2f} / {r['bicubic_ssim']:.4f} | "
+                     f"{'%.2f / %.3f' % seed if seed else '-'} | {r['psnr'] - r['bicubic_psnr']:+.2f} dB |")
+    return "\n".join(lines) + "\n"
+
+
+def crop_sheet(source, folder, names: list[str] | None = None, crop: int = 96, overlap: int = 8,
+               threads: int = 2, max_images: int = 4) -> np.ndarray:
+    """A BGR sheet: one row per image, (bicubic | ours | HR) HR-resolution crops from the image centre."""
+    run, scale, _ = make_upscaler(source, overlap, threads)
+    rows = []
+    for name, lr, hr in load_set(folder, scale):
+        if names and name not in names:
+            continue
+        if len(rows) >= max_images:
+            break
+        sr, bic = to_uint8(run(lr)), imresize(lr, scale)
+        c = min(crop, hr.shape[0], hr.shape[1])
+        y, x = (hr.shape[0] - c) // 2, (hr.shape[1] - c) // 2
+        cells = [im[y:y + c, x:x + c] for im in (bic, sr, hr)]
+        cells = [cv2.resize(cell, (crop * 2, crop * 2), interpolation=cv2.INTER_NEAREST) for cell in cells]
+        row = np.concatenate([np.pad(cell, ((4, 4), (4, 4), (0, 0)), constant_values=255) for cell in cells], 1)
+        cv2.putText(row, name, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+        rows.append(row[:, :, ::-1])
+    header = np.full((24, rows[0].shape[1], 3), 255, np.uint8)
+    for i, label in enumerate(("bicubic", "ours", "HR")):
+        cv2.putText(header, label, (10 + i * rows[0].shape[1] // 3, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+    return np.concatenate([header] + rows, 0)
+
+
+def write_report(result: dict, out_dir: str | os.PathLike, sheet: np.ndarray | None = None) -> Path:
+    """results.md, results.json (and crops.png) in ``out_dir``; returns the folder."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.md").write_text(markdown_table(result))
+    (out_dir / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+    if sheet is not None:
+        cv2.imwrite(str(out_dir / "crops.png"), sheet)
+    return out_dir

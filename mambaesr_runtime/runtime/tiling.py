@@ -1,0 +1,142 @@
+"""Overlapped tiling and seam-free blending: pure geometry and numerics, no I/O, no state between images.
+
+Geometry is in LR pixels. Every tile has the engine's static shape ``(tile_h, tile_w)``; tiles lie inside the image
+(an image smaller than a tile is reflection-padded up to it), the first starts at 0, the last ends at the image edge,
+and neighbours overlap by at least ``2 * overlap`` (``overlap`` is per side). Outputs are blended with a feathered
+window: inside the overlap a tile's weight ramps down linearly towards its edge, so each output pixel is a convex
+mix of the tiles covering it that favours the tile where it sits furthest from an edge (where the network saw most
+context). Image borders that no neighbour shares keep full weight.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: ``(y, x)`` top-left in the (padded) LR image, of the plan's ``tile`` shape."""
+
+    y: int
+    x: int
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Tiles for an ``(h, w)`` LR image; ``padded`` is the size after reflection padding (>= the tile shape)."""
+
+    h: int
+    w: int
+    tile: tuple[int, int]
+    overlap: int
+    padded: tuple[int, int]
+    tiles: tuple[Tile, ...]
+
+
+def _starts(length: int, tile: int, overlap: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    stride = tile - 2 * overlap
+    n = math.ceil((length - tile) / stride) + 1
+    # Spread evenly between 0 and length - tile: every overlap is >= 2 * overlap, none wastefully larger.
+    return [round(i * (length - tile) / (n - 1)) for i in range(n)]
+
+
+def plan_tiles(h: int, w: int, tile: int | tuple[int, int], overlap: int) -> TilePlan:
+    """Cover an ``h`` x ``w`` LR image with tiles of shape ``tile`` overlapping by ``overlap`` per side."""
+    th, tw = (tile, tile) if isinstance(tile, int) else tuple(tile)
+    if h < 1 or w < 1:
+        raise ValueError(f"image size must be at least 1x1, got {h}x{w}")
+    if th < 1 or tw < 1:
+        raise ValueError(f"tile must be at least 1x1, got {th}x{tw}")
+    if overlap < 0 or 2 * overlap >= min(th, tw):
+        raise ValueError(f"overlap must be >= 0 and less than half the tile ({th}x{tw}), got {overlap}")
+    ph, pw = max(h, th), max(w, tw)
+    tiles = tuple(Tile(y, x) for y in _starts(ph, th, overlap) for x in _starts(pw, tw, overlap))
+    return TilePlan(h, w, (th, tw), overlap, (ph, pw), tiles)
+
+
+def pad_to_plan(img: np.ndarray, plan: TilePlan) -> np.ndarray:
+    """Reflection-pad an (H, W, ...) image at the bottom/right up to the plan's padded size."""
+    ph, pw = plan.padded[0] - img.shape[0], plan.padded[1] - img.shape[1]
+    if not ph and not pw:
+        return img
+    pad = [(0, ph), (0, pw)] + [(0, 0)] * (img.ndim - 2)
+    return np.pad(img, pad, mode="reflect")
+
+
+def extract(img: np.ndarray, plan: TilePlan) -> np.ndarray:
+    """(N, C, th, tw) float32 tiles from an (H, W, C) float image (padded as needed)."""
+    padded = pad_to_plan(img, plan)
+    th, tw = plan.tile
+    return np.stack([padded[t.y:t.y + th, t.x:t.x + tw].transpose(2, 0, 1) for t in plan.tiles]).astype(np.float32)
+
+
+def _ramp(length: int, fade_start: bool, fade_end: bool, ramp: int) -> np.ndarray:
+    """1 inside; linear fade over ``ramp`` pixels on the faded ends (never 0, so every pixel keeps some weight)."""
+    w = np.ones(length, np.float64)
+    if ramp > 0:
+        fade = (np.arange(ramp) + 0.5) / ramp
+        if fade_start:
+            w[:ramp] = np.minimum(w[:ramp], fade)
+        if fade_end:
+            w[length - ramp:] = np.minimum(w[length - ramp:], fade[::-1])
+    return w
+
+
+class Blender:
+    """Accumulates upscaled tiles with feathered weights and returns the normalised (H*s, W*s, C) image."""
+
+    def __init__(self, plan: TilePlan, scale: int, channels: int = 3):
+        self.plan, self.scale = plan, scale
+        ph, pw = plan.padded
+        self._sum = np.zeros((ph * scale, pw * scale, channels), np.float32)
+        self._weight = np.zeros((ph * scale, pw * scale, 1), np.float32)
+        self._ys = sorted({t.y for t in plan.tiles})
+        self._xs = sorted({t.x for t in plan.tiles})
+
+    def window(self, tile: Tile) -> np.ndarray:
+        """The (th*s, tw*s, 1) weight of ``tile``: fades only on sides shared with a neighbour."""
+        s, ramp = self.scale, 2 * self.plan.overlap * self.scale
+        th, tw = self.plan.tile
+        wy = _ramp(th * s, tile.y != self._ys[0], tile.y != self._ys[-1], ramp)
+        wx = _ramp(tw * s, tile.x != self._xs[0], tile.x != self._xs[-1], ramp)
+        return (wy[:, None] * wx[None, :]).astype(np.float32)[:, :, None]
+
+    def add(self, tile: Tile, out: np.ndarray) -> None:
+        """``out``: (C, th*s, tw*s) network output for ``tile``."""
+        s = self.scale
+        th, tw = self.plan.tile
+        y, x = tile.y * s, tile.x * s
+        w = self.window(tile)
+        self._sum[y:y + th * s, x:x + tw * s] += out.transpose(1, 2, 0) * w
+        self._weight[y:y + th * s, x:x + tw * s] += w
+
+    def result(self) -> np.ndarray:
+        s = self.scale
+        out = self._sum / self._weight
+        return out[:self.plan.h * s, :self.plan.w * s]
+
+
+def upscale_tiled(infer, img: np.ndarray, scale: int, tile: int | tuple[int, int], overlap: int,
+                  batch: int = 1, progress=None) -> np.ndarray:
+    """Upscale an (H, W, 3) float32 image in [0, 1] through ``infer`` (float32 (batch, 3, th, tw) -> (batch, 3,
+    s*th, s*tw)), tile by tile, blended. The last batch is filled up with repeats so every call has the static
+    shape. ``progress(done, total)`` is called after each batch."""
+    plan = plan_tiles(img.shape[0], img.shape[1], tile, overlap)
+    tiles = extract(img, plan)
+    blender = Blender(plan, scale, img.shape[2])
+    for start in range(0, len(plan.tiles), batch):
+        chunk = tiles[start:start + batch]
+        real = len(chunk)
+        if real < batch:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - real, axis=0)])
+        out = infer(chunk)
+        for i in range(real):
+            blender.add(plan.tiles[start + i], out[i])
+        if progress is not None:
+            progress(min(start + batch, len(plan.tiles)), len(plan.tiles))
+    return blender.result()
