@@ -19,6 +19,7 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["mambaesr_runtime", "mambaesr_runtime.*"]),
     include_package_data=True,
+    package_data={"mambaesr_runtime.evaluation": ["dataset_sources.json"]},
     install_requires=[
         "numpy>=1.22",
         "onnxruntime>=1.15",

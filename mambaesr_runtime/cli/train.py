@@ -42,7 +42,10 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup", type=int, default=200, dest="warmup_steps")
     p.add_argument("--loss", default="l1", choices=["l1", "charbonnier"])
-    p.add_argument("--alpha", type=float, default=0.2, help="distillation weight")
+    p.add_argument("--alpha", type=float, default=0.2, help="output distillation weight")
+    p.add_argument("--feature-weight", type=float, default=0.0, help="feature distillation weight (needs a teacher)")
+    p.add_argument("--perceptual-weight", type=float, default=0.0, help="VGG19 perceptual loss weight (beta)")
+    p.add_argument("--vgg-weights", help="local safetensors file of torchvision's VGG19 features (never downloaded)")
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--early-stop", type=int, default=0, dest="early_stop_patience")
     p.add_argument("--time-budget", type=parse_duration, dest="time_budget_s", help="e.g. 25m")
@@ -61,7 +64,9 @@ def _config(args, kind: str, variant: str, teacher=None):
     return TrainConfig(kind=kind, variant=args.variant or variant, train_dirs=tuple(args.train_dirs or DEFAULT_TRAIN),
                        val_dirs=tuple(args.val_dirs or DEFAULT_VAL), steps=args.steps, batch=args.batch,
                        patch=args.patch, lr=args.lr, warmup_steps=args.warmup_steps, loss=args.loss,
-                       teacher=teacher, alpha=args.alpha, eval_every=args.eval_every,
+                       teacher=teacher, alpha=args.alpha, feature_weight=args.feature_weight,
+                       perceptual_weight=args.perceptual_weight, vgg_weights=args.vgg_weights,
+                       eval_every=args.eval_every,
                        early_stop_patience=args.early_stop_patience, time_budget_s=args.time_budget_s,
                        device=args.device, amp=args.amp, seed=args.seed, max_images=args.max_images,
                        val_max_images=args.val_max_images, cache_dir=args.cache_dir)

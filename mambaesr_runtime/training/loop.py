@@ -25,7 +25,7 @@ from ..evaluation.metrics import psnr_y, ssim_y
 from ..model.checkpoint import _atomic_write, load_checkpoint, save_checkpoint
 from ..model.config import VARIANTS, variant as get_variant
 from .data import CropSampler, load_benchmark, load_pairs
-from .losses import PIXEL_LOSSES, distillation_loss
+from .losses import PIXEL_LOSSES, FeatureDistiller, PerceptualLoss, distillation_loss
 from .records import RunRecord
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,12 @@ class TrainConfig:
     """Checkpoint of a frozen teacher for output distillation."""
     alpha: float = 0.2
     """Distillation weight (the seed paper's best: 0.2)."""
+    feature_weight: float = 0.0
+    """Weight of feature distillation (student blocks -> teacher blocks through 1x1 adapters); needs a teacher."""
+    perceptual_weight: float = 0.0
+    """Weight (beta) of the VGG19 perceptual loss; needs ``vgg_weights``."""
+    vgg_weights: str | None = None
+    """Local safetensors file with torchvision's VGG19 ``features`` weights (never downloaded)."""
     eval_every: int = 500
     early_stop_patience: int = 0
     """Stop after this many evaluations without a better validation PSNR (0: never)."""
@@ -90,6 +96,10 @@ class TrainConfig:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.train_dirs:
             problems.append("train_dirs is empty: give at least one HR image folder")
+        if self.feature_weight and not self.teacher:
+            problems.append("feature_weight > 0 needs a teacher checkpoint")
+        if self.feature_weight < 0 or self.perceptual_weight < 0:
+            problems.append("loss weights must be >= 0")
         if problems:
             raise ConfigError("invalid training config: " + "; ".join(problems))
 
@@ -162,17 +172,25 @@ class _EMA:
             p.data.copy_(e)
 
 
-def _save_state(path: Path, step: int, model, ema: _EMA, opt, sampler: CropSampler, extra: dict):
+def _trainables(model, distiller) -> list:
+    """(name, parameter) of everything the optimiser updates: the model, then any distillation adapters."""
+    named = [(f"model.{n}", p) for n, p in model.named_parameters()]
+    if distiller is not None:
+        named += [(f"adapters.{n}", p) for n, p in distiller.adapters.named_parameters()]
+    return named
+
+
+def _save_state(path: Path, step: int, model, ema: _EMA, opt, sampler: CropSampler, extra: dict, distiller=None):
     torch = require_torch()
     from safetensors.torch import save_file
 
     tensors = {}
-    names = [n for n, _ in model.named_parameters()]
-    for n, p in model.named_parameters():
-        tensors[f"model.{n}"] = p.detach().cpu().contiguous()
-    for n, e in zip(names, ema.params):
-        tensors[f"ema.{n}"] = e.cpu().contiguous()
-    for n, p in zip(names, model.parameters()):
+    named = _trainables(model, distiller)
+    for n, p in named:
+        tensors[n] = p.detach().cpu().contiguous()
+    for (n, _), e in zip(named, ema.params):
+        tensors[f"ema.{n[len('model.'):]}"] = e.cpu().contiguous()
+    for n, p in named:
         state = opt.state.get(p, {})
         if state:  # AdamW's moments and its per-parameter step count
             tensors[f"opt.{n}.exp_avg"] = state["exp_avg"].detach().cpu().contiguous()
@@ -192,7 +210,7 @@ def _save_state(path: Path, step: int, model, ema: _EMA, opt, sampler: CropSampl
     _atomic_write(path.with_suffix(".json"), write)
 
 
-def _load_state(path: Path, model, ema: _EMA, opt, sampler: CropSampler, device: str) -> dict:
+def _load_state(path: Path, model, ema: _EMA, opt, sampler: CropSampler, device: str, distiller=None) -> dict:
     torch = require_torch()
     from safetensors import safe_open
 
@@ -206,13 +224,13 @@ def _load_state(path: Path, model, ema: _EMA, opt, sampler: CropSampler, device:
                                   f"JSON says step {info['step']}: the last save was interrupted; delete both files "
                                   f"to resume from the previous run record, or start over")
         tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    names = [n for n, _ in model.named_parameters()]
+    named = _trainables(model, distiller)
     with torch.no_grad():
-        for n, p in model.named_parameters():
-            p.copy_(tensors[f"model.{n}"].to(device))
-        for n, e in zip(names, ema.params):
-            e.copy_(tensors[f"ema.{n}"].to(device))
-    for n, p in zip(names, model.parameters()):
+        for n, p in named:
+            p.copy_(tensors[n].to(device))
+        for (n, _), e in zip(named, ema.params):
+            e.copy_(tensors[f"ema.{n[len('model.'):]}"].to(device))
+    for n, p in named:
         if f"opt.{n}.exp_avg" in tensors:
             opt.state[p] = {"step": tensors[f"opt.{n}.step"].reshape(()).clone(),
                             "exp_avg": tensors[f"opt.{n}.exp_avg"].to(device),
@@ -239,9 +257,16 @@ def train(cfg: TrainConfig, runs_root: str | os.PathLike = "runs", resume: str |
     amp = cfg.amp if cfg.amp != "auto" else ("bf16" if device.startswith("cuda") else "off")
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
 
-    # Data first: a missing or unusable folder must fail before a run folder is created.
+    # Inputs first (data, teacher, VGG weights): a missing one must fail before a run folder is created.
     pairs = load_pairs(cfg.train_dirs, cfg.scale, cfg.cache_dir, cfg.max_images)
     benchmarks = {Path(d).name: load_benchmark(d, cfg.scale)[:cfg.val_max_images] for d in cfg.val_dirs}
+    teacher = None
+    if cfg.teacher:
+        teacher, _ = load_checkpoint(cfg.teacher, device=device)
+        if teacher.cfg.scale != cfg.scale:
+            raise ConfigError(f"teacher {cfg.teacher} is x{teacher.cfg.scale}, the run is x{cfg.scale}")
+        teacher.requires_grad_(False)
+    perceptual = PerceptualLoss(cfg.vgg_weights, device) if cfg.perceptual_weight else None
     record = RunRecord.resume(resume) if resume else RunRecord.create(runs_root, cfg.kind)
     # Compared as stored (JSON: tuples become lists); the budget belongs to an invocation, not to the run.
     same = lambda d: {k: v for k, v in json.loads(json.dumps(d)).items() if k != "time_budget_s"}
@@ -251,12 +276,6 @@ def train(cfg: TrainConfig, runs_root: str | os.PathLike = "runs", resume: str |
     torch.manual_seed(cfg.seed)
     model_cfg = get_variant(cfg.variant, scale=cfg.scale)
     model = build_model(model_cfg).to(device)
-    teacher = None
-    if cfg.teacher:
-        teacher, teacher_info = load_checkpoint(cfg.teacher, device=device)
-        if teacher.cfg.scale != cfg.scale:
-            raise ConfigError(f"teacher {cfg.teacher} is x{teacher.cfg.scale}, the run is x{cfg.scale}")
-        teacher.requires_grad_(False)
     if not resume:
         record.write_config({"train": cfg.to_dict(), "model": model_cfg.to_dict(), "device": device, "amp": amp,
                              "torch": torch.__version__,
@@ -264,13 +283,15 @@ def train(cfg: TrainConfig, runs_root: str | os.PathLike = "runs", resume: str |
     record.attach_log()
 
     sampler = CropSampler(pairs, cfg.scale, cfg.patch, cfg.batch, cfg.seed, device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    distiller = FeatureDistiller(model, teacher, device) if cfg.feature_weight else None
+    trainable = list(model.parameters()) + (list(distiller.adapters.parameters()) if distiller else [])
+    opt = torch.optim.AdamW(trainable, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     ema = _EMA(model, cfg.ema_decay)
     eval_model = build_model(model_cfg).to(device)
 
     step, curves, best, stale, elapsed_before = 0, {"train": [], "val": []}, -math.inf, 0, 0.0
     if resume:
-        info = _load_state(record.path / "train_state", model, ema, opt, sampler, device)
+        info = _load_state(record.path / "train_state", model, ema, opt, sampler, device, distiller)
         step, curves, best, stale = info["step"], info["curves"], info["best"], info["stale"]
         elapsed_before = info["elapsed_s"]
         log.info("resumed %s at step %d", record.path, step)
@@ -286,7 +307,7 @@ def train(cfg: TrainConfig, runs_root: str | os.PathLike = "runs", resume: str |
         save_checkpoint(eval_model, record.path / "model_last", variant=cfg.variant, training=summary)
         _save_state(record.path / "train_state", step, model, ema, opt, sampler,
                     {"curves": curves, "best": best, "stale": stale,
-                     "elapsed_s": elapsed_before + time.monotonic() - start_wall})
+                     "elapsed_s": elapsed_before + time.monotonic() - start_wall}, distiller)
         record.write_metrics({"curves": curves, "best_val_psnr": None if best == -math.inf else best,
                               "steps": step, "stopped": reason})
         log.info("saved step %d (%s)", step, reason)
@@ -332,14 +353,21 @@ def train(cfg: TrainConfig, runs_root: str | os.PathLike = "runs", resume: str |
             teacher_out = teacher(lr_batch) if teacher is not None else None
             losses = distillation_loss(cfg.loss, out.float(), hr_batch,
                                        None if teacher_out is None else teacher_out.float(), cfg.alpha)
+            if distiller is not None:
+                losses["feature"] = distiller.loss()
+                losses["total"] = losses["total"] + cfg.feature_weight * losses["feature"]
+            if perceptual is not None:
+                losses["perceptual"] = perceptual(out.float(), hr_batch)
+                losses["total"] = losses["total"] + cfg.perceptual_weight * losses["perceptual"]
         opt.zero_grad(set_to_none=True)
         losses["total"].backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
         opt.step()
         ema.update(model, step)
         step += 1
         entry = {"step": step, "lr": lr, "loss": losses["total"].item(), "pixel": losses["pixel"].item(),
-                 "kd": losses["kd"].item(), "grad_norm": grad_norm.item()}
+                 "kd": losses["kd"].item(), "grad_norm": grad_norm.item(),
+                 **{k: losses[k].item() for k in ("feature", "perceptual") if k in losses}}
         curves["train"].append(entry)
         step_times.append(time.monotonic() - t0)
         if not math.isfinite(entry["loss"]):

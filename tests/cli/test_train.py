@@ -49,6 +49,10 @@ def test_errors_exit_non_zero_with_the_reason(tmp_path, capsys):
     assert main(["student", "--train-dir", str(tmp_path / "missing"), "--runs", str(tmp_path)]) == 2
     assert "image folder" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # no run folder left behind
+    t91 = str(Path(__file__).resolve().parents[3] / "shared" / "data" / "train" / "T91")
+    assert main(["student", "--perceptual-weight", "0.1", "--train-dir", t91, "--max-images", "1",
+                 "--runs", str(tmp_path), "--cache-dir", str(tmp_path.parent / "lr_cache")]) == 2
+    assert "nothing is downloaded" in capsys.readouterr().err and not list(tmp_path.iterdir())
     with pytest.raises(SystemExit) as exc:
         main(["student", "--time-budget", "soon"])
     assert exc.value.code == 2

@@ -152,3 +152,35 @@ def test_time_budget_stops_cleanly_with_a_complete_record(tmp_path, shared_data,
     assert "latest average PSNR" in latest_summary(tmp_path)
     _, info = load_checkpoint(run / "model_last")
     assert info["training"]["steps"] == metrics["steps"] and info["training"]["hardware"] == "cpu"
+
+
+def test_perceptual_loss_needs_local_weights_and_measures_feature_distance(tmp_path):
+    from safetensors.torch import save_file
+
+    from mambaesr_runtime.training.losses import VGG_LAYER, PerceptualLoss, _vgg19_features
+
+    with pytest.raises(ConfigError, match="nothing is downloaded"):
+        PerceptualLoss(tmp_path / "vgg19.safetensors")
+    torch.manual_seed(0)
+    net = _vgg19_features(VGG_LAYER)
+    save_file({f"features.{k}": v for k, v in net.state_dict().items()}, str(tmp_path / "vgg19.safetensors"))
+    loss = PerceptualLoss(tmp_path / "vgg19.safetensors")
+    a = torch.rand(1, 3, 32, 32)
+    assert loss(a, a.clone()).item() == 0.0
+    assert loss(a, torch.rand(1, 3, 32, 32)).item() > 0
+
+
+def test_feature_distillation_trains_adapters_and_resumes_exactly(tmp_path, small_train):
+    torch.manual_seed(1)
+    save_checkpoint(build_model(variant("tiny")), tmp_path / "teacher", variant="tiny")
+    cfg = tiny_cfg(small_train, steps=6, eval_every=3, teacher=str(tmp_path / "teacher"), feature_weight=0.5)
+    whole = train(cfg, runs_root=tmp_path / "a")
+    first = json.loads((whole / "metrics.json").read_text())["curves"]["train"][0]
+    assert first["feature"] > 0
+    half = train(cfg, runs_root=tmp_path / "b", stop_after=3)
+    resumed = train(cfg, runs_root=tmp_path / "b", resume=half)
+    c1 = json.loads((whole / "metrics.json").read_text())["curves"]["train"]
+    c2 = json.loads((resumed / "metrics.json").read_text())["curves"]["train"]
+    assert [e["loss"] for e in c1] == [e["loss"] for e in c2]
+    with pytest.raises(ConfigError, match="needs a teacher"):
+        tiny_cfg(small_train, feature_weight=0.5)
