@@ -331,6 +331,8 @@ def train(cfg: TrainConfig, runs_root: str | os.PathLike = "runs", resume: str |
         log.info("step %d validation %s", step, {k: round(v["psnr"], 3) for k, v in res.items()})
         return score
 
+    # fp16 needs loss scaling (its gradients underflow); bf16 and fp32 do not.
+    scaler = torch.amp.GradScaler(device.split(":")[0], enabled=amp == "fp16")
     step_times, reason = [], "finished"
     eval_cost, first_step = 0.0, step
     while step < cfg.steps:
@@ -360,9 +362,11 @@ def train(cfg: TrainConfig, runs_root: str | os.PathLike = "runs", resume: str |
                 losses["perceptual"] = perceptual(out.float(), hr_batch)
                 losses["total"] = losses["total"] + cfg.perceptual_weight * losses["perceptual"]
         opt.zero_grad(set_to_none=True)
-        losses["total"].backward()
+        scaler.scale(losses["total"]).backward()
+        scaler.unscale_(opt)
         grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
-        opt.step()
+        scaler.step(opt)
+        scaler.update()
         ema.update(model, step)
         step += 1
         entry = {"step": step, "lr": lr, "loss": losses["total"].item(), "pixel": losses["pixel"].item(),
