@@ -10,7 +10,6 @@ The library never prints: ``progress(message)`` receives what happens.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ from pathlib import Path
 import cv2
 
 from ..errors import MambaESRError
+from ..fileio import atomic_write, sha256_file
 from ..imaging.imresize import imresize
 
 CHUNK = 1 << 16
@@ -36,14 +36,6 @@ def default_sources() -> dict:
     return json.loads(resources.files(__package__).joinpath("dataset_sources.json").read_text())
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch(url: str, dest: Path, sha256: str | None, allow_unverified: bool = False, timeout: float = 60,
           progress=None) -> str:
     """Download ``url`` to ``dest`` (resuming ``dest.part``), verify, rename; return the file's sha256.
@@ -51,7 +43,7 @@ def fetch(url: str, dest: Path, sha256: str | None, allow_unverified: bool = Fal
     A ``dest`` that already exists with the right checksum is kept without any request.
     """
     dest = Path(dest)
-    if dest.is_file() and sha256 and _sha256(dest) == sha256:
+    if dest.is_file() and sha256 and sha256_file(dest) == sha256:
         return sha256
     if sha256 is None and not allow_unverified:
         raise DownloadError(f"{url} has no pinned sha256; pass --allow-unverified to fetch it anyway (only on a "
@@ -78,7 +70,7 @@ def fetch(url: str, dest: Path, sha256: str | None, allow_unverified: bool = Fal
             raise DownloadError(f"cannot fetch {url}: HTTP {exc.code} {exc.reason}") from exc
     except (urllib.error.URLError, OSError) as exc:
         raise DownloadError(f"cannot fetch {url}: {exc}; run again to resume from {part}") from exc
-    got = _sha256(part)
+    got = sha256_file(part)
     if sha256 and got != sha256:
         part.unlink()
         raise DownloadError(f"{url}: sha256 {got} does not match the pinned {sha256}; the partial file was removed, "
@@ -117,10 +109,7 @@ def make_lr(set_dir: Path, scale: int = 4) -> int:
             raise DownloadError(f"{hr_path} is not a readable image")
         h, w = (hr.shape[0] // scale) * scale, (hr.shape[1] // scale) * scale
         lr = imresize(hr[:h, :w], 1 / scale)
-        lr_dir.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.stem + ".tmp.png")
-        cv2.imwrite(str(tmp), lr)
-        os.replace(tmp, out)
+        atomic_write(out, lambda tmp: cv2.imwrite(tmp, lr), suffix=".png")
         made += 1
     return made
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 from ..errors import ExportError, require_torch
+from ..fileio import atomic_write
 
 #: Opset 17: the newest that TensorRT 8.5 (JetPack 5) parses, and fully supported by TensorRT 10 and ONNX Runtime.
 DEFAULT_OPSET = 17
@@ -27,24 +27,19 @@ def export_onnx(model, path: str | os.PathLike, height: int, width: int, batch: 
     import onnx
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     dummy = torch.rand(batch, model.cfg.in_channels, height, width)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+
+    def write(tmp):
         with torch.no_grad(), warnings.catch_warnings():
             # The TorchScript-based exporter is deprecated in favour of torch.export, but it is the one that emits
             # opset 17 directly with static shapes and constant folding, which TensorRT 8.5 needs.
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (dummy,), tmp, dynamo=False, opset_version=opset,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True)
-        graph = onnx.load(tmp)
-        bad = sorted({node.op_type for node in graph.graph.node} & FORBIDDEN_OPS)
+        bad = sorted({node.op_type for node in onnx.load(tmp).graph.node} & FORBIDDEN_OPS)
         if bad:
             raise ExportError(f"exported graph contains control-flow ops {bad}; the scan must export to plain ops")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    atomic_write(path, write, suffix=".onnx")
     return path

@@ -7,13 +7,12 @@ damaged instead of loading garbage. Reading the JSON needs no torch (the runtime
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from ..errors import CheckpointError, ConfigError, require_torch
+from ..fileio import atomic_write, atomic_write_json, sha256_file
 from .config import VARIANTS, ModelConfig
 
 FORMAT = "mambaesr-checkpoint"
@@ -25,25 +24,6 @@ def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     path = Path(path)
     stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def save_checkpoint(model, path: str | os.PathLike, variant: str | None = None,
@@ -59,7 +39,7 @@ def save_checkpoint(model, path: str | os.PathLike, variant: str | None = None,
     weights, meta = checkpoint_paths(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(weights, lambda tmp: save_file(state, tmp, metadata={"format": FORMAT}))
+    atomic_write(weights, lambda tmp: save_file(state, tmp, metadata={"format": FORMAT}))
     info = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -67,16 +47,10 @@ def save_checkpoint(model, path: str | os.PathLike, variant: str | None = None,
         "config": model.cfg.to_dict(),
         "param_count": int(sum(v.numel() for v in model.parameters())),
         "weights_file": weights.name,
-        "weights_sha256": _sha256(weights),
+        "weights_sha256": sha256_file(weights),
         "training": training,
     }
-
-    def write_meta(tmp):
-        with open(tmp, "w") as fh:
-            json.dump(info, fh, indent=2)
-            fh.write("\n")
-
-    _atomic_write(meta, write_meta)
+    atomic_write_json(meta, info)
     return weights, meta
 
 
@@ -148,7 +122,7 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu"):
     if not weights.is_file():
         raise CheckpointError(f"checkpoint weights {weights} not found (its config {weights.with_suffix('.json')} "
                               f"exists); copy the .safetensors file beside it")
-    if info.get("weights_sha256") and _sha256(weights) != info["weights_sha256"]:
+    if info.get("weights_sha256") and sha256_file(weights) != info["weights_sha256"]:
         raise CheckpointError(f"checkpoint weights {weights} are corrupt or were replaced: sha256 differs from the "
                               f"one recorded in its JSON; restore the file or re-save the checkpoint")
     try:

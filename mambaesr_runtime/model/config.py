@@ -75,18 +75,21 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"unknown model config keys {unknown}; valid keys are {sorted(names)}")
-        missing = sorted(f.name for f in dataclasses.fields(cls)
-                         if f.name not in data and f.default is dataclasses.MISSING)
-        if missing:
-            raise ConfigError(f"model config is missing required keys {missing}")
-        data = dict(data)
-        if "directions" in data:
-            data["directions"] = tuple(data["directions"])
-        return cls(**data)
+        return config_from_dict(cls, data, "model config", tuple_fields=("directions",))
+
+
+def config_from_dict(cls, data: dict, what: str, tuple_fields: tuple[str, ...] = ()):
+    """Build the frozen dataclass ``cls`` from JSON data: unknown or missing keys are errors that list the valid
+    ones; JSON lists become the tuples the dataclass expects."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown {what} keys {unknown}; valid keys are {sorted(names)}")
+    missing = sorted(f.name for f in dataclasses.fields(cls)
+                     if f.name not in data and f.default is dataclasses.MISSING)
+    if missing:
+        raise ConfigError(f"{what} is missing required keys {missing}")
+    return cls(**{k: tuple(v) if k in tuple_fields else v for k, v in data.items()})
 
 
 #: The named variants. ``student`` and ``fast`` are what ships; ``tiny`` exists for tests only.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import cv2
 import numpy as np
 
 from ..errors import MambaESRError, require_torch
+from ..fileio import atomic_write
 from ..imaging.imresize import imresize
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -76,11 +76,8 @@ def load_pairs(folders, scale: int, cache_dir: str | os.PathLike | None = None,
         if lr is None:
             lr, _ = make_pair(hr, scale)
             if cache_dir is not None:
-                Path(cache_dir).mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(suffix=".png", dir=cache_dir)
-                os.close(fd)
-                cv2.imwrite(tmp, np.ascontiguousarray(lr[:, :, ::-1]))
-                os.replace(tmp, cached)
+                bgr = np.ascontiguousarray(lr[:, :, ::-1])
+                atomic_write(cached, lambda tmp: cv2.imwrite(tmp, bgr), suffix=".png")
         h, w = lr.shape[0] * scale, lr.shape[1] * scale
         pairs.append((np.ascontiguousarray(lr), np.ascontiguousarray(hr[:h, :w])))
     return pairs

@@ -22,8 +22,9 @@ import numpy as np
 
 from ..errors import CheckpointError, ConfigError, require_torch
 from ..evaluation.metrics import psnr_y, ssim_y
-from ..model.checkpoint import _atomic_write, load_checkpoint, save_checkpoint
-from ..model.config import VARIANTS, variant as get_variant
+from ..fileio import atomic_write, atomic_write_json
+from ..model.checkpoint import load_checkpoint, save_checkpoint
+from ..model.config import VARIANTS, config_from_dict, variant as get_variant
 from .data import CropSampler, load_benchmark, load_pairs
 from .losses import PIXEL_LOSSES, FeatureDistiller, PerceptualLoss, distillation_loss
 from .records import RunRecord
@@ -108,15 +109,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"unknown training config keys {unknown}; valid keys are {sorted(names)}")
-        data = dict(data)
-        for key in ("train_dirs", "val_dirs"):
-            if key in data:
-                data[key] = tuple(data[key])
-        return cls(**data)
+        return config_from_dict(cls, data, "training config", tuple_fields=("train_dirs", "val_dirs"))
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -199,15 +192,8 @@ def _save_state(path: Path, step: int, model, ema: _EMA, opt, sampler: CropSampl
     tensors["rng.torch_cpu"] = torch.get_rng_state()
     if torch.cuda.is_available():
         tensors["rng.torch_cuda"] = torch.cuda.get_rng_state()
-    _atomic_write(path.with_suffix(".safetensors"),
-                  lambda tmp: save_file(tensors, tmp, metadata={"step": str(step)}))
-    info = {"step": step, "sampler_rng": sampler.state(), **extra}
-
-    def write(tmp):
-        with open(tmp, "w") as fh:
-            json.dump(info, fh, indent=1)
-
-    _atomic_write(path.with_suffix(".json"), write)
+    atomic_write(path.with_suffix(".safetensors"), lambda tmp: save_file(tensors, tmp, metadata={"step": str(step)}))
+    atomic_write_json(path.with_suffix(".json"), {"step": step, "sampler_rng": sampler.state(), **extra}, indent=1)
 
 
 def _load_state(path: Path, model, ema: _EMA, opt, sampler: CropSampler, device: str, distiller=None) -> dict:

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from ..errors import MambaESRError
+from ..fileio import atomic_write_json
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -77,9 +78,7 @@ class RunRecord:
         return json.loads(path.read_text()) if path.is_file() else {}
 
     def write_metrics(self, metrics: dict) -> None:
-        tmp = self.path / ".metrics.json.tmp"
-        tmp.write_text(json.dumps(metrics, indent=1) + "\n")
-        os.replace(tmp, self.path / "metrics.json")
+        atomic_write_json(self.path / "metrics.json", metrics, indent=1)
 
     def attach_log(self) -> None:
         self._handler = logging.FileHandler(self.path / "train.log")

@@ -1,0 +1,45 @@
+"""Small file helpers shared by every writer: content hashes and write-to-temp-then-rename."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_write(path: str | os.PathLike, write, suffix: str = ".tmp") -> Path:
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it to ``path``.
+
+    An exception or an interruption leaves ``path`` as it was (absent or the previous version) and no temporary file.
+    ``suffix`` lets writers that pick a format from the name (OpenCV) see the right extension.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def atomic_write_json(path: str | os.PathLike, data, indent: int = 2) -> Path:
+    def write(tmp):
+        with open(tmp, "w") as fh:
+            json.dump(data, fh, indent=indent)
+            fh.write("\n")
+
+    return atomic_write(path, write)
