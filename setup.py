@@ -17,9 +17,12 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=find_packages(include=["mambaesr_runtime", "mambaesr_runtime.*"]),
+    # The design card keeps device profiles in the top-level profiles/ folder; they install as package data.
+    packages=find_packages(include=["mambaesr_runtime", "mambaesr_runtime.*"]) + ["mambaesr_runtime.profiles_data"],
+    package_dir={"mambaesr_runtime.profiles_data": "profiles"},
     include_package_data=True,
-    package_data={"mambaesr_runtime.evaluation": ["dataset_sources.json"]},
+    package_data={"mambaesr_runtime.evaluation": ["dataset_sources.json"],
+                  "mambaesr_runtime.profiles_data": ["*.yaml", "README.md"]},
     install_requires=[
         "numpy>=1.22",
         "onnxruntime>=1.15",

@@ -1,0 +1,189 @@
+"""Device profiles: what engines a device runs and when to move between them, as data (``profiles/*.yaml``).
+
+A profile is loaded into the frozen :class:`DeviceProfile` and validated: unknown keys and bad values are errors that
+list the valid ones. Built-in profiles ship with the package; a user's YAML file works the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError
+from .model.config import VARIANTS
+
+BACKENDS = ("tensorrt", "onnxruntime", "torch")
+ORT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+PRECISIONS = ("fp32", "fp16", "int8")
+TENSORRT_TARGETS = ("8.5", "10")
+_DATA = "mambaesr_runtime.profiles_data"
+
+
+@dataclass(frozen=True)
+class Tier:
+    """One engine tier: a model variant run on tiles of a static shape."""
+
+    name: str
+    variant: str
+    """Model variant (see ``model.config.VARIANTS``)."""
+    tile: int
+    """LR tile size (square), the engine's static input shape."""
+    overlap: int
+    """Overlap per side between tiles, LR pixels."""
+    batch: int
+    """Tiles per engine call (the engine's static batch)."""
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """Thresholds of the adaptive policy. ``None``: that signal is not watched on this device."""
+
+    temp_c: float | None
+    """Step down at or above this temperature (hottest sensor)."""
+    temp_hysteresis_c: float
+    """Step back up only once the temperature is this far below ``temp_c``."""
+    power_w: float | None
+    """Step down above this total board power."""
+    mem_free_mb: float | None
+    """Step down when free memory falls below this."""
+    latency_ms: float | None
+    """Step down when the recent per-frame latency exceeds this target."""
+    dwell_s: float
+    """Minimum time on a tier before stepping up again (no flapping)."""
+    interval_s: float
+    """Telemetry sampling interval."""
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    name: str
+    description: str
+    backends: tuple[str, ...]
+    """Engine backends in order of preference."""
+    ort_providers: tuple[str, ...]
+    """ONNX Runtime execution providers in order of preference."""
+    precision: str
+    tensorrt: str | None
+    """TensorRT version family the engines target (``"8.5"``: JetPack 5, ``"10"``: JetPack 6 / desktop)."""
+    opset: int
+    workspace_mb: int
+    dla_core: int | None
+    threads: int
+    """ONNX Runtime intra-op threads (0: its default)."""
+    tiers: tuple[Tier, ...]
+    """From heaviest to lightest."""
+    telemetry: Telemetry
+
+    def tier(self, name: str) -> Tier:
+        for t in self.tiers:
+            if t.name == name:
+                return t
+        raise ConfigError(f"profile {self.name!r} has no tier {name!r}; its tiers are {[t.name for t in self.tiers]}")
+
+
+def _fields(cls) -> dict:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _check_keys(data, cls, where: str) -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a mapping of {sorted(_fields(cls))}, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(_fields(cls)))
+    missing = sorted(set(_fields(cls)) - set(data))
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {unknown}; valid keys are {sorted(_fields(cls))}")
+    if missing:
+        raise ConfigError(f"{where}: missing keys {missing}")
+
+
+def _choice(value, valid, where: str):
+    if value not in valid:
+        raise ConfigError(f"{where} is {value!r}; valid values are {list(valid)}")
+    return value
+
+
+def _number(value, where: str, minimum=0, allow_none=False, integer=False):
+    if value is None and allow_none:
+        return None
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or value < minimum:
+        what = "an integer" if integer else "a number"
+        raise ConfigError(f"{where} must be {what} >= {minimum}{' or null' if allow_none else ''}, got {value!r}")
+    return value
+
+
+def profile_from_dict(data: dict, source: str = "profile") -> DeviceProfile:
+    """Validate and build a :class:`DeviceProfile` from parsed YAML."""
+    _check_keys(data, DeviceProfile, source)
+    where = f"{source} ({data.get('name')!r})"
+    backends = tuple(_choice(b, BACKENDS, f"{where} backends entry") for b in data["backends"] or ())
+    providers = tuple(_choice(p, ORT_PROVIDERS, f"{where} ort_providers entry") for p in data["ort_providers"] or ())
+    if not backends:
+        raise ConfigError(f"{where}: backends is empty; list some of {list(BACKENDS)}")
+    if "onnxruntime" in backends and not providers:
+        raise ConfigError(f"{where}: ort_providers is empty; list some of {list(ORT_PROVIDERS)}")
+    trt = data["tensorrt"]
+    if trt is not None:
+        trt = _choice(str(trt), TENSORRT_TARGETS, f"{where} tensorrt")
+    if "tensorrt" in backends and trt is None:
+        raise ConfigError(f"{where}: the tensorrt backend needs a tensorrt target, one of {list(TENSORRT_TARGETS)}")
+    tiers = []
+    if not data["tiers"]:
+        raise ConfigError(f"{where}: tiers is empty; give at least one (variant, tile, overlap, batch)")
+    for i, t in enumerate(data["tiers"]):
+        tw = f"{where} tiers[{i}]"
+        _check_keys(t, Tier, tw)
+        tile = _number(t["tile"], f"{tw} tile", 8, integer=True)
+        overlap = _number(t["overlap"], f"{tw} overlap", 0, integer=True)
+        if 2 * overlap >= tile:
+            raise ConfigError(f"{tw}: overlap {overlap} must be less than half the tile {tile}")
+        tiers.append(Tier(str(t["name"]), _choice(t["variant"], sorted(VARIANTS), f"{tw} variant"), tile, overlap,
+                          _number(t["batch"], f"{tw} batch", 1, integer=True)))
+    if len({t.name for t in tiers}) != len(tiers):
+        raise ConfigError(f"{where}: tier names must be unique, got {[t.name for t in tiers]}")
+    tel = data["telemetry"]
+    _check_keys(tel, Telemetry, f"{where} telemetry")
+    telemetry = Telemetry(
+        temp_c=_number(tel["temp_c"], f"{where} telemetry.temp_c", allow_none=True),
+        temp_hysteresis_c=_number(tel["temp_hysteresis_c"], f"{where} telemetry.temp_hysteresis_c"),
+        power_w=_number(tel["power_w"], f"{where} telemetry.power_w", allow_none=True),
+        mem_free_mb=_number(tel["mem_free_mb"], f"{where} telemetry.mem_free_mb", allow_none=True),
+        latency_ms=_number(tel["latency_ms"], f"{where} telemetry.latency_ms", allow_none=True),
+        dwell_s=_number(tel["dwell_s"], f"{where} telemetry.dwell_s"),
+        interval_s=_number(tel["interval_s"], f"{where} telemetry.interval_s", 0.01))
+    return DeviceProfile(
+        name=str(data["name"]), description=str(data["description"]), backends=backends, ort_providers=providers,
+        precision=_choice(data["precision"], PRECISIONS, f"{where} precision"), tensorrt=trt,
+        opset=_number(data["opset"], f"{where} opset", 13, integer=True),
+        workspace_mb=_number(data["workspace_mb"], f"{where} workspace_mb", integer=True),
+        dla_core=_number(data["dla_core"], f"{where} dla_core", allow_none=True, integer=True),
+        threads=_number(data["threads"], f"{where} threads", integer=True), tiers=tuple(tiers), telemetry=telemetry)
+
+
+def builtin_profiles() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files(_DATA).iterdir() if p.name.endswith(".yaml"))
+
+
+def load_profile(name_or_path: str | os.PathLike) -> DeviceProfile:
+    """A built-in profile by name (``orin``, ``cpu``...) or a YAML file by path."""
+    text, source = None, str(name_or_path)
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or os.sep in source:
+        if not path.is_file():
+            raise ConfigError(f"profile file {path} not found")
+        text = path.read_text()
+    else:
+        names = builtin_profiles()
+        if source not in names:
+            raise ConfigError(f"unknown device {source!r}; built-in devices are {names} (or pass a YAML file)")
+        text = resources.files(_DATA).joinpath(f"{source}.yaml").read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"profile {source} is not valid YAML: {exc}") from exc
+    return profile_from_dict(data, f"profile {source}")
