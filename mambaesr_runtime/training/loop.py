@@ -278,7 +278,8 @@ def train(cfg: TrainConfig, runs_root: str | os.PathLike = "runs", resume: str |
     step, curves, best, stale, elapsed_before = 0, {"train": [], "val": []}, -math.inf, 0, 0.0
     if resume:
         info = _load_state(record.path / "train_state", model, ema, opt, sampler, device, distiller)
-        step, curves, best, stale = info["step"], info["curves"], info["best"], info["stale"]
+        step, curves, stale = info["step"], info["curves"], info["stale"]
+        best = -math.inf if info["best"] is None else info["best"]
         elapsed_before = info["elapsed_s"]
         log.info("resumed %s at step %d", record.path, step)
     log.info("training %s (%s, %d params) on %s, amp %s, %d training pairs", cfg.kind, cfg.variant,
@@ -292,7 +293,7 @@ def train(cfg: TrainConfig, runs_root: str | os.PathLike = "runs", resume: str |
                    "best_val_psnr": None if best == -math.inf else best, "distilled_from": cfg.teacher}
         save_checkpoint(eval_model, record.path / "model_last", variant=cfg.variant, training=summary)
         _save_state(record.path / "train_state", step, model, ema, opt, sampler,
-                    {"curves": curves, "best": best, "stale": stale,
+                    {"curves": curves, "best": None if best == -math.inf else best, "stale": stale,
                      "elapsed_s": elapsed_before + time.monotonic() - start_wall}, distiller)
         record.write_metrics({"curves": curves, "best_val_psnr": None if best == -math.inf else best,
                               "steps": step, "stopped": reason})
