@@ -21,7 +21,9 @@ setup(
     packages=find_packages(include=["mambaesr_runtime", "mambaesr_runtime.*"]) + ["mambaesr_runtime.profiles_data"],
     package_dir={"mambaesr_runtime.profiles_data": "profiles"},
     include_package_data=True,
-    package_data={"mambaesr_runtime.evaluation": ["dataset_sources.json"],
+    package_data={"mambaesr_runtime": ["weights/*.onnx", "weights/*.safetensors", "weights/*.json", "weights/*.md",
+                                       "data/*.png"],
+                  "mambaesr_runtime.evaluation": ["dataset_sources.json"],
                   "mambaesr_runtime.profiles_data": ["*.yaml", "README.md"]},
     install_requires=[
         "numpy>=1.22",
@@ -38,6 +40,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
+            "mambaesr-run=mambaesr_runtime.cli.run:main",
             "mambaesr-demo=mambaesr_runtime.cli.demo:main",
             "mambaesr-train=mambaesr_runtime.cli.train:main",
             "mambaesr-eval=mambaesr_runtime.cli.eval:main",

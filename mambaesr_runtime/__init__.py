@@ -8,14 +8,30 @@ from .model.config import VARIANTS, ModelConfig, variant
 
 __version__ = "0.1.0"
 
+_LAZY = {"Upscaler": ("runtime.upscaler", "Upscaler"), "load_profile": ("profiles", "load_profile"),
+         "DeviceProfile": ("profiles", "DeviceProfile")}
+
+
+def __getattr__(name):
+    # The runtime parts load ONNX Runtime and OpenCV; import them on first use, not with the package.
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(f".{module}", __name__), attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = [
     "CheckpointError",
     "ConfigError",
     "DependencyError",
     "ExportError",
     "MambaESRError",
+    "DeviceProfile",
     "ModelConfig",
+    "Upscaler",
     "VARIANTS",
+    "load_profile",
     "variant",
     "__version__",
 ]

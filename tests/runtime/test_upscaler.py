@@ -1,0 +1,90 @@
+"""Upscaler and mambaesr-run on a tiny exported engine: shapes, modes, folders, refusals, exit codes."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from mambaesr_runtime.cli.run import main
+from mambaesr_runtime.cli.run import main as run_main
+from mambaesr_runtime.errors import MambaESRError
+from mambaesr_runtime.export.onnx_export import export_onnx
+from mambaesr_runtime.model.config import variant
+from mambaesr_runtime.model.net import build_model
+from mambaesr_runtime.runtime.imageio import read_image, write_image
+from mambaesr_runtime.runtime.upscaler import Upscaler
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_model(variant("tiny")).eval()
+    path = export_onnx(model, tmp_path_factory.mktemp("engine") / "tiny_t16_b2.onnx", 16, 16, batch=2)
+    return path, model
+
+
+def test_upscale_matches_the_torch_model_through_tiles(tiny_onnx):
+    path, model = tiny_onnx
+    img = (np.random.default_rng(0).random((23, 37, 3)) * 255).astype(np.uint8)
+    with Upscaler(path, overlap=4) as up:
+        out = up.upscale(img)
+    assert out.shape == (92, 148, 3) and out.dtype == np.uint8
+    rgb = torch.from_numpy(img[:, :, ::-1].copy()).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        whole = (model(rgb)[0].permute(1, 2, 0).numpy()[:, :, ::-1].clip(0, 1) * 255).round()
+    assert np.abs(out.astype(float) - whole).mean() < 2.0  # tiles vs whole image: same picture
+
+
+@pytest.mark.parametrize("shape, dtype", [((10, 10), np.uint8), ((10, 10, 4), np.uint8), ((10, 10, 3), np.uint16)])
+def test_modes_and_depths_come_back_as_they_went_in(tiny_onnx, shape, dtype):
+    img = np.random.default_rng(1).integers(0, np.iinfo(dtype).max, shape, dtype=dtype)
+    with Upscaler(tiny_onnx[0], overlap=4) as up:
+        out = up.upscale(img)
+    assert out.dtype == dtype and out.shape[:2] == (40, 40) and out.shape[2:] == shape[2:]
+
+
+def test_huge_outputs_are_refused_up_front(tiny_onnx):
+    with Upscaler(tiny_onnx[0], overlap=4, max_output_megapixels=0.01) as up:
+        with pytest.raises(MambaESRError, match="above the 0 MP limit; blending it needs about"):
+            up.upscale(np.zeros((100, 100, 3), np.uint8))
+
+
+def test_cli_file_folder_and_refusals(tiny_onnx, tmp_path, capsys):
+    onnx_path = str(tiny_onnx[0])
+    src = write_image(tmp_path / "a.png", np.full((12, 9, 3), 90, np.uint8))
+    assert main([str(src), "--model", onnx_path, "--overlap", "4", "-q"]) == 0
+    out = tmp_path / "a_x4.png"
+    assert read_image(out).shape == (48, 36, 3)
+    before = out.read_bytes()
+    assert main([str(src), "--model", onnx_path, "--overlap", "4", "-q"]) == 2  # exists: refused, untouched
+    assert out.read_bytes() == before and "pass --overwrite" in capsys.readouterr().err
+    assert main([str(src), "--model", onnx_path, "--overlap", "4", "-q", "--overwrite"]) == 0
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("x.png", "y.jpg"):
+        write_image(folder / name, np.full((8, 8, 3), 50, np.uint8))
+    (folder / "broken.png").write_bytes(b"not a png")
+    assert main([str(folder), "-o", str(tmp_path / "out"), "--model", onnx_path, "--overlap", "4", "-q"]) == 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x.png", "y.jpg"]  # names kept, no partial
+    assert "broken.png: not a readable image" in capsys.readouterr().err
+
+
+def test_cli_bad_arguments_exit_2(tiny_onnx, tmp_path, capsys):
+    onnx_path = str(tiny_onnx[0])
+    main = lambda argv: run_main(argv + ["--overlap", "4"])
+    assert main([str(tmp_path / "missing.png"), "--model", onnx_path]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main([str(tmp_path), "--model", onnx_path]) == 2  # an empty folder
+    assert "holds no images" in capsys.readouterr().err
+    src = write_image(tmp_path / "a.png", np.zeros((8, 8, 3), np.uint8))
+    assert main([str(src), "--model", onnx_path, "--scale", "2"]) == 2
+    assert "upscales x4" in capsys.readouterr().err
+    assert main([str(src), "--model", str(tmp_path / "none.onnx")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main([str(src), str(src), "-o", str(tmp_path / "one.png"), "--model", onnx_path]) == 2
+    assert "pass a folder" in capsys.readouterr().err
+    assert run_main([str(src), "--model", onnx_path]) == 2  # default overlap 8 does not fit a 16x16 engine
+    assert "less than half the engine's 16x16 tile" in capsys.readouterr().err
