@@ -9,6 +9,16 @@ import tempfile
 from pathlib import Path
 
 
+def _read_umask() -> int:
+    # Read once at import: os.umask can only be read by setting it, which would race with other threads later.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -29,6 +39,7 @@ def atomic_write(path: str | os.PathLike, write, suffix: str = ".tmp") -> Path:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result should look like any new file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

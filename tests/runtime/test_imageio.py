@@ -98,3 +98,6 @@ def test_outputs_refuse_overwrite_bad_formats_and_unwritable_folders(tmp_path):
     with pytest.raises(ImageError, match="cannot write|not writable"):  # unwritable even for root
         write_image(Path("/proc/mambaesr-test.png"), img)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["locked", "out.png"]  # no temporary files left
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # an ordinary new file, not mkstemp's 0600
