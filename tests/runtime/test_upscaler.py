@@ -88,3 +88,19 @@ def test_cli_bad_arguments_exit_2(tiny_onnx, tmp_path, capsys):
     assert "pass a folder" in capsys.readouterr().err
     assert run_main([str(src), "--model", onnx_path]) == 2  # default overlap 8 does not fit a 16x16 engine
     assert "less than half the engine's 16x16 tile" in capsys.readouterr().err
+
+
+def test_the_readme_main_job_runs_without_torch(tmp_path):
+    """mambaesr-run on the shipped sample with the shipped model, in a process where torch cannot be imported."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None\n"  # any 'import torch' now raises ImportError
+            "from mambaesr_runtime.cli.run import main\n"
+            "from mambaesr_runtime.runtime.upscaler import shipped_model\n"
+            "sample = shipped_model().parent.parent / 'data' / 'sample.png'\n"
+            f"sys.exit(main([str(sample), '-o', r'{tmp_path / 'sample_x4.png'}', '-q']))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    out = read_image(tmp_path / "sample_x4.png")
+    assert out.shape == (512, 512, 3) and out.dtype == np.uint8
