@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from mambaesr_runtime.export.onnx_export import export_onnx
-from mambaesr_runtime.export.parity import ort_session
+from mambaesr_runtime.backends.onnxruntime import OrtBackend
 from mambaesr_runtime.model.config import variant
 from mambaesr_runtime.model.net import build_model, count_parameters
 from mambaesr_runtime.model.scan import scan_2d
@@ -85,14 +85,14 @@ def prepare(module: nn.Module, shape: tuple, threads: int, path: Path):
             torch.onnx.export(module, (x,), str(path), dynamo=False, opset_version=17, input_names=["lr"])
     else:
         export_onnx(module, path, shape[-2], shape[-1])
-    session = ort_session(path, threads)
+    backend = OrtBackend(path, threads)
     xn = x.numpy()
 
     def eager():
         with torch.no_grad():
             module(x)
 
-    return eager, (lambda: session.run(None, {"lr": xn})), len(onnx.load(path).graph.node)
+    return eager, (lambda: backend.infer(xn)), len(onnx.load(path).graph.node)
 
 
 def macs_per_output_pixel(model: nn.Module, size: int) -> float:

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from ..imaging.imresize import imresize
+from ..training.data import load_benchmark
 from ..runtime.tiling import upscale_tiled
 from .metrics import psnr_y, ssim_y
 
@@ -22,10 +23,18 @@ from .metrics import psnr_y, ssim_y
 SEED_TABLE = {"Set5": (28.28, 0.837), "Set14": (25.39, 0.727), "B100": (25.20, 0.693)}
 
 
-def load_set(folder: str | os.PathLike, scale: int = 4):
-    from ..training.data import load_benchmark
+def torch_runner(model, device: str = "cpu"):
+    """A callable uint8 LR RGB -> float32 SR RGB in [0, 1] that runs ``model`` on the whole image (no tiles)."""
+    from ..errors import require_torch
 
-    return load_benchmark(folder, scale)
+    torch = require_torch()
+
+    def run(lr: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(lr).permute(2, 0, 1)[None].float().div(255).to(device)
+        with torch.no_grad():
+            return model(x)[0].permute(1, 2, 0).float().cpu().numpy()
+
+    return run
 
 
 def make_upscaler(source: str | os.PathLike, overlap: int = 8, threads: int = 2, device: str = "cpu"):
@@ -41,40 +50,38 @@ def make_upscaler(source: str | os.PathLike, overlap: int = 8, threads: int = 2,
             return upscale_tiled(backend.infer, lr.astype(np.float32) / 255, backend.scale, (th, tw), overlap, n)
 
         return run, backend.scale, backend.describe() + f" tiles {th}x{tw} overlap {overlap}"
-    from ..errors import require_torch
     from ..model.checkpoint import load_checkpoint
 
-    torch = require_torch()
     model, info = load_checkpoint(source, device=device)
-
-    def run(lr: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(lr).permute(2, 0, 1)[None].float().div(255).to(device)
-        with torch.no_grad():
-            return model(x)[0].permute(1, 2, 0).cpu().numpy()
-
-    return run, model.cfg.scale, f"pytorch {source.name} ({info.get('variant')}, whole image)"
+    return torch_runner(model, device), model.cfg.scale, f"pytorch {source.name} ({info.get('variant')}, whole image)"
 
 
 def to_uint8(sr: np.ndarray) -> np.ndarray:
     return np.clip(np.round(sr * 255), 0, 255).astype(np.uint8)
 
 
-def evaluate(source, sets: dict, overlap: int = 8, threads: int = 2, device: str = "cpu") -> dict:
-    """``sets``: {name: folder}. Returns {'model', 'sets': {set: {'psnr', 'ssim', 'bicubic_psnr', 'bicubic_ssim',
-    'images': {name: {...}}}}}, and keeps the SR of each set's first images for the crop sheet."""
-    run, scale, desc = make_upscaler(source, overlap, threads, device)
-    out = {"model": str(source), "runner": desc, "scale": scale, "sets": {}}
-    for set_name, folder in sets.items():
-        images = {}
-        for name, lr, hr in load_set(folder, scale):
-            sr = to_uint8(run(lr))
+def score_set(run, triples, scale: int, bicubic: bool = True) -> dict:
+    """Per-image and mean PSNR/SSIM of ``run`` on (name, LR, HR) uint8 RGB triples; with ``bicubic``, the MATLAB
+    bicubic reference too. The one place the evaluation protocol is applied (training validation uses it as well)."""
+    keys = ("psnr", "ssim") + (("bicubic_psnr", "bicubic_ssim") if bicubic else ())
+    images = {}
+    for name, lr, hr in triples:
+        sr = to_uint8(run(lr))
+        images[name] = {"psnr": psnr_y(sr, hr, scale), "ssim": ssim_y(sr, hr, scale)}
+        if bicubic:
             bic = imresize(lr, scale)
-            images[name] = {"psnr": psnr_y(sr, hr, scale), "ssim": ssim_y(sr, hr, scale),
-                            "bicubic_psnr": psnr_y(bic, hr, scale), "bicubic_ssim": ssim_y(bic, hr, scale)}
-        mean = lambda key: float(np.mean([v[key] for v in images.values()]))
-        out["sets"][set_name] = {k: mean(k) for k in ("psnr", "ssim", "bicubic_psnr", "bicubic_ssim")}
-        out["sets"][set_name]["images"] = images
-    return out
+            images[name].update(bicubic_psnr=psnr_y(bic, hr, scale), bicubic_ssim=ssim_y(bic, hr, scale))
+    result = {k: float(np.mean([v[k] for v in images.values()])) for k in keys}
+    result["images"] = images
+    return result
+
+
+def evaluate(source, sets: dict, overlap: int = 8, threads: int = 2, device: str = "cpu") -> dict:
+    """``sets``: {name: folder}. Returns {'model', 'runner', 'scale', 'sets': {set: {'psnr', 'ssim', 'bicubic_psnr',
+    'bicubic_ssim', 'images': {name: {...}}}}}."""
+    run, scale, desc = make_upscaler(source, overlap, threads, device)
+    return {"model": str(source), "runner": desc, "scale": scale,
+            "sets": {name: score_set(run, load_benchmark(folder, scale), scale) for name, folder in sets.items()}}
 
 
 def markdown_table(result: dict) -> str:
@@ -94,7 +101,7 @@ def crop_sheet(source, folder, names: list[str] | None = None, crop: int = 96, o
     """A BGR sheet: one row per image, (bicubic | ours | HR) HR-resolution crops from the image centre."""
     run, scale, _ = make_upscaler(source, overlap, threads)
     rows = []
-    for name, lr, hr in load_set(folder, scale):
+    for name, lr, hr in load_benchmark(folder, scale):
         if names and name not in names:
             continue
         if len(rows) >= max_images:

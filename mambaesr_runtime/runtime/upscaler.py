@@ -80,6 +80,7 @@ class Upscaler:
                      progress=None) -> Path:
         """Read, upscale, write atomically. The input is never modified; the output appears only when complete."""
         src, dst = Path(src), Path(dst)
+        # Checked before the (slow) upscale, so a refusal costs nothing; write_image checks again at write time.
         if dst.exists() and not overwrite:
             raise MambaESRError(f"{dst} exists; pass --overwrite to replace it, or choose another output")
         if dst.resolve() == src.resolve():

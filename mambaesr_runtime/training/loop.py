@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CheckpointError, ConfigError, require_torch
-from ..evaluation.metrics import psnr_y, ssim_y
+from ..evaluation.benchmark import score_set, torch_runner
 from ..fileio import atomic_write, atomic_write_json
 from ..model.checkpoint import load_checkpoint, save_checkpoint
 from ..model.config import VARIANTS, config_from_dict, variant as get_variant
@@ -131,21 +131,10 @@ def resolve_device(name: str) -> str:
 
 
 def evaluate_model(model, benchmarks: dict, scale: int, device: str) -> dict:
-    """{set: {'psnr', 'ssim', 'images': {name: [psnr, ssim]}}} for full-image torch inference (fp32)."""
-    torch = require_torch()
+    """{set: {'psnr', 'ssim', 'images'}} for whole-image torch inference (fp32), by the evaluation protocol."""
     model.eval()
-    results = {}
-    with torch.no_grad():
-        for set_name, triples in benchmarks.items():
-            per_image = {}
-            for name, lr, hr in triples:
-                x = torch.from_numpy(lr).permute(2, 0, 1)[None].float().div(255).to(device)
-                sr = model(x).clamp(0, 1).mul(255).round().byte()[0].permute(1, 2, 0).cpu().numpy()
-                per_image[name] = [psnr_y(sr, hr, scale), ssim_y(sr, hr, scale)]
-            values = np.array(list(per_image.values()))
-            results[set_name] = {"psnr": float(values[:, 0].mean()), "ssim": float(values[:, 1].mean()),
-                                 "images": per_image}
-    return results
+    run = torch_runner(model, device)
+    return {name: score_set(run, triples, scale, bicubic=False) for name, triples in benchmarks.items()}
 
 
 class _EMA:
