@@ -6,7 +6,6 @@ import os
 import re
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
