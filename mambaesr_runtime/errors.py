@@ -19,8 +19,16 @@ class ExportError(MambaESRError):
     """Exporting or verifying an ONNX graph failed."""
 
 
+class BackendError(MambaESRError):
+    """An engine could not be opened, does not suit this device, or was given input it cannot take."""
+
+
 class DependencyError(MambaESRError, ImportError):
     """An optional dependency needed for the requested operation is not installed."""
+
+
+class MonitorError(MambaESRError):
+    """A telemetry source cannot be opened here (no NVIDIA driver, unreadable trace, unknown source name)."""
 
 
 def require_torch():

@@ -1,0 +1,144 @@
+"""The engine manifest: a JSON file beside every exported ONNX file and TensorRT plan (torch-free).
+
+It records what an artifact is (variant, scale, static shapes, precision, tier, device profile), where it came from
+(checkpoint and ONNX sha256, exporter versions, build time) and what it was verified to do. The runtime reads it to
+refuse an artifact that does not suit the running system: a TensorRT plan only runs on the TensorRT version and GPU
+that built it, so a mismatch is an error that says how to rebuild, never a crash inside TensorRT.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import BackendError, ConfigError
+from ..fileio import atomic_write_json
+
+FORMAT = "mambaesr-engine-manifest"
+FORMAT_VERSION = 1
+KINDS = ("onnx", "plan")
+SUFFIX = ".manifest.json"
+
+
+@dataclass(frozen=True)
+class EngineManifest:
+    """What one artifact (ONNX file or TensorRT plan) is and how it was made."""
+
+    kind: str
+    """``"onnx"`` or ``"plan"`` (a serialized TensorRT engine)."""
+    artifact: str
+    """File name of the artifact, relative to the manifest's folder."""
+    artifact_sha256: str
+    variant: str
+    """Model variant (``teacher``, ``student``, ``fast``, ``tiny``)."""
+    scale: int
+    input_shape: tuple[int, int, int, int]
+    """Static input shape (N, 3, h, w): N tiles of h x w LR pixels."""
+    output_shape: tuple[int, int, int, int]
+    precision: str
+    """``fp32``, ``fp16`` or ``int8``: what the engine computes in (ONNX files are fp32 graphs)."""
+    opset: int
+    onnx_sha256: str
+    """The ONNX graph the artifact is (or was built from)."""
+    weights_sha256: str
+    """The checkpoint's safetensors file."""
+    profile: str
+    """Device profile name (``orin``, ``rpi5``, ...)."""
+    tier: str
+    """Tier name within the profile."""
+    tensorrt_target: str | None
+    """TensorRT family the profile targets (``"8.5"`` / ``"10"``), ``None`` for ONNX Runtime profiles."""
+    versions: dict = field(default_factory=dict)
+    """Versions of the tools that made the artifact: mambaesr, torch, onnx, onnxsim, onnxruntime, tensorrt."""
+    device: str | None = None
+    """GPU the plan was built on (TensorRT plans are not portable across GPUs); ``None`` for ONNX."""
+    dla_core: int | None = None
+    build_time: str = ""
+    """UTC, ISO 8601."""
+    verification: dict = field(default_factory=dict)
+    """Measured checks: ORT vs torch max abs error, fp16 PSNR vs fp32, TensorRT compatibility, timing."""
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "manifest") -> EngineManifest:
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ConfigError(f"{source} is not a MambaESR engine manifest (format {FORMAT!r} expected)")
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ConfigError(f"{source} has manifest format_version {data.get('format_version')!r}; this version "
+                              f"reads {FORMAT_VERSION}. Re-export the artifact with mambaesr-export")
+        body = {k: v for k, v in data.items() if k not in ("format", "format_version")}
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown, missing = sorted(set(body) - names), sorted(
+            f.name for f in dataclasses.fields(cls)
+            if f.name not in body and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+        if unknown or missing:
+            raise ConfigError(f"{source}: unknown keys {unknown}, missing keys {missing}; valid keys are "
+                              f"{sorted(names)}")
+        if body["kind"] not in KINDS:
+            raise ConfigError(f"{source}: kind is {body['kind']!r}; valid values are {list(KINDS)}")
+        for key in ("input_shape", "output_shape"):
+            shape = body[key]
+            if not (isinstance(shape, list | tuple) and len(shape) == 4 and all(
+                    isinstance(d, int) and d > 0 for d in shape)):
+                raise ConfigError(f"{source}: {key} must be 4 positive integers (N, C, H, W), got {shape!r}")
+            body[key] = tuple(shape)
+        return cls(**body)
+
+
+def artifact_stem(variant: str, scale: int, tile: int, batch: int) -> str:
+    """The file-name stem shared by a tier's artifacts: ``student_x4_t64_b4`` (the runtime finds engines by it)."""
+    return f"{variant}_x{scale}_t{tile}_b{batch}"
+
+
+def plan_name(onnx_path: str | os.PathLike, precision: str, dla_core: int | None = None) -> Path:
+    """``student_x4_t64_b4.onnx`` -> ``student_x4_t64_b4_fp16.plan`` (``_dla0`` added for a DLA core)."""
+    onnx_path = Path(onnx_path)
+    dla = f"_dla{dla_core}" if dla_core is not None else ""
+    return onnx_path.with_name(f"{onnx_path.stem}_{precision}{dla}.plan")
+
+
+def manifest_path(artifact: str | os.PathLike) -> Path:
+    """``engine.plan`` -> ``engine.plan.manifest.json`` (beside the artifact)."""
+    artifact = Path(artifact)
+    return artifact.with_name(artifact.name + SUFFIX)
+
+
+def write_manifest(manifest: EngineManifest, folder: str | os.PathLike) -> Path:
+    """Write the manifest beside its artifact in ``folder`` atomically; return its path."""
+    return atomic_write_json(manifest_path(Path(folder) / manifest.artifact), manifest.to_dict())
+
+
+def read_manifest(artifact: str | os.PathLike) -> EngineManifest:
+    """The manifest of ``artifact`` (the ONNX/plan path); a clear error when it is missing or malformed."""
+    path = manifest_path(artifact)
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: every engine needs its manifest beside it; re-export with "
+                          f"mambaesr-export")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path} is not readable JSON ({exc}); re-export with mambaesr-export") from exc
+    return EngineManifest.from_dict(data, str(path))
+
+
+def check_plan_compatible(manifest: EngineManifest, tensorrt_version: str, device: str | None) -> None:
+    """Refuse a plan built by another TensorRT version or on another GPU, with the command that rebuilds it.
+
+    TensorRT deserialises a plan only with the exact version that built it (and for the GPU it was tuned on); the
+    alternative is an opaque failure or a crash inside TensorRT.
+    """
+    if manifest.kind != "plan":
+        raise BackendError(f"{manifest.artifact} is a {manifest.kind} artifact, not a TensorRT plan")
+    rebuild = f"rebuild it on this device: mambaesr-export --device {manifest.profile}"
+    built = manifest.versions.get("tensorrt")
+    if built != tensorrt_version:
+        raise BackendError(f"{manifest.artifact} was built with TensorRT {built}, this system has TensorRT "
+                           f"{tensorrt_version}; plans only load in the version that built them: {rebuild}")
+    if manifest.device is not None and device is not None and manifest.device != device:
+        raise BackendError(f"{manifest.artifact} was built on {manifest.device!r}, this is {device!r}; plans are "
+                           f"tuned for one GPU: {rebuild}")

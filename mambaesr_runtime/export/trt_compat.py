@@ -1,0 +1,348 @@
+"""What the TensorRT ONNX parser of each profile target accepts, checked on the ONNX graph before any build.
+
+The ops table is data (``tensorrt_ops.json``), transcribed from onnx-tensorrt's support matrix:
+
+- target ``"8.5"`` (JetPack 5): ``onnx/onnx-tensorrt`` ``docs/operators.md`` @ ``6d0ab7be324d02c7feb3a306b6fdbeae84f71ddc``
+  ("TensorRT 8.5 supports operators up to Opset 17"), cross-checked with ``docs/Changelog.md`` @ ``0f305925`` (the
+  8.5 GA release commit);
+- target ``"10"`` (JetPack 6 / desktop): ``docs/operators.md`` and ``docs/Changelog.md`` @
+  ``0137504e2b25fe5253bd85d26b073378fb67805b`` (TensorRT 10.6 GA), minus the ops its changelog adds after 10.0, with
+  the opset ceiling of the 10.0 page (``release/10.0``: "opset 9 to opset 20").
+
+The int64 rule, from the same pages: TensorRT 8.5 "will attempt to cast down INT64 to INT32 ... clamping values to
++-INT_MAX", and until 9.0 "ONNX models with INT64 I/O require INT32 bindings" (Changelog, 9.0 EA). So for 8.5:
+
+- int64 graph inputs/outputs are refused (the engine would expect int32 buffers the runtime never feeds);
+- int64 initializers and ``Constant`` values (shape arithmetic: Reshape targets, Slice bounds, Unsqueeze axes) are
+  fine, the parser casts them; a value outside int32 is refused unless every consumer is a ``Slice`` start/end, where
+  INT64_MAX/MIN mean "to the end" and clamping changes nothing.
+
+TensorRT 10 has native INT64 (Changelog, 9.0 EA), so nothing int64 is refused there; the report still counts it.
+
+This module also holds the small helpers both the builder and the TensorRT backend need: the version family of an
+installed TensorRT, lazy imports of ``tensorrt`` / ``pycuda.driver`` with install hints, and a TensorRT logger that
+writes to :mod:`logging` (TensorRT's own ``trt.Logger`` prints to the console; a library must not).
+``trt.ILogger`` subclassing follows the Python API page "tensorrt.ILogger" (TensorRT 8.5 and 10.x docs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections import Counter
+from functools import lru_cache
+from importlib import resources
+
+import numpy as np
+
+from ..errors import ConfigError, DependencyError, ExportError
+
+__all__ = ["TARGETS", "check_graph", "load_ops_table", "make_trt_logger", "require_pycuda", "require_tensorrt",
+           "target_table", "tensorrt_family"]
+
+log = logging.getLogger(__name__)
+
+TARGETS = ("8.5", "10")
+"""TensorRT families a device profile can target (``profiles.TENSORRT_TARGETS``)."""
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+_INT32_MIN, _INT32_MAX = -(2 ** 31), 2 ** 31 - 1
+_ONNX_INT64 = 7  # onnx.TensorProto.INT64, kept literal so this module imports without onnx
+_SLICE_BOUND_INPUTS = (1, 2)  # Slice(data, starts, ends, axes, steps)
+_MAX_NAMES = 8  # node names listed per problem before "+N more"
+
+TENSORRT_INSTALL_HINT = (
+    "on a Jetson, TensorRT and its Python bindings come with JetPack (JetPack 5.1 = TensorRT 8.5, JetPack 6.1+ = "
+    "TensorRT 10; apt install python3-libnvinfer if the bindings are missing); on a desktop NVIDIA GPU: "
+    "pip install tensorrt")
+PYCUDA_INSTALL_HINT = "pip install pycuda (on a Jetson, with the JetPack CUDA toolkit on PATH: /usr/local/cuda/bin)"
+
+
+# --- the installed TensorRT -------------------------------------------------------------------------------------------
+
+def _version_numbers(version: str) -> tuple[int, int]:
+    match = re.match(r"(\d+)\.(\d+)", str(version))
+    if not match:
+        raise DependencyError(f"cannot read the TensorRT version {version!r}; expected 'major.minor...'")
+    return int(match.group(1)), int(match.group(2))
+
+
+def tensorrt_major(version: str) -> int:
+    """``"8.5.2.2"`` -> 8: picks the API generation (8.x bindings vs 10.x named tensors)."""
+    return _version_numbers(version)[0]
+
+
+def tensorrt_family(version: str) -> str | None:
+    """The profile target a TensorRT version belongs to (``"8.5"``, ``"10"``), ``None`` for one we do not target."""
+    major, minor = _version_numbers(version)
+    if (major, minor) == (8, 5):
+        return "8.5"
+    if major >= 10:
+        return "10"
+    return None
+
+
+def require_tensorrt(trt=None):
+    """``trt`` itself when given (tests pass a stand-in), else ``import tensorrt`` or say how to install it."""
+    if trt is not None:
+        return trt
+    try:
+        import tensorrt
+    except ImportError as exc:
+        raise DependencyError(f"this needs NVIDIA TensorRT's Python package `tensorrt`, which is not installed: "
+                              f"{TENSORRT_INSTALL_HINT}") from exc
+    return tensorrt
+
+
+def require_pycuda(cuda=None):
+    """``cuda`` itself when given, else ``import pycuda.driver`` (never ``pycuda.autoinit``: we manage the context)."""
+    if cuda is not None:
+        return cuda
+    try:
+        import pycuda.driver
+    except ImportError as exc:
+        raise DependencyError(f"the TensorRT backend needs PyCUDA for device buffers, which is not installed: "
+                              f"{PYCUDA_INSTALL_HINT}") from exc
+    return pycuda.driver
+
+
+def make_trt_logger(trt, name: str = "mambaesr_runtime.tensorrt"):
+    """A ``trt.ILogger`` that forwards TensorRT's messages to the Python logger ``name`` (TensorRT's ``Logger``
+    would print them). Keep a reference for as long as the builder/runtime that uses it lives."""
+    target = logging.getLogger(name)
+    severity = trt.ILogger.Severity
+    levels = {severity.INTERNAL_ERROR: logging.CRITICAL, severity.ERROR: logging.ERROR,
+              severity.WARNING: logging.WARNING, severity.INFO: logging.INFO, severity.VERBOSE: logging.DEBUG}
+
+    class _LoggingLogger(trt.ILogger):
+        def __init__(self):
+            trt.ILogger.__init__(self)  # pybind11 trampolines need the base initialiser called explicitly
+
+        def log(self, level, msg):
+            target.log(levels.get(level, logging.INFO), "TensorRT: %s", msg)
+
+    return _LoggingLogger()
+
+
+# --- the ops table ----------------------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=1)
+def load_ops_table() -> dict:
+    """``tensorrt_ops.json``, parsed once."""
+    text = resources.files(__package__).joinpath("tensorrt_ops.json").read_text()
+    return json.loads(text)
+
+
+def target_table(target: str) -> dict:
+    """The ops table of one target; a :class:`ConfigError` listing the valid targets otherwise."""
+    targets = load_ops_table()["targets"]
+    if str(target) not in targets:
+        raise ConfigError(f"TensorRT target {target!r} is unknown; valid targets are {sorted(targets)}")
+    return targets[str(target)]
+
+
+# --- the graph check --------------------------------------------------------------------------------------------------
+
+def _load_model(model_or_path):
+    try:
+        import onnx
+    except ImportError as exc:
+        raise DependencyError("checking an ONNX graph needs the onnx package: pip install onnx "
+                              "(or pip install -e '.[export]')") from exc
+    if isinstance(model_or_path, onnx.ModelProto):
+        return onnx, model_or_path, "model"
+    path = os.fspath(model_or_path)
+    if not os.path.isfile(path):
+        raise ExportError(f"ONNX file {path} not found; export it first (mambaesr-export or export_onnx)")
+    # External weights are irrelevant to the structure we check; leave them on disk.
+    return onnx, onnx.load(path, load_external_data=False), os.path.basename(path)
+
+
+def _walk(graph, scope: str = ""):
+    """Every node of ``graph`` and of its subgraphs (If/Loop/Scan bodies), with a readable scope prefix."""
+    for index, node in enumerate(graph.node):
+        yield node, index, scope
+        for attr in node.attribute:
+            subgraphs = ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
+            for sub in subgraphs:
+                yield from _walk(sub, f"{scope}{node.name or node.op_type}/{attr.name}/")
+
+
+def _node_label(node, index: int, scope: str) -> str:
+    return f"{scope}{node.name}" if node.name else f"{scope}<unnamed #{index} {node.op_type}>"
+
+
+def _names(labels: list[str]) -> str:
+    shown = ", ".join(labels[:_MAX_NAMES])
+    return shown + (f" (+{len(labels) - _MAX_NAMES} more)" if len(labels) > _MAX_NAMES else "")
+
+
+def _attr_value(onnx, node, name):
+    for attr in node.attribute:
+        if attr.name == name:
+            value = onnx.helper.get_attribute_value(attr)
+            if isinstance(value, bytes):
+                return value.decode()
+            return value
+    return None
+
+
+def _tensor_info(onnx, value_info) -> dict:
+    ttype = value_info.type.tensor_type
+    dims = []
+    for d in ttype.shape.dim:
+        dims.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or None))
+    return {"name": value_info.name, "shape": dims if ttype.HasField("shape") else None,
+            "dtype": onnx.TensorProto.DataType.Name(ttype.elem_type).lower(), "elem_type": ttype.elem_type}
+
+
+def _int64_values(onnx, node_or_tensor):
+    """The values of an int64 Constant/initializer (numpy array), or ``None`` when it is not int64."""
+    from onnx import numpy_helper
+
+    if isinstance(node_or_tensor, onnx.TensorProto):
+        return numpy_helper.to_array(node_or_tensor) if node_or_tensor.data_type == _ONNX_INT64 else None
+    for attr in node_or_tensor.attribute:
+        if attr.name == "value" and attr.t.data_type == _ONNX_INT64:
+            return numpy_helper.to_array(attr.t)
+        if attr.name in ("value_int", "value_ints"):
+            return np.asarray(onnx.helper.get_attribute_value(attr), dtype=np.int64)
+    return None
+
+
+def check_graph(model_or_path, target: str, *, require_static: bool = True) -> dict:
+    """Check an ONNX graph against what the TensorRT ``target`` parser accepts; return a report, raise on problems.
+
+    ``model_or_path``: an ``onnx.ModelProto`` or a path. ``target``: ``"8.5"`` or ``"10"``. ``require_static``: refuse
+    graph inputs/outputs with symbolic or unknown dims (our engines are static; the builder passes ``False`` because it
+    pins dynamic dims itself with an optimization profile).
+
+    The report: ``target``, ``opset``, ``ops`` (op -> count, custom domains as ``domain::Op``), ``num_nodes``,
+    ``inputs``/``outputs`` (name, shape, dtype), ``static_shapes``, ``int64`` (graph I/O, initializer, Constant and
+    Cast-to-int64 counts, out-of-int32 values and whether the parser clamps them) and ``sources`` (the docs it rests
+    on). Raises :class:`ExportError` listing every problem found: each unsupported op with its node names, each
+    violated restriction, any non-static dim, an opset outside the parser's range, int64 tensors 8.5 cannot take.
+    """
+    table = target_table(target)
+    onnx, model, label = _load_model(model_or_path)
+    graph = model.graph
+    problems: list[str] = []
+    source = table["sources"][0]
+    where = f"{source['repo']} {source['path']}@{source['ref'][:8]}"
+
+    opset = next((o.version for o in model.opset_import if o.domain in _DEFAULT_DOMAINS), None)
+    lo, hi = table["opset_min"], table["opset_max"]
+    if opset is None:
+        problems.append("the graph imports no default-domain opset; re-export it with torch.onnx.export")
+    elif opset > hi or (lo is not None and opset < lo):
+        span = f"{lo}..{hi}" if lo is not None else f"<= {hi}"
+        problems.append(f"opset {opset} is outside what the TensorRT {target} parser reads ({span}); re-export with "
+                        f"export_onnx(..., opset={hi})")
+
+    # Names whose value is known at build time: what `const_inputs` restrictions ask for.
+    const_names = {t.name for t in graph.initializer}
+    consumers: dict[str, list[tuple[object, int]]] = {}
+    for node, _, _ in _walk(graph):
+        if node.op_type == "Constant":
+            const_names.update(node.output)
+        for i, name in enumerate(node.input):
+            consumers.setdefault(name, []).append((node, i))
+    graph_outputs = {o.name for o in graph.output}
+
+    counts: Counter = Counter()
+    unsupported: dict[str, list[str]] = {}
+    violations: dict[tuple[str, str], list[str]] = {}
+    for node, index, scope in _walk(graph):
+        domain = node.domain if node.domain not in _DEFAULT_DOMAINS else ""
+        key = f"{domain}::{node.op_type}" if domain else node.op_type
+        counts[key] += 1
+        node_label = _node_label(node, index, scope)
+        rule = table["ops"].get(node.op_type) if not domain else None
+        if rule is None:
+            unsupported.setdefault(key, []).append(node_label)
+            continue
+        for idx, what in rule.get("const_inputs", {}).items():
+            idx = int(idx)
+            if len(node.input) > idx and node.input[idx] and node.input[idx] not in const_names:
+                violations.setdefault((node.op_type, f"input `{what}` must be an initializer or Constant"),
+                                      []).append(node_label)
+        for attr, spec in rule.get("attrs", {}).items():
+            value = _attr_value(onnx, node, attr)
+            if spec.get("all_ones"):
+                bad = value is not None and any(v != 1 for v in value)
+            else:
+                bad = (spec.get("default") if value is None else value) not in spec["allowed"]
+            if bad:
+                allowed = "all ones" if spec.get("all_ones") else spec["allowed"]
+                violations.setdefault((node.op_type, f"{attr}={value!r} (supported: {allowed})"), []).append(node_label)
+        for attr in rule.get("forbidden_attrs", ()):
+            if _attr_value(onnx, node, attr) is not None:
+                violations.setdefault((node.op_type, f"attribute `{attr}` is unsupported"), []).append(node_label)
+        if rule.get("only_first_output") and any(o and (o in consumers or o in graph_outputs)
+                                                 for o in node.output[1:]):
+            violations.setdefault((node.op_type, "only its first output may be used"), []).append(node_label)
+
+    for key, labels in sorted(unsupported.items()):
+        if "::" in key:
+            problems.append(f"op {key} (nodes: {_names(labels)}) is in a custom domain, which TensorRT only runs "
+                            f"through a plugin; export it with standard ONNX ops")
+        else:
+            note = table["unsupported"].get(key, "not in the parser's support matrix")
+            problems.append(f"op {key} (nodes: {_names(labels)}) is not supported by the TensorRT {target} ONNX "
+                            f"parser ({where}): {note}")
+    for (op, what), labels in sorted(violations.items()):
+        problems.append(f"op {op} (nodes: {_names(labels)}): {what}; TensorRT {target} restriction: "
+                        f"{table['ops'][op]['note']}")
+
+    initializer_names = {t.name for t in graph.initializer}
+    inputs = [_tensor_info(onnx, v) for v in graph.input if v.name not in initializer_names]
+    outputs = [_tensor_info(onnx, v) for v in graph.output]
+    static = True
+    for kind, infos in (("input", inputs), ("output", outputs)):
+        for info in infos:
+            shape = info["shape"]
+            if shape is None or any(not isinstance(d, int) or d <= 0 for d in shape):
+                static = False
+                if require_static:
+                    problems.append(f"graph {kind} {info['name']!r} has shape {shape}, not static; export with a "
+                                    f"fixed tile size (export_onnx(model, path, height, width, batch))")
+
+    casts_to_int64 = sum(1 for n, _, _ in _walk(graph) if n.op_type == "Cast" and _attr_value(onnx, n, "to") == _ONNX_INT64)
+    int64_io = [i["name"] for i in inputs + outputs if i["elem_type"] == _ONNX_INT64]
+    if int64_io and table["int64"] == "cast_to_int32":
+        problems.append(f"graph inputs/outputs {int64_io} are int64: TensorRT {target} casts them to int32 bindings "
+                        f"the runtime would feed wrongly; make them float32 (or int32) in the exported model")
+    int64_consts = [(t.name, _int64_values(onnx, t)) for t in graph.initializer]
+    int64_consts = [(name, v) for name, v in int64_consts if v is not None]
+    n_initializers = len(int64_consts)
+    for node, _, _ in _walk(graph):
+        if node.op_type == "Constant":
+            values = _int64_values(onnx, node)
+            if values is not None:
+                int64_consts.append((node.output[0], values))
+    out_of_range, refused = [], []
+    for name, values in int64_consts:
+        if values.size and (values.min() < _INT32_MIN or values.max() > _INT32_MAX):
+            out_of_range.append(name)
+            slice_bound_only = all(n.op_type == "Slice" and i in _SLICE_BOUND_INPUTS for n, i in consumers.get(name, []))
+            if table["int64"] == "cast_to_int32" and not slice_bound_only:
+                refused.append(name)
+    if refused:
+        problems.append(f"int64 constants {_names(refused)} hold values outside int32, which TensorRT {target} would "
+                        f"clamp to +-INT_MAX and change the result; keep shape arithmetic within int32")
+
+    report = {
+        "target": str(target), "tensorrt": table["tensorrt"], "opset": opset, "ops": dict(sorted(counts.items())),
+        "num_nodes": sum(counts.values()), "inputs": [{k: v for k, v in i.items() if k != "elem_type"} for i in inputs],
+        "outputs": [{k: v for k, v in o.items() if k != "elem_type"} for o in outputs], "static_shapes": static,
+        "int64": {"rule": table["int64"], "graph_io": int64_io, "initializers": n_initializers,
+                  "constants": len(int64_consts) - n_initializers, "casts_to_int64": casts_to_int64,
+                  "outside_int32": out_of_range},
+        "sources": table["sources"],
+    }
+    if problems:
+        raise ExportError(f"{label} cannot be built by TensorRT {target}:\n- " + "\n- ".join(problems))
+    log.info("%s passes the TensorRT %s parser check: %d nodes, %d op types, opset %s", label, target,
+             report["num_nodes"], len(counts), opset)
+    return report

@@ -1,0 +1,1 @@
+"""Recording stand-ins for hardware libraries the CI machine cannot install (TensorRT, PyCUDA, jtop)."""
