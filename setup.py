@@ -7,7 +7,7 @@ The base install is the runtime only: ONNX Runtime, NumPy, OpenCV, psutil, safet
 from setuptools import find_packages, setup
 
 TORCH = ["torch>=2.1"]
-EXPORT = TORCH + ["onnx>=1.14"]
+EXPORT = TORCH + ["onnx>=1.14", "onnxsim>=0.4"]
 
 setup(
     name="mambaesr-runtime",
@@ -24,6 +24,7 @@ setup(
     package_data={"mambaesr_runtime": ["weights/*.onnx", "weights/*.safetensors", "weights/*.json", "weights/*.md",
                                        "data/*.png"],
                   "mambaesr_runtime.evaluation": ["dataset_sources.json"],
+                  "mambaesr_runtime.export": ["tensorrt_ops.json"],
                   "mambaesr_runtime.profiles_data": ["*.yaml", "README.md"]},
     install_requires=[
         "numpy>=1.22",
@@ -44,6 +45,7 @@ setup(
             "mambaesr-demo=mambaesr_runtime.cli.demo:main",
             "mambaesr-train=mambaesr_runtime.cli.train:main",
             "mambaesr-eval=mambaesr_runtime.cli.eval:main",
+            "mambaesr-export=mambaesr_runtime.cli.export:main",
         ],
     },
     classifiers=[

@@ -1,0 +1,110 @@
+"""``mambaesr-export``: the engines of a device profile, verified, with manifests (needs the torch extra).
+
+    mambaesr-export --list-devices
+    mambaesr-export --device orin                 ONNX per tier (+ TensorRT plans where TensorRT is installed)
+    mambaesr-export --device rpi5 -o engines/pi   ONNX Runtime artifacts
+    mambaesr-export --profile my_board.yaml --weights runs/latest/model_best.safetensors
+
+Without TensorRT (any machine but the device) it writes and verifies the ONNX files and manifests, prints the
+trtexec commands that build the same engines on the device, writes them to build_engines.sh, and exits 0.
+Exit codes: 0 done; 2 bad arguments, missing weights/dependencies or a failed check (nothing partial is left).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from ..errors import MambaESRError
+from ..fileio import atomic_write
+
+
+def _devices_table() -> str:
+    from ..profiles import builtin_profiles, load_profile
+
+    rows = [("device", "backends", "precision", "TensorRT", "tiers (variant tile/batch)", "description")]
+    for name in builtin_profiles():
+        p = load_profile(name)
+        rows.append((name, ",".join(p.backends), p.precision, p.tensorrt or "-",
+                     " ".join(f"{t.name}={t.variant}:{t.tile}/{t.batch}" for t in p.tiers), p.description))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mambaesr-export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--device", help="built-in device profile (see --list-devices)")
+    target.add_argument("--profile", help="a device profile YAML file")
+    parser.add_argument("--list-devices", action="store_true", help="print the built-in device profiles")
+    parser.add_argument("--weights", action="append", default=[],
+                        help="checkpoint (.safetensors with its .json) to use for its variant; repeatable "
+                             "(default: the shipped weights)")
+    parser.add_argument("--tier", action="append", help="export only this tier (repeatable)")
+    parser.add_argument("-o", "--output", help="output folder (default engines/<device>)")
+    parser.add_argument("--force", action="store_true", help="re-export even if the artifacts are up to date")
+    parser.add_argument("--no-simplify", action="store_true", help="skip onnx-simplifier")
+    parser.add_argument("--onnx-only", action="store_true", help="stop after the verified ONNX (no TensorRT build)")
+    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for verification")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s",
+                        stream=sys.stderr)
+    try:
+        if args.list_devices:
+            print(_devices_table())
+            return 0
+        if not (args.device or args.profile):
+            raise MambaESRError("say which device to export for: --device NAME (see --list-devices) or "
+                                "--profile FILE.yaml")
+        from ..profiles import load_profile
+
+        profile = load_profile(args.device or args.profile)
+        from ..export.pipeline import export_profile, find_tensorrt
+
+        trt = None if args.onnx_only or profile.tensorrt is None else find_tensorrt()
+        results = export_profile(profile, args.output, args.weights, args.tier, args.force, not args.no_simplify,
+                                 build=not args.onnx_only, trt=trt, threads=args.threads,
+                                 progress=lambda m: print(m, file=sys.stderr, flush=True))
+    except KeyboardInterrupt:
+        print("interrupted; nothing partial was left behind", file=sys.stderr)
+        return 130
+    except (MambaESRError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    out = results[0].onnx.parent
+    for art in results:
+        v = art.manifest.verification
+        state = "up to date" if art.reused else "exported"
+        checks = f"ORT vs torch {v.get('ort_vs_torch_max_abs_err', float('nan')):.1e}"
+        if "fp16_psnr_vs_fp32_db" in v:
+            checks += f", fp16 {v['fp16_psnr_vs_fp32_db']} dB vs fp32"
+        if "tensorrt_compat" in v:
+            checks += f", TensorRT {v['tensorrt_compat']['target']} ops ok"
+        print(f"{art.tier.name:10s} {art.onnx}  ({state}; {checks})")
+        if art.plan is not None:
+            print(f"{'':10s} {art.plan}  (TensorRT {art.plan_manifest.versions.get('tensorrt')}, "
+                  f"{art.plan_manifest.verification.get('infer_ms')} ms per batch)")
+    commands = [a.trtexec for a in results if a.trtexec and a.plan is None]
+    if commands:
+        script = out / "build_engines.sh"
+        body = ("#!/bin/sh\n# Build the TensorRT engines of profile " + profile.name + " on the device itself "
+                "(plans are tied to the TensorRT version and GPU that build them).\n"
+                "# Or, with the TensorRT Python bindings installed there: mambaesr-export --device "
+                + profile.name + "\nset -e\ncd \"$(dirname \"$0\")\"\n" + "\n".join(commands) + "\n")
+        atomic_write(script, lambda tmp: Path(tmp).write_text(body))
+        script.chmod(0o755)
+        print(f"\nTensorRT is not installed here: the ONNX files and manifests are ready. On the "
+              f"{profile.name} device, build the engines with (also in {script}):")
+        print(f"  cd {out}")
+        for c in commands:
+            print(f"  {c}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

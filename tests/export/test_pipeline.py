@@ -1,0 +1,196 @@
+"""The export pipeline (checkpoint -> ONNX per tier -> onnxsim -> verify -> manifest), on the tiny variant and the
+shipped student, without TensorRT (this machine has none; the TensorRT build has its own stand-in tests)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from mambaesr_runtime.errors import CheckpointError, ExportError
+from mambaesr_runtime.export import pipeline
+from mambaesr_runtime.export.manifest import manifest_path, read_manifest
+from mambaesr_runtime.fileio import sha256_file
+from mambaesr_runtime.model.checkpoint import save_checkpoint
+from mambaesr_runtime.model.config import variant
+from mambaesr_runtime.model.net import build_model
+from mambaesr_runtime.profiles import Tier, load_profile
+from mambaesr_runtime.runtime.imageio import decode, read_image
+
+
+def make_profile(name="test-cpu", tiers=(("t", "tiny", 16, 4, 2),), precision="fp32", tensorrt=None):
+    """A built-in profile (its telemetry thresholds) with test tiers and targets."""
+    base = load_profile("orin" if tensorrt else "cpu")
+    return dataclasses.replace(base, name=name, precision=precision, tensorrt=tensorrt,
+                               tiers=tuple(Tier(n, v, t, o, b) for n, v, t, b, o in tiers))
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_model(variant("tiny")).eval()
+    path = tmp_path_factory.mktemp("ckpt") / "tiny_x4.safetensors"
+    save_checkpoint(model, path, variant="tiny")
+    return path
+
+
+def test_tiny_export_writes_verified_onnx_and_manifest(tmp_path, tiny_ckpt):
+    out = tmp_path / "engines"
+    [art] = pipeline.export_profile(make_profile(), out, [tiny_ckpt])
+    assert art.onnx == out / "tiny_x4_t16_b4.onnx" and not art.reused
+    graph = onnx.load(art.onnx)
+    onnx.checker.check_model(graph)
+    assert [d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim] == [4, 3, 16, 16]
+    m = read_manifest(art.onnx)
+    assert m == art.manifest
+    assert (m.kind, m.variant, m.scale, m.input_shape, m.output_shape) == ("onnx", "tiny", 4, (4, 3, 16, 16),
+                                                                            (4, 3, 64, 64))
+    assert m.artifact_sha256 == sha256_file(art.onnx) == m.onnx_sha256
+    assert m.weights_sha256 == sha256_file(tiny_ckpt)
+    assert m.profile == "test-cpu" and m.tier == "t" and m.tensorrt_target is None
+    assert {"torch", "onnx", "onnxsim", "onnxruntime", "mambaesr"} <= set(m.versions)
+    assert m.verification["ort_vs_torch_max_abs_err"] <= pipeline.FP32_TOLERANCE
+    assert "fp16_psnr_vs_fp32_db" not in m.verification  # an fp32 profile has no fp16 engines to check
+    assert art.trtexec is None  # ONNX Runtime profile: nothing to build on a device
+    assert sorted(p.name for p in out.iterdir()) == ["tiny_x4_t16_b4.onnx", "tiny_x4_t16_b4.onnx.manifest.json"]
+
+
+def test_rerun_skips_up_to_date_artifacts_and_force_redoes_them(tmp_path, tiny_ckpt):
+    profile = make_profile()
+    [first] = pipeline.export_profile(profile, tmp_path, [tiny_ckpt])
+    stamp = first.onnx.stat().st_mtime_ns
+    [again] = pipeline.export_profile(profile, tmp_path, [tiny_ckpt])
+    assert again.reused and again.onnx.stat().st_mtime_ns == stamp
+    [forced] = pipeline.export_profile(profile, tmp_path, [tiny_ckpt], force=True)
+    assert not forced.reused and forced.onnx.stat().st_mtime_ns != stamp
+    # A damaged artifact is not "up to date", whatever its manifest says.
+    forced.onnx.write_bytes(forced.onnx.read_bytes()[:-10])
+    [repaired] = pipeline.export_profile(profile, tmp_path, [tiny_ckpt])
+    assert not repaired.reused and sha256_file(repaired.onnx) == repaired.manifest.artifact_sha256
+
+
+def test_new_weights_make_the_artifact_stale(tmp_path, tiny_ckpt):
+    profile = make_profile()
+    pipeline.export_profile(profile, tmp_path / "e", [tiny_ckpt])
+    torch.manual_seed(1)
+    other = tmp_path / "other" / "tiny_x4.safetensors"
+    save_checkpoint(build_model(variant("tiny")), other, variant="tiny")
+    [art] = pipeline.export_profile(profile, tmp_path / "e", [other])
+    assert not art.reused and art.manifest.weights_sha256 == sha256_file(other)
+
+
+def test_tensorrt_profile_without_tensorrt_gives_trtexec_and_checks_fp16_and_ops(tmp_path, tiny_ckpt):
+    profile = make_profile("test-orin", precision="fp16", tensorrt="10")
+    [art] = pipeline.export_profile(profile, tmp_path, [tiny_ckpt], trt=None)
+    assert art.plan is None
+    v = art.manifest.verification
+    assert v["fp16_psnr_vs_fp32_db"] >= pipeline.FP16_MIN_PSNR
+    assert v["tensorrt_compat"]["target"] == "10" and v["tensorrt_compat"]["ok"]
+    assert art.trtexec.startswith("trtexec ") and "tiny_x4_t16_b4.onnx" in art.trtexec
+    assert "--fp16" in art.trtexec and "tiny_x4_t16_b4_fp16.plan" in art.trtexec
+
+
+def test_shipped_student_exports_and_verifies_on_real_tiles(tmp_path, shared_data):
+    """The shipped weights through the whole pipeline, checked on real Set14 tiles, not only random ones."""
+    img = decode(read_image(shared_data / "benchmarks" / "Set14" / "LR_bicubic" / "X4" / "baboonx4.png")).rgb
+    tiles = np.stack([img[y:y + 32, x:x + 32].transpose(2, 0, 1) for y, x in ((0, 0), (40, 60))])
+    profile = make_profile(tiers=(("q", "student", 32, 2, 4),))
+    [art] = pipeline.export_profile(profile, tmp_path, [], threads=2)  # default: the shipped weights
+    from mambaesr_runtime.model.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(pipeline.shipped_weights_dir() / "student_x4.safetensors")
+    result = pipeline.verify_fp32(model.eval(), art.onnx, [np.ascontiguousarray(tiles)])
+    assert result["ort_vs_torch_max_abs_err"] <= 1e-4
+    assert art.manifest.verification["ort_vs_torch_max_abs_err"] <= 1e-4
+    # onnx-simplifier folded the graph: far fewer nodes than the raw export.
+    assert art.manifest.verification["nodes"] < 0.6 * _raw_nodes(model, tmp_path)
+
+
+def _raw_nodes(model, tmp_path):
+    from mambaesr_runtime.export.onnx_export import export_onnx
+
+    return len(onnx.load(export_onnx(model, tmp_path / "raw.onnx", 32, 32, 2)).graph.node)
+
+
+def test_verify_rejects_an_onnx_from_other_weights(tmp_path, tiny_ckpt):
+    from mambaesr_runtime.model.checkpoint import load_checkpoint
+
+    [art] = pipeline.export_profile(make_profile(), tmp_path, [tiny_ckpt])
+    torch.manual_seed(7)
+    other = build_model(variant("tiny")).eval()
+    x = np.random.default_rng(0).random((4, 3, 16, 16), dtype=np.float32)
+    with pytest.raises(ExportError, match="disagree by"):
+        pipeline.verify_fp32(other, art.onnx, [x])
+    model, _ = load_checkpoint(tiny_ckpt)
+    assert pipeline.verify_fp32(model.eval(), art.onnx, [x])["ort_vs_torch_max_abs_err"] <= 1e-4
+
+
+def test_fp16_check_fails_a_model_that_overflows_in_half_precision():
+    torch.manual_seed(0)
+    model = build_model(variant("tiny")).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(300.0)  # activations far beyond fp16's 65504
+    tiles = np.random.default_rng(0).random((1, 3, 16, 16), dtype=np.float32)
+    with pytest.raises(ExportError, match="fp16"):
+        pipeline.verify_fp16(model, tiles)
+
+
+def test_interrupted_export_leaves_nothing(tmp_path, tiny_ckpt, monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "verify_fp32", interrupt)
+    out = tmp_path / "engines"
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.export_profile(make_profile(), out, [tiny_ckpt])
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_missing_weights_for_a_variant_name_the_fix(tmp_path, tiny_ckpt):
+    profile = make_profile(tiers=(("a", "tiny", 16, 1, 2), ("b", "teacher", 16, 1, 2)))
+    with pytest.raises(CheckpointError, match=r"no weights for variant\(s\) \['teacher'\].*--weights"):
+        pipeline.export_profile(profile, tmp_path, [tiny_ckpt])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_real_tiles_are_real_content_of_the_right_shape():
+    tiles = pipeline.real_tiles(64, 5)
+    assert tiles.shape == (5, 3, 64, 64) and tiles.dtype == np.float32
+    assert 0 <= tiles.min() and tiles.max() <= 1 and tiles.std() > 0.05
+    assert not np.array_equal(tiles[0], tiles[1])
+    big = pipeline.real_tiles(160, 1)  # larger than the 128x128 sample: reflected
+    assert big.shape == (1, 3, 160, 160)
+
+
+def test_manifest_path_is_beside_the_artifact(tmp_path):
+    assert manifest_path(tmp_path / "a.onnx") == tmp_path / "a.onnx.manifest.json"
+    assert os.path.dirname(manifest_path("x/y.plan")) == "x"
+
+
+@pytest.mark.parametrize("target", ["8.5", "10"])
+def test_tensorrt_build_through_the_pipeline_with_recording_standins(tmp_path, tiny_ckpt, target):
+    """With (stand-in) TensorRT importable, the pipeline builds a plan per tier, writes its manifest, times it, and
+    re-running reuses it. The stand-ins mirror the documented TensorRT 8.5 / 10.x and PyCUDA APIs (no GPU here)."""
+    from standins.tensorrt_standin import TRT10_VERSION, TRT85_VERSION, make_standins
+
+    trt, cuda, rec = make_standins({"8.5": TRT85_VERSION, "10": TRT10_VERSION}[target])
+    rec.network_input = ("lr", (4, 3, 16, 16))  # what the fake parser reports for the tier's ONNX
+    profile = make_profile("test-jetson", precision="fp16", tensorrt=target)
+    [art] = pipeline.export_profile(profile, tmp_path, [tiny_ckpt], trt=trt, cuda=cuda)
+    assert art.plan == tmp_path / "tiny_x4_t16_b4_fp16.plan" and art.plan.is_file()
+    pm = read_manifest(art.plan)
+    assert pm == art.plan_manifest
+    assert (pm.kind, pm.precision, pm.onnx_sha256) == ("plan", "fp16", art.manifest.onnx_sha256)
+    assert pm.versions["tensorrt"] == trt.__version__ and pm.artifact_sha256 == sha256_file(art.plan)
+    assert pm.verification["infer_ms"] >= 0 and pm.verification["build_s"] >= 0
+    assert (tmp_path / "timing.cache").is_file()  # kept for the next build
+    calls = len(rec.calls)
+    [again] = pipeline.export_profile(profile, tmp_path, [tiny_ckpt], trt=trt, cuda=cuda)
+    assert again.reused and again.plan_manifest == pm
+    assert "trt.Builder.build_serialized_network" in rec.names()[:calls]
+    assert "trt.Builder.build_serialized_network" not in rec.names()[calls:]
