@@ -1,22 +1,30 @@
-"""``mambaesr-run``: upscale images x4 with the shipped model (ONNX Runtime, CPU) or an exported ONNX file.
+"""``mambaesr-run``: upscale images and videos x4 through a device profile's engines (default: the shipped student
+on ONNX Runtime, CPU; no torch needed).
 
     mambaesr-run photo.png                      -> photo_x4.png beside it
-    mambaesr-run photo.png -o big.png
-    mambaesr-run shots/ -o shots_x4/            every image in the folder, names kept
+    mambaesr-run photo.png --scale 4 -o big.png
+    mambaesr-run shots/ -o shots_x4/            every image (and video) in the folder, names kept
+    mambaesr-run clip.mp4 -o clip_x4.mp4        every frame; same frame count and rate
+    mambaesr-run --camera 0 --frames 300 -o cam_x4.mp4
+    mambaesr-run photo.png --device orin        TensorRT plans from engines/orin (mambaesr-export), else ONNX Runtime
+    mambaesr-run photo.png --backend torch      the reference PyTorch model (needs the torch extra)
 
-Exit codes: 0 all done; 1 some inputs failed (the others were written); 2 bad arguments or nothing could run.
-Outputs are written atomically and never replace an existing file unless --overwrite is given.
+Exit codes: 0 all done; 1 some inputs failed (the others were written); 2 bad arguments or nothing could run;
+130 interrupted (nothing partial is left). Outputs are written atomically and never replace an existing file
+unless --overwrite is given; inputs are never modified.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
 from ..errors import MambaESRError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm")  # kept in step with runtime.video
 
 
 def _jobs(inputs: list[str], out: str | None, scale: int) -> list[tuple[Path, Path]]:
@@ -28,9 +36,9 @@ def _jobs(inputs: list[str], out: str | None, scale: int) -> list[tuple[Path, Pa
     for item in inputs:
         src = Path(item)
         if src.is_dir():
-            files = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            files = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
             if not files:
-                raise MambaESRError(f"{src} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+                raise MambaESRError(f"{src} holds no images or videos ({', '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)})")
         elif src.exists():
             files = [src]
         else:
@@ -60,45 +68,94 @@ class _Bar:
                   end="", file=sys.stderr, flush=True)
         return update
 
+    def frames(self, name: str):
+        def update(done, total):
+            of = f"/{total}" if total else ""
+            print(f"\r[{self.done + 1}/{self.total}] {name} frame {done}{of}", end="", file=sys.stderr, flush=True)
+        return update
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mambaesr-run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("inputs", nargs="+", help="image files or folders")
+    parser.add_argument("inputs", nargs="*", help="image or video files, or folders of images")
     parser.add_argument("-o", "--output", help="output file (one input) or folder (several, or a folder input)")
     parser.add_argument("--scale", type=int, default=4, help="upscaling factor; the shipped models are x4")
-    parser.add_argument("--model", help="an exported ONNX file instead of the shipped student")
-    parser.add_argument("--overlap", type=int, default=8, help="tile overlap per side, LR pixels (default 8)")
-    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads (default 2)")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--device", help="device profile: cpu (default), orin, orin-nano, xavier-nx, agx-xavier, "
+                                         "rpi5, cuda (see mambaesr-export --list-devices)")
+    target.add_argument("--profile", help="a device profile YAML file")
+    parser.add_argument("--tier", help="profile tier to run (default: its first)")
+    parser.add_argument("--backend", choices=["tensorrt", "onnxruntime", "torch"],
+                        help="force a backend (default: the profile's order, falling back when one is unavailable)")
+    parser.add_argument("--model", help="one engine file instead of the profile's (.onnx, .plan, or a .safetensors "
+                                        "checkpoint for --backend torch)")
+    parser.add_argument("--engines", help="folder of exported engines (default engines/<device>, then the shipped)")
+    parser.add_argument("--tile", type=int, help="LR tile size (needs an engine exported for it)")
+    parser.add_argument("--overlap", type=int, help="tile overlap per side, LR pixels (default: the tier's, 8)")
+    parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="engine precision (default: the "
+                                                                              "profile's)")
+    parser.add_argument("--threads", type=int, help="ONNX Runtime threads (default: the profile's)")
+    parser.add_argument("--camera", type=int, help="read camera N instead of files (needs -o video file)")
+    parser.add_argument("--frames", type=int, help="stop a video or camera after this many frames")
     parser.add_argument("--max-megapixels", type=float, default=100.0, help="refuse larger outputs (default 100)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log engine selection and fallbacks")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s",
+                        stream=sys.stderr)
     try:
+        if args.camera is not None:
+            if args.inputs or not args.output:
+                raise MambaESRError("--camera N takes no input files and needs -o out.mp4")
+            jobs = [(args.camera, Path(args.output))]
+        elif not args.inputs:
+            raise MambaESRError("give input images, videos or folders (or --camera N)")
         from ..runtime.upscaler import Upscaler
 
-        upscaler = Upscaler(args.model, args.overlap, args.threads, args.max_megapixels)
+        upscaler = Upscaler(args.profile or args.device or "cpu", model=args.model, tier=args.tier,
+                            backend=args.backend, tile=args.tile, overlap=args.overlap, precision=args.precision,
+                            engines_dir=args.engines, threads=args.threads,
+                            max_output_megapixels=args.max_megapixels)
         if args.scale != upscaler.scale:
-            raise MambaESRError(f"--scale {args.scale} asked for, but the model upscales x{upscaler.scale}")
-        jobs = _jobs(args.inputs, args.output, upscaler.scale)
+            scale = upscaler.scale
+            upscaler.close()
+            raise MambaESRError(f"--scale {args.scale} asked for, but the model upscales x{scale}")
+        if args.camera is None:
+            jobs = _jobs(args.inputs, args.output, upscaler.scale)
         if args.output and any(dst.parent == Path(args.output) for _, dst in jobs):
             Path(args.output).mkdir(parents=True, exist_ok=True)  # an output folder may be new
     except (MambaESRError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.verbose:
+        print(upscaler.describe(), file=sys.stderr)
     bar, failed = _Bar(len(jobs)), 0
     with upscaler:
         for src, dst in jobs:
+            name = f"camera {src}" if isinstance(src, int) else src.name
             try:
-                upscaler.upscale_file(src, dst, args.overwrite, None if args.quiet else bar.tiles(src.name))
+                if isinstance(src, int) or src.suffix.lower() in VIDEO_SUFFIXES:
+                    from ..runtime.video import upscale_video
+
+                    _, n = upscale_video(upscaler, src, dst, args.overwrite, args.frames,
+                                         None if args.quiet else bar.frames(name))
+                    note = f" ({n} frames)"
+                else:
+                    upscaler.upscale_file(src, dst, args.overwrite, None if args.quiet else bar.tiles(name))
+                    note = ""
                 if not args.quiet:
                     print(file=sys.stderr)
-                print(f"{src} -> {dst}")
+                print(f"{name if isinstance(src, int) else src} -> {dst}{note}")
             except MambaESRError as exc:
                 if not args.quiet:
                     print(file=sys.stderr)
                 print(f"error: {exc}", file=sys.stderr)
                 failed += 1
+            except KeyboardInterrupt:
+                print(f"\ninterrupted: {dst} was not written", file=sys.stderr)
+                return 130
             bar.done += 1
     if failed:
         print(f"{failed} of {len(jobs)} inputs failed", file=sys.stderr)

@@ -59,19 +59,43 @@ def decode(img: np.ndarray, source: str = "image") -> Decoded:
     return Decoded(rgb, mode, img.dtype, None if alpha is None else alpha.astype(np.float32) / peak)
 
 
-def encode(sr_rgb: np.ndarray, decoded: Decoded, scale: int) -> np.ndarray:
-    """The upscaled float RGB back to the input's kind and depth (OpenCV channel order), alpha upscaled bicubic."""
+def output_array(decoded: Decoded, scale: int) -> np.ndarray:
+    """An empty output of the input's kind and depth, ``scale`` x larger (OpenCV layout: gray 2-D, BGR, BGRA)."""
+    h, w = decoded.rgb.shape[:2]
+    channels = {"gray": (), "rgb": (3,), "rgba": (4,)}[decoded.mode]
+    return np.empty((h * scale, w * scale, *channels), decoded.dtype)
+
+
+def encode_rows(out: np.ndarray, y0: int, rows_rgb: np.ndarray, decoded: Decoded) -> None:
+    """Write float RGB output rows (k, W*s, 3) into ``out`` (from :func:`output_array`) at row ``y0``."""
     peak = float(np.iinfo(decoded.dtype).max)
-    to_int = lambda x: np.clip(np.round(x * peak), 0, peak).astype(decoded.dtype)
+    k = rows_rgb.shape[0]
     if decoded.mode == "gray":
         # Gray in, gray out: the mean of the three channels the net produced from three equal ones.
-        return to_int(sr_rgb.mean(axis=2))
-    bgr = to_int(sr_rgb[:, :, ::-1])
-    if decoded.mode == "rgba":
-        h, w = sr_rgb.shape[:2]
-        alpha = cv2.resize(decoded.alpha, (w, h), interpolation=cv2.INTER_CUBIC)
-        return np.concatenate([bgr, to_int(alpha)[:, :, None]], axis=2)
-    return bgr
+        values = rows_rgb.mean(axis=2)
+        target = out[y0:y0 + k]
+    else:
+        values = rows_rgb[:, :, ::-1]
+        target = out[y0:y0 + k, :, :3]
+    target[...] = np.clip(np.round(values * peak), 0, peak)
+
+
+def encode_alpha(out: np.ndarray, decoded: Decoded) -> None:
+    """Fill the alpha plane of an RGBA output: the input's alpha upscaled bicubic (the net sees colour only)."""
+    if decoded.mode != "rgba":
+        return
+    peak = float(np.iinfo(decoded.dtype).max)
+    h, w = out.shape[:2]
+    alpha = cv2.resize(decoded.alpha, (w, h), interpolation=cv2.INTER_CUBIC)
+    out[:, :, 3] = np.clip(np.round(alpha * peak), 0, peak)
+
+
+def encode(sr_rgb: np.ndarray, decoded: Decoded, scale: int) -> np.ndarray:
+    """The upscaled float RGB back to the input's kind and depth (OpenCV channel order), alpha upscaled bicubic."""
+    out = output_array(decoded, scale)
+    encode_rows(out, 0, sr_rgb, decoded)
+    encode_alpha(out, decoded)
+    return out
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

@@ -88,15 +88,32 @@ def _ramp(length: int, fade_start: bool, fade_end: bool, ramp: int) -> np.ndarra
 
 
 class Blender:
-    """Accumulates upscaled tiles with feathered weights and returns the normalised (H*s, W*s, C) image."""
+    """Accumulates upscaled tiles with feathered weights, one row of tiles at a time.
 
-    def __init__(self, plan: TilePlan, scale: int, channels: int = 3):
+    Tiles must arrive in the plan's order (row by row). Only a band one tile high is kept: when a tile of the next
+    row arrives, the output rows above it are final (no later tile touches them) and are passed, normalised and
+    cropped to the image, to ``emit(y0, rows)`` (``rows``: float32 (k, W*s, C) starting at output row ``y0``). So the
+    blend needs memory for one tile row, whatever the image height. Without ``emit`` the rows are collected and
+    ``result()`` returns the whole (H*s, W*s, C) image.
+    """
+
+    def __init__(self, plan: TilePlan, scale: int, channels: int = 3, emit=None):
         self.plan, self.scale = plan, scale
-        ph, pw = plan.padded
-        self._sum = np.zeros((ph * scale, pw * scale, channels), np.float32)
-        self._weight = np.zeros((ph * scale, pw * scale, 1), np.float32)
+        th = plan.tile[0]
+        pw = plan.padded[1]
+        self._sum = np.zeros((th * scale, pw * scale, channels), np.float32)
+        self._weight = np.zeros((th * scale, pw * scale, 1), np.float32)
+        self._top = 0  # output row of the band's first row
         self._ys = sorted({t.y for t in plan.tiles})
         self._xs = sorted({t.x for t in plan.tiles})
+        self._out = None
+        if emit is None:
+            self._out = np.empty((plan.h * scale, plan.w * scale, channels), np.float32)
+            emit = self._store
+        self._emit = emit
+
+    def _store(self, y0: int, rows: np.ndarray) -> None:
+        self._out[y0:y0 + rows.shape[0]] = rows
 
     def window(self, tile: Tile) -> np.ndarray:
         """The (th*s, tw*s, 1) weight of ``tile``: fades only on sides shared with a neighbour."""
@@ -106,37 +123,70 @@ class Blender:
         wx = _ramp(tw * s, tile.x != self._xs[0], tile.x != self._xs[-1], ramp)
         return (wy[:, None] * wx[None, :]).astype(np.float32)[:, :, None]
 
+    def _advance(self, row: int) -> None:
+        """Emit the final output rows [top, row) and slide the band down to start at ``row``."""
+        k = row - self._top
+        if k <= 0:
+            return
+        s = self.scale
+        stop = min(row, self.plan.h * s)  # rows of reflection padding are dropped
+        if stop > self._top:
+            n = stop - self._top
+            self._emit(self._top, self._sum[:n, :self.plan.w * s] / self._weight[:n, :self.plan.w * s])
+        band = self._sum.shape[0]
+        if k < band:
+            self._sum[:band - k] = self._sum[k:]
+            self._weight[:band - k] = self._weight[k:]
+        self._sum[max(0, band - k):] = 0
+        self._weight[max(0, band - k):] = 0
+        self._top = row
+
     def add(self, tile: Tile, out: np.ndarray) -> None:
         """``out``: (C, th*s, tw*s) network output for ``tile``."""
         s = self.scale
         th, tw = self.plan.tile
-        y, x = tile.y * s, tile.x * s
+        if tile.y * s < self._top:
+            raise ValueError("tiles must be added row by row, in the plan's order")
+        self._advance(tile.y * s)
+        x = tile.x * s
         w = self.window(tile)
-        self._sum[y:y + th * s, x:x + tw * s] += out.transpose(1, 2, 0) * w
-        self._weight[y:y + th * s, x:x + tw * s] += w
+        self._sum[:, x:x + tw * s] += out.transpose(1, 2, 0) * w
+        self._weight[:, x:x + tw * s] += w
+
+    def finish(self) -> None:
+        """Emit the rows still in the band (call once, after the last tile)."""
+        self._advance(self._top + self._sum.shape[0])
 
     def result(self) -> np.ndarray:
-        s = self.scale
-        out = self._sum / self._weight
-        return out[:self.plan.h * s, :self.plan.w * s]
+        self.finish()
+        return self._out
 
 
 def upscale_tiled(infer, img: np.ndarray, scale: int, tile: int | tuple[int, int], overlap: int,
-                  batch: int = 1, progress=None) -> np.ndarray:
+                  batch: int = 1, progress=None, emit=None) -> np.ndarray | None:
     """Upscale an (H, W, 3) float32 image in [0, 1] through ``infer`` (float32 (batch, 3, th, tw) -> (batch, 3,
     s*th, s*tw)), tile by tile, blended. The last batch is filled up with repeats so every call has the static
-    shape. ``progress(done, total)`` is called after each batch."""
+    shape. ``progress(done, total)`` is called after each batch.
+
+    Returns the (H*s, W*s, 3) float32 result, or, with ``emit(y0, rows)``, streams the finished output rows to it
+    (see :class:`Blender`) and returns ``None``: then memory grows with the tile size, not with the image.
+    """
     plan = plan_tiles(img.shape[0], img.shape[1], tile, overlap)
-    tiles = extract(img, plan)
-    blender = Blender(plan, scale, img.shape[2])
+    padded = pad_to_plan(img, plan)
+    th, tw = plan.tile
+    blender = Blender(plan, scale, img.shape[2], emit)
     for start in range(0, len(plan.tiles), batch):
-        chunk = tiles[start:start + batch]
+        group = plan.tiles[start:start + batch]
+        chunk = np.stack([padded[t.y:t.y + th, t.x:t.x + tw].transpose(2, 0, 1) for t in group]).astype(np.float32)
         real = len(chunk)
         if real < batch:
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - real, axis=0)])
         out = infer(chunk)
         for i in range(real):
-            blender.add(plan.tiles[start + i], out[i])
+            blender.add(group[i], out[i])
         if progress is not None:
             progress(min(start + batch, len(plan.tiles)), len(plan.tiles))
+    if emit is not None:
+        blender.finish()
+        return None
     return blender.result()

@@ -1,36 +1,44 @@
-"""The embeddable upscaler: image in, image out, through an engine on overlapped tiles.
+"""The embeddable upscaler: image in, image out, through a profile's engines on overlapped, blended tiles.
 
     from mambaesr_runtime import Upscaler
-    with Upscaler() as up:                      # the shipped student on ONNX Runtime CPU
+    with Upscaler() as up:                        # profile "cpu": the shipped student on ONNX Runtime
         big = up.upscale(cv2.imread("in.png", cv2.IMREAD_UNCHANGED))
+    with Upscaler("orin") as up:                  # TensorRT plans from engines/orin/, else ONNX Runtime
+        for frame in up.stream(frames):           # frames: BGR uint8 arrays, e.g. from cv2.VideoCapture
+            ...
 
-Thread safety: an ``Upscaler`` keeps no per-call state (tiles and accumulators live in the call), and ONNX Runtime
-sessions may be run from several threads, so one instance can serve concurrent calls; each call holds its own output
-accumulators (see ``max_output_megapixels``).
+Thread safety: ``upscale`` keeps no per-call state on the instance (tiles and accumulators live in the call) and the
+engine it uses serialises or tolerates concurrent calls (ONNX Runtime sessions are thread-safe; the TensorRT and
+torch backends hold a lock), so one instance can serve several threads. Switching tiers (``use_tier``, or the
+adaptive controller inside ``stream``) happens between images, never inside one. The library logs; it never prints.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from importlib import resources
+import time
 from pathlib import Path
 
 import numpy as np
 
-from ..backends.onnxruntime import OrtBackend
-from ..errors import MambaESRError
-from .imageio import decode, encode, read_image, write_image
+from ..errors import ConfigError, MambaESRError
+from ..profiles import DeviceProfile, Tier, load_profile
+from .engines import EngineSelection, open_engine, with_overrides
+from .imageio import decode, encode_alpha, encode_rows, output_array, read_image, write_image
 from .tiling import upscale_tiled
 
 log = logging.getLogger(__name__)
 
-#: The default engine: the shipped student, exported for the CPU tier (64x64 LR tiles, batch 4).
+#: The default engine of the ``cpu`` profile: the shipped student, exported for 64x64 LR tiles, batch 4.
 DEFAULT_MODEL = "student_x4_t64_b4.onnx"
+MODEL_SUFFIXES = {".onnx": "onnxruntime", ".plan": "tensorrt", ".engine": "tensorrt", ".safetensors": "torch"}
 
 
 def shipped_model(name: str = DEFAULT_MODEL) -> Path:
-    path = Path(str(resources.files("mambaesr_runtime").joinpath("weights", name)))
+    from .engines import shipped_dir
+
+    path = shipped_dir() / name
     if not path.is_file():
         raise MambaESRError(f"shipped model {name} is missing from {path.parent}; reinstall the package, or pass "
                             f"--model with an exported ONNX file")
@@ -38,25 +46,118 @@ def shipped_model(name: str = DEFAULT_MODEL) -> Path:
 
 
 class Upscaler:
-    """Upscales images through one ONNX engine (static tile shape) with overlapped, feathered tiles.
+    """Upscales images through the engines of a device profile's tiers.
 
-    ``overlap``: LR pixels shared with each neighbour tile, per side. ``max_output_megapixels``: larger outputs are
-    refused up front (the blend accumulators need 16 bytes per output pixel).
+    ``profile``: a built-in name (``cpu``, ``orin``, ``rpi5``...), a YAML path or a :class:`DeviceProfile`.
+    ``tier``: the tier to start on (default: the profile's first, heaviest). ``backend``: force one backend
+    (``tensorrt``, ``onnxruntime``, ``torch``) instead of the profile's order with fallbacks. ``model``: run this one
+    engine file instead (``.onnx``, ``.plan`` or a ``.safetensors`` checkpoint for the torch backend).
+    ``tile``/``overlap``: override the tier's (LR pixels; a tile size needs its own exported engine).
+    ``precision``: override the profile's (engines must exist for it). ``engines_dir``: where exported engines are
+    (default ``./engines/<profile>``, then the shipped ones). ``max_output_megapixels``: larger outputs are refused up
+    front with the memory they would need. ``controller``: an adaptive tier controller consulted by ``stream``.
     """
 
-    def __init__(self, model: str | os.PathLike | None = None, overlap: int = 8, threads: int = 2,
-                 max_output_megapixels: float = 100.0):
-        self.backend = OrtBackend(model if model is not None else shipped_model(), threads)
-        n, _, th, tw = self.backend.input_shape
-        if 2 * overlap >= min(th, tw):
-            raise MambaESRError(f"overlap {overlap} must be less than half the engine's {th}x{tw} tile")
-        self.scale, self.tile, self.batch, self.overlap = self.backend.scale, (th, tw), n, overlap
+    def __init__(self, profile: str | os.PathLike | DeviceProfile = "cpu", *, model: str | os.PathLike | None = None,
+                 tier: str | None = None, backend: str | None = None, tile: int | None = None,
+                 overlap: int | None = None, precision: str | None = None,
+                 engines_dir: str | os.PathLike | None = None, threads: int | None = None,
+                 max_output_megapixels: float = 100.0, controller=None):
+        self.profile = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
+        self._backend, self._precision, self._engines_dir, self._threads = backend, precision, engines_dir, threads
+        self._tile, self._overlap = tile, overlap
         self.max_output_megapixels = max_output_megapixels
+        self.controller = controller
+        self._engines: dict[str, EngineSelection] = {}
+        if model is not None:
+            self._engines["model"] = self._open_model(Path(model))
+            self.tiers = (self._engines["model"].tier,)
+        else:
+            self.tiers = tuple(with_overrides(t, tile, overlap) for t in self.profile.tiers)
+        self.tier = self.tiers[0].name if tier is None else self._tier(tier).name
+        self._engine()  # open the starting tier now: a missing engine is an error at construction, not mid-stream
         log.info("upscaler: %s", self.describe())
 
-    def describe(self) -> str:
-        return f"{self.backend.describe()}, overlap {self.overlap}"
+    # -- engines -----------------------------------------------------------------------------------------------
+    def _tier(self, name: str) -> Tier:
+        for t in self.tiers:
+            if t.name == name:
+                return t
+        raise ConfigError(f"profile {self.profile.name!r} has no tier {name!r}; its tiers are "
+                          f"{[t.name for t in self.tiers]}")
 
+    def _open_model(self, path: Path) -> EngineSelection:
+        kind = MODEL_SUFFIXES.get(path.suffix)
+        if kind is None:
+            raise ConfigError(f"{path}: unknown engine type; give one of {sorted(MODEL_SUFFIXES)}")
+        if self._backend is not None and self._backend != kind:
+            raise ConfigError(f"{path.name} is a {kind} artifact; it cannot run on backend {self._backend}")
+        if not path.is_file():
+            raise MambaESRError(f"engine file {path} not found; export one with mambaesr-export or pass another path")
+        overlap = self._overlap if self._overlap is not None else 8
+        if kind == "onnxruntime":
+            from ..backends.onnxruntime import OrtBackend
+
+            engine = OrtBackend(path, self._threads or self.profile.threads or 2, list(self.profile.ort_providers))
+        elif kind == "tensorrt":
+            from ..backends.tensorrt import TrtBackend
+
+            engine = TrtBackend(path)
+        else:
+            from .engines import _open
+
+            base = self.profile.tiers[0]
+            tier = with_overrides(Tier("model", base.variant, base.tile, base.overlap, base.batch), self._tile,
+                                  overlap)
+            engine = _open("torch", path, tier, self.profile, self._precision or "fp32", self._threads)
+        n, _, th, tw = engine.input_shape
+        if 2 * overlap >= min(th, tw):
+            engine.close()
+            raise ConfigError(f"overlap {overlap} must be less than half the engine's {th}x{tw} tile")
+        if self._tile is not None and self._tile != th and kind != "torch":
+            engine.close()
+            raise ConfigError(f"{path.name} takes {th}x{tw} tiles; --tile {self._tile} needs an engine exported "
+                              f"for it (mambaesr-export --tile {self._tile})")
+        manifest = getattr(engine, "manifest", None)
+        variant = manifest.variant if manifest is not None else "unknown"
+        tier = Tier("model", variant, th, overlap, n)
+        return EngineSelection(engine, kind, path, tier, self._precision or "fp32", ())
+
+    def _engine(self, name: str | None = None) -> EngineSelection:
+        if self._engines is None:
+            raise MambaESRError("this Upscaler is closed; create a new one")
+        name = name or self.tier
+        if name not in self._engines:
+            self._engines[name] = open_engine(self.profile, self._tier(name), self._backend, self._precision,
+                                              self._engines_dir, self._threads)
+        return self._engines[name]
+
+    def use_tier(self, name: str) -> None:
+        """Switch to tier ``name`` (its engine is opened on first use and kept warm). Between images only."""
+        self._tier(name)
+        self._engine(name)
+        self.tier = name
+
+    def warm(self, names: list[str] | None = None) -> None:
+        """Open the engines of ``names`` (default: every tier) now, so a later switch costs no load time."""
+        for name in names or [t.name for t in self.tiers]:
+            self._engine(name)
+
+    @property
+    def engine(self) -> EngineSelection:
+        return self._engine()
+
+    @property
+    def scale(self) -> int:
+        return self.engine.backend.scale
+
+    def describe(self) -> str:
+        sel = self.engine
+        skipped = "".join(f"; skipped {k}: {r}" for k, r in sel.skipped)
+        return (f"profile {self.profile.name}, tier {sel.tier.name} ({sel.tier.variant}, tile {sel.tier.tile}, "
+                f"overlap {sel.tier.overlap}, batch {sel.tier.batch}): {sel.backend.describe()}{skipped}")
+
+    # -- images ------------------------------------------------------------------------------------------------
     def output_size(self, h: int, w: int) -> tuple[int, int]:
         return h * self.scale, w * self.scale
 
@@ -70,11 +171,31 @@ class Upscaler:
 
     def upscale(self, img: np.ndarray, progress=None) -> np.ndarray:
         """An image as OpenCV reads it (gray, BGR or BGRA; uint8 or uint16) -> the same kind, ``scale`` x larger."""
+        sel = self.engine  # taken once: a tier switch by another thread cannot change engines mid-image
         decoded = decode(img)
         self.check_size(*decoded.rgb.shape[:2])
-        sr = upscale_tiled(self.backend.infer, decoded.rgb, self.scale, self.tile, self.overlap, self.batch,
-                           progress)
-        return encode(sr, decoded, self.scale)
+        n, _, th, tw = sel.backend.input_shape
+        out = output_array(decoded, sel.backend.scale)
+        # Finished rows go straight into the output's own dtype: the float blend never holds the whole image.
+        upscale_tiled(sel.backend.infer, decoded.rgb, sel.backend.scale, (th, tw), sel.tier.overlap, n, progress,
+                      emit=lambda y0, rows: encode_rows(out, y0, rows, decoded))
+        encode_alpha(out, decoded)
+        return out
+
+    def stream(self, frames, progress=None):
+        """Upscale an iterable of frames lazily, one out per one in, in order. With a ``controller``, the tier is
+        chosen before each frame (never inside one) and each frame's latency is reported back to it."""
+        for frame in frames:
+            if self.controller is not None:
+                wanted = self.controller.before_frame()
+                name = wanted if isinstance(wanted, str) else wanted.name
+                if name != self.tier:
+                    self.use_tier(name)
+            start = time.perf_counter()
+            out = self.upscale(frame, progress)
+            if self.controller is not None:
+                self.controller.after_frame(1000 * (time.perf_counter() - start))
+            yield out
 
     def upscale_file(self, src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool = False,
                      progress=None) -> Path:
@@ -88,7 +209,9 @@ class Upscaler:
         return write_image(dst, self.upscale(read_image(src), progress), overwrite=overwrite)
 
     def close(self) -> None:
-        self.backend.close()
+        for sel in (self._engines or {}).values():
+            sel.backend.close()
+        self._engines = None
 
     def __enter__(self):
         return self

@@ -59,3 +59,24 @@ def test_bad_plans_are_refused():
         plan_tiles(0, 5, 8, 2)
     with pytest.raises(ValueError, match="less than half the tile"):
         plan_tiles(10, 10, 8, 4)
+
+
+@settings(max_examples=100, deadline=None)
+@given(h=st.integers(1, 120), w=st.integers(1, 60), tile=st.integers(6, 40), batch=st.integers(1, 5), data=st.data())
+def test_streamed_rows_are_the_whole_image_in_order_exactly_once(h, w, tile, batch, data):
+    overlap = data.draw(st.integers(0, (tile - 1) // 2))
+    img = np.random.default_rng(h * 1000 + w).random((h, w, 3), dtype=np.float32)
+    nearest = lambda x: x.repeat(2, axis=2).repeat(2, axis=3)
+    whole = upscale_tiled(nearest, img, 2, tile, overlap, batch)
+    pieces = []
+    assert upscale_tiled(nearest, img, 2, tile, overlap, batch, emit=lambda y0, rows: pieces.append(
+        (y0, rows.copy()))) is None
+    starts = [y0 for y0, _ in pieces]
+    assert starts[0] == 0 and all(b == a + r.shape[0] for (a, r), b in zip(pieces, starts[1:]))
+    np.testing.assert_array_equal(np.concatenate([r for _, r in pieces]), whole)
+
+
+def test_blend_memory_is_one_tile_row_whatever_the_image_height():
+    short, tall = plan_tiles(64, 100, 32, 4), plan_tiles(4000, 100, 32, 4)
+    a, b = Blender(short, 4, emit=lambda *_: None), Blender(tall, 4, emit=lambda *_: None)
+    assert a._sum.shape == b._sum.shape == (128, 400, 3)  # 32 * 4 rows of 100 * 4 px: independent of height

@@ -27,7 +27,7 @@ def tiny_onnx(tmp_path_factory):
 def test_upscale_matches_the_torch_model_through_tiles(tiny_onnx):
     path, model = tiny_onnx
     img = (np.random.default_rng(0).random((23, 37, 3)) * 255).astype(np.uint8)
-    with Upscaler(path, overlap=4) as up:
+    with Upscaler(model=path, overlap=4) as up:
         out = up.upscale(img)
     assert out.shape == (92, 148, 3) and out.dtype == np.uint8
     rgb = torch.from_numpy(img[:, :, ::-1].copy()).permute(2, 0, 1)[None].float() / 255
@@ -39,13 +39,13 @@ def test_upscale_matches_the_torch_model_through_tiles(tiny_onnx):
 @pytest.mark.parametrize("shape, dtype", [((10, 10), np.uint8), ((10, 10, 4), np.uint8), ((10, 10, 3), np.uint16)])
 def test_modes_and_depths_come_back_as_they_went_in(tiny_onnx, shape, dtype):
     img = np.random.default_rng(1).integers(0, np.iinfo(dtype).max, shape, dtype=dtype)
-    with Upscaler(tiny_onnx[0], overlap=4) as up:
+    with Upscaler(model=tiny_onnx[0], overlap=4) as up:
         out = up.upscale(img)
     assert out.dtype == dtype and out.shape[:2] == (40, 40) and out.shape[2:] == shape[2:]
 
 
 def test_huge_outputs_are_refused_up_front(tiny_onnx):
-    with Upscaler(tiny_onnx[0], overlap=4, max_output_megapixels=0.01) as up:
+    with Upscaler(model=tiny_onnx[0], overlap=4, max_output_megapixels=0.01) as up:
         with pytest.raises(MambaESRError, match="above the 0 MP limit; blending it needs about"):
             up.upscale(np.zeros((100, 100, 3), np.uint8))
 

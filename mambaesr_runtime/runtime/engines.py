@@ -1,0 +1,144 @@
+"""Finding and opening the engine of a profile tier, following the profile's backend order with logged fallbacks.
+
+Artifacts are found by name (see ``export.manifest.artifact_stem``) in, first, the export folder
+(``--engines``, else ``$MAMBAESR_ENGINES/<profile>``, else ``./engines/<profile>``) and then the weights shipped
+with the package (the student and fast ONNX files for 64x64 tiles, batch 4, and their checkpoints):
+
+- tensorrt:    ``<variant>_x4_t<tile>_b<batch>_<precision>[_dla<N>].plan`` (built on the device by mambaesr-export)
+- onnxruntime: ``<variant>_x4_t<tile>_b<batch>.onnx``
+- torch:       ``<variant>_x4.safetensors`` (any tile; needs the torch extra)
+
+A backend that cannot run here (library missing, no artifact) is skipped with its reason logged and kept in
+``EngineSelection.skipped``; a backend the caller named explicitly gets no fallback: its failure is the error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, replace
+from importlib import resources
+from pathlib import Path
+
+from ..errors import BackendError, ConfigError, DependencyError
+from ..export.manifest import artifact_stem, plan_name
+from ..profiles import BACKENDS, DeviceProfile, Tier
+
+log = logging.getLogger(__name__)
+SCALE = 4
+
+
+def shipped_dir() -> Path:
+    return Path(str(resources.files("mambaesr_runtime").joinpath("weights")))
+
+
+def search_dirs(profile: DeviceProfile, engines_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Where a profile's artifacts are looked for, in order."""
+    if engines_dir is not None:
+        first = Path(engines_dir)
+    elif os.environ.get("MAMBAESR_ENGINES"):
+        first = Path(os.environ["MAMBAESR_ENGINES"]) / profile.name
+    else:
+        first = Path("engines") / profile.name
+    return [first, shipped_dir()]
+
+
+def artifact_name(backend: str, tier: Tier, precision: str, dla_core: int | None) -> str:
+    stem = artifact_stem(tier.variant, SCALE, tier.tile, tier.batch)
+    if backend == "tensorrt":
+        return plan_name(f"{stem}.onnx", precision, dla_core).name
+    if backend == "onnxruntime":
+        return f"{stem}.onnx"
+    return f"{tier.variant}_x{SCALE}.safetensors"
+
+
+@dataclass(frozen=True)
+class EngineSelection:
+    """The engine opened for a tier and why the backends before it were skipped."""
+
+    backend: object
+    kind: str
+    path: Path
+    tier: Tier
+    precision: str
+    skipped: tuple[tuple[str, str], ...]
+    """(backend, reason) for each backend tried before this one."""
+
+
+def _find(name: str, dirs: list[Path]) -> Path | None:
+    for folder in dirs:
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _open(kind: str, path: Path, tier: Tier, profile: DeviceProfile, precision: str, threads: int | None):
+    if kind == "tensorrt":
+        from ..backends.tensorrt import TrtBackend
+
+        return TrtBackend(path)
+    if kind == "onnxruntime":
+        from ..backends.onnxruntime import OrtBackend
+
+        return OrtBackend(path, threads if threads is not None else (profile.threads or 2),
+                          list(profile.ort_providers))
+    from ..backends.torch_backend import TorchBackend
+
+    try:
+        import torch
+    except ImportError as exc:
+        raise DependencyError("the torch backend needs PyTorch: pip install 'torch==2.13.0'") from exc
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return TorchBackend(path, (tier.batch, 3, tier.tile, tier.tile), device, precision)
+
+
+def open_engine(profile: DeviceProfile, tier: Tier, backend: str | None = None, precision: str | None = None,
+                engines_dir: str | os.PathLike | None = None, threads: int | None = None) -> EngineSelection:
+    """Open the engine for ``tier``: the named ``backend``, else the first of the profile's backends that works.
+
+    ``precision``: what the caller asks for (``None``: the profile's). ONNX Runtime runs the fp32 graph: asking it
+    for fp16 explicitly is an error, not a silent change; a profile's fp16 falling back to ONNX Runtime is logged.
+    """
+    if backend is not None and backend not in BACKENDS:
+        raise ConfigError(f"backend {backend!r} is not one of {list(BACKENDS)}")
+    if precision is not None and backend == "onnxruntime" and precision != "fp32":
+        raise ConfigError(f"ONNX Runtime runs the exported fp32 graph; precision {precision} needs the tensorrt "
+                          f"backend (or torch on a GPU)")
+    order = [backend] if backend else list(profile.backends)
+    dirs = search_dirs(profile, engines_dir)
+    skipped: list[tuple[str, str]] = []
+    for kind in order:
+        want = precision or profile.precision
+        if kind == "onnxruntime":
+            want = "fp32"
+        elif kind == "torch" and precision is None:
+            want = "fp32"  # the profile's precision names its engines; the dev backend defaults to the reference
+        name = artifact_name(kind, tier, want, profile.dla_core)
+        path = _find(name, dirs)
+        try:
+            if path is None:
+                raise BackendError(f"no {name} in {', '.join(str(d) for d in dirs)}; make it with mambaesr-export "
+                                   f"--device {profile.name}" + (" on the device" if kind == "tensorrt" else ""))
+            engine = _open(kind, path, tier, profile, want, threads)
+        except (BackendError, DependencyError) as exc:
+            if backend is not None:
+                raise
+            skipped.append((kind, str(exc)))
+            log.info("backend %s skipped for tier %s: %s", kind, tier.name, exc)
+            continue
+        if want != profile.precision:
+            log.info("tier %s runs %s on %s (the profile's %s applies to its TensorRT engines)", tier.name, want,
+                     kind, profile.precision)
+        return EngineSelection(engine, kind, path, tier, want, tuple(skipped))
+    reasons = "; ".join(f"{k}: {r}" for k, r in skipped)
+    raise BackendError(f"no engine could be opened for tier {tier.name!r} of profile {profile.name!r} ({reasons})")
+
+
+def with_overrides(tier: Tier, tile: int | None = None, overlap: int | None = None) -> Tier:
+    """A tier with the caller's tile/overlap (tile size must then have an artifact of its own)."""
+    tier = replace(tier, tile=tile if tile is not None else tier.tile,
+                   overlap=overlap if overlap is not None else tier.overlap)
+    if tier.tile < 8 or tier.overlap < 0 or 2 * tier.overlap >= tier.tile:
+        raise ConfigError(f"tile {tier.tile} / overlap {tier.overlap}: the tile must be >= 8 and the overlap >= 0 "
+                          f"and less than half the tile")
+    return tier

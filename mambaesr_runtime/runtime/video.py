@@ -1,0 +1,128 @@
+"""Video files and cameras through OpenCV: ``VideoCapture`` -> ``Upscaler.stream`` -> ``VideoWriter``, atomically.
+
+The output is written under a temporary name beside the destination (same suffix, so OpenCV picks the container)
+and renamed only when every frame is in: an error leaves no partial video. A camera never ends by itself: it is
+read until ``max_frames`` or an interruption (Ctrl+C), and what was captured until then is a complete video.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import MambaESRError
+
+log = logging.getLogger(__name__)
+
+#: Container suffix -> FourCC that OpenCV's bundled FFmpeg writes.
+CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "XVID"}
+VIDEO_SUFFIXES = tuple(CODECS) + (".webm",)
+
+
+class VideoError(MambaESRError):
+    """A video source cannot be opened or read, or the output cannot be written."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int
+    height: int
+    fps: float
+    frames: int | None
+    """Frame count the container reports (``None`` for cameras and streams)."""
+
+
+def is_camera(source: str | int) -> bool:
+    return isinstance(source, int) or (isinstance(source, str) and source.isdigit())
+
+
+def open_source(source: str | int | os.PathLike) -> tuple[cv2.VideoCapture, VideoInfo]:
+    """A capture for a video file or a camera index, with its size and frame rate."""
+    if is_camera(source):
+        cap = cv2.VideoCapture(int(source))
+        what = f"camera {int(source)}"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise VideoError(f"{path}: no such video file")
+        cap = cv2.VideoCapture(str(path))
+        what = str(path)
+    if not cap.isOpened():
+        raise VideoError(f"{what} cannot be opened by OpenCV (not a video, an unknown codec, or no such camera)")
+    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+    count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    return cap, VideoInfo(w, h, fps if fps > 0 else 25.0, None if is_camera(source) or count <= 0 else count)
+
+
+def frames(cap: cv2.VideoCapture, max_frames: int | None = None):
+    """Yield BGR frames until the source ends or ``max_frames`` were read."""
+    n = 0
+    while max_frames is None or n < max_frames:
+        ok, frame = cap.read()
+        if not ok:
+            return
+        n += 1
+        yield frame
+
+
+def upscale_video(upscaler, source: str | int | os.PathLike, dst: str | os.PathLike, overwrite: bool = False,
+                  max_frames: int | None = None, progress=None) -> tuple[Path, int]:
+    """Upscale every frame of ``source`` (file or camera index) into ``dst``; return (path, frames written).
+
+    ``progress(done, total)`` is called per frame (``total`` is ``None`` when unknown).
+    """
+    dst = Path(dst)
+    codec = CODECS.get(dst.suffix.lower())
+    if codec is None:
+        raise VideoError(f"{dst}: cannot write {dst.suffix or 'no suffix'} video; use one of {sorted(CODECS)}")
+    if dst.exists() and not overwrite:
+        raise VideoError(f"{dst} exists; pass --overwrite to replace it, or choose another output")
+    if not is_camera(source) and Path(source).resolve() == dst.resolve():
+        raise VideoError(f"{dst} is the input itself; choose another output (inputs are never overwritten)")
+    cap, info = open_source(source)
+    total = info.frames if max_frames is None else min(max_frames, info.frames or max_frames)
+    upscaler.check_size(info.height, info.width)
+    oh, ow = upscaler.output_size(info.height, info.width)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=dst.suffix, dir=dst.parent)
+    os.close(fd)
+    writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*codec), info.fps, (ow, oh))
+    written, done = 0, False
+    try:
+        if not writer.isOpened():
+            raise VideoError(f"OpenCV cannot write {codec} video to {dst} (its FFmpeg lacks the codec?); try .avi")
+        try:
+            for out in upscaler.stream(_as_bgr(frames(cap, max_frames))):
+                writer.write(out)
+                written += 1
+                if progress is not None:
+                    progress(written, total)
+        except KeyboardInterrupt:
+            if not is_camera(source):
+                raise  # a file cut short would be a partial result
+            log.info("camera capture stopped after %d frames", written)
+        if written == 0:
+            raise VideoError(f"{source}: no frames could be read")
+        writer.release()
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dst)
+        done = True
+    finally:
+        cap.release()
+        writer.release()
+        if not done and os.path.exists(tmp):
+            os.unlink(tmp)
+    return dst, written
+
+
+def _as_bgr(source):
+    # Captures give 8-bit BGR; the writer takes 8-bit BGR of the size it was opened with.
+    for frame in source:
+        yield frame if frame.dtype == np.uint8 else np.clip(frame, 0, 255).astype(np.uint8)
