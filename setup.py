@@ -38,6 +38,9 @@ setup(
         "torch": EXPORT,
         "export": EXPORT,
         "test": ["pytest>=7", "hypothesis>=6"],
+        # On a Jetson: TensorRT's Python bindings come with JetPack (python3-libnvinfer), not from pip.
+        "jetson": ["pycuda>=2022.1", "jetson-stats>=4.2"],
+        "nvml": ["nvidia-ml-py>=12"],
     },
     entry_points={
         "console_scripts": [

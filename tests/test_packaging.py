@@ -39,3 +39,17 @@ def test_readme_has_exactly_two_setup_commands_and_ci_runs_the_test_one():
     assert commands[1] in ci.splitlines(), "the README's test command and .ci/run have drifted apart"
     assert "torch" not in commands[0] and "mambaesr-run" in commands[0]  # the main job needs no torch
     assert "torch==2.13.0" in commands[1]  # never an unpinned torch
+
+
+def test_dockerfiles_name_real_profiles_commands_and_extras():
+    """The Dockerfiles cannot be built here (no Docker, no Jetson); check what they rely on exists."""
+    from mambaesr_runtime.profiles import builtin_profiles
+
+    scripts = {ep.name for ep in metadata.entry_points(group="console_scripts")}
+    extras = set(metadata.metadata("mambaesr-runtime").get_all("Provides-Extra") or [])
+    jetson, rpi = (ROOT / "Dockerfile.jetson").read_text(), (ROOT / "Dockerfile.rpi").read_text()
+    device = re.search(r"ARG MAMBAESR_DEVICE=(\S+)", jetson).group(1)
+    assert device in builtin_profiles() and "xavier-nx" in jetson
+    assert {"mambaesr-export", "mambaesr-run"} <= scripts and "--plans-only" in jetson and "jetson" in extras
+    assert re.search(r'"--device", "(\S+)"', rpi).group(1) in builtin_profiles()
+    assert "torch" not in rpi.split("FROM", 1)[1].replace("no torch", "")  # the Pi image stays torch-free

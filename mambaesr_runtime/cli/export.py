@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="re-export even if the artifacts are up to date")
     parser.add_argument("--no-simplify", action="store_true", help="skip onnx-simplifier")
     parser.add_argument("--onnx-only", action="store_true", help="stop after the verified ONNX (no TensorRT build)")
+    parser.add_argument("--plans-only", action="store_true",
+                        help="on the device: build TensorRT plans from ONNX files exported (and verified) on another "
+                             "machine and copied into the output folder; needs TensorRT, not torch")
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for verification")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -65,10 +68,15 @@ def main(argv: list[str] | None = None) -> int:
         profile = load_profile(args.device or args.profile)
         from ..export.pipeline import export_profile, find_tensorrt
 
+        if args.plans_only and (args.onnx_only or profile.tensorrt is None):
+            raise MambaESRError(f"--plans-only builds TensorRT plans; profile {profile.name} "
+                                + ("has no TensorRT target" if profile.tensorrt is None else "with --onnx-only is a "
+                                   "contradiction"))
         trt = None if args.onnx_only or profile.tensorrt is None else find_tensorrt()
         results = export_profile(profile, args.output, args.weights, args.tier, args.force, not args.no_simplify,
                                  build=not args.onnx_only, trt=trt, threads=args.threads,
-                                 progress=lambda m: print(m, file=sys.stderr, flush=True))
+                                 progress=lambda m: print(m, file=sys.stderr, flush=True),
+                                 plans_only=args.plans_only)
     except KeyboardInterrupt:
         print("interrupted; nothing partial was left behind", file=sys.stderr)
         return 130

@@ -38,12 +38,18 @@ def torch_runner(model, device: str = "cpu"):
 
 
 def make_upscaler(source: str | os.PathLike, overlap: int = 8, threads: int = 2, device: str = "cpu"):
-    """(callable uint8 LR RGB -> float32 SR RGB in [0, 1], scale, description) for a checkpoint or an ONNX file."""
+    """(callable uint8 LR RGB -> float32 SR RGB in [0, 1], scale, description) for a checkpoint, an ONNX file or a
+    TensorRT plan; engines run through the tiles of their static shape, blended, as the runtime runs them."""
     source = Path(source)
-    if source.suffix == ".onnx":
-        from ..backends.onnxruntime import OrtBackend
+    if source.suffix in (".onnx", ".plan", ".engine"):
+        if source.suffix == ".onnx":
+            from ..backends.onnxruntime import OrtBackend
 
-        backend = OrtBackend(source, threads)
+            backend = OrtBackend(source, threads)
+        else:  # a TensorRT plan built by mambaesr-export on this device (needs tensorrt + pycuda)
+            from ..backends.tensorrt import TrtBackend
+
+            backend = TrtBackend(source)
         n, _, th, tw = backend.input_shape
 
         def run(lr: np.ndarray) -> np.ndarray:

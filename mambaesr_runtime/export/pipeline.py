@@ -279,20 +279,45 @@ def build_plan(art: TierArtifacts, profile: DeviceProfile, trt, cuda=None, force
     return replace(art, plan=plan, plan_manifest=manifest)
 
 
+def verified_onnx(profile: DeviceProfile, tier: Tier, out_dir: Path) -> TierArtifacts:
+    """An ONNX artifact exported elsewhere: present, intact (sha256 = manifest) and made for this tier's shape."""
+    onnx_path = out_dir / f"{artifact_stem(tier.variant, 4, tier.tile, tier.batch)}.onnx"
+    hint = (f"export it on a machine with the torch extra (mambaesr-export --device {profile.name} --onnx-only) and "
+            f"copy {out_dir} here")
+    if not onnx_path.is_file():
+        raise ExportError(f"{onnx_path} not found: {hint}")
+    try:
+        manifest = read_manifest(onnx_path)
+    except ConfigError as exc:
+        raise ExportError(f"{exc}; {hint}") from exc
+    if sha256_file(onnx_path) != manifest.artifact_sha256:
+        raise ExportError(f"{onnx_path} does not match its manifest's sha256 (changed or damaged in the copy); {hint}")
+    shape = (tier.batch, 3, tier.tile, tier.tile)
+    if manifest.input_shape != shape or manifest.variant != tier.variant:
+        raise ExportError(f"{onnx_path}'s manifest says {manifest.variant} {manifest.input_shape}, tier {tier.name} "
+                          f"needs {tier.variant} {shape}; {hint}")
+    return TierArtifacts(tier, onnx_path, manifest, reused=True)
+
+
 def find_tensorrt():
     """The ``tensorrt`` module, or ``None`` when it is not installed (then the export prints trtexec commands)."""
+    from ..errors import DependencyError
+    from .trt_compat import require_tensorrt
+
     try:
-        import tensorrt
-    except ImportError:
+        return require_tensorrt()
+    except DependencyError:
         return None
-    return tensorrt
 
 
 def export_profile(profile: DeviceProfile, out_dir: str | os.PathLike | None = None,
                    weights: list[str | os.PathLike] = (), tiers: list[str] | None = None, force: bool = False,
                    simplify_graph: bool = True, build: bool = True, trt=None, cuda=None, threads: int = 2,
-                   progress=None) -> list[TierArtifacts]:
+                   progress=None, plans_only: bool = False) -> list[TierArtifacts]:
     """Export every tier of ``profile`` (or those named in ``tiers``) into ``out_dir`` (``engines/<profile>``).
+
+    ``plans_only``: the device half of the Jetson flow. The ONNX files were exported and verified on another machine
+    (with torch) and copied here; check them against their manifests and build the TensorRT plans (no torch needed).
 
     ``trt``/``cuda``: the TensorRT and pycuda modules to build with (``None``: import them if installed).
     ``build=False`` stops after the ONNX and its checks. ``progress(message)`` is called at each step.
@@ -301,21 +326,31 @@ def export_profile(profile: DeviceProfile, out_dir: str | os.PathLike | None = N
     chosen = list(profile.tiers) if not tiers else [profile.tier(name) for name in tiers]
     out = Path(out_dir) if out_dir is not None else Path("engines") / profile.name
     scale = 4
-    paths = resolve_weights({t.variant for t in chosen}, list(weights), scale)
-    versions = tool_versions()
+    if plans_only:
+        if trt is None:
+            from .trt_compat import require_tensorrt
+
+            trt = require_tensorrt()
+    else:
+        paths = resolve_weights({t.variant for t in chosen}, list(weights), scale)
+        versions = tool_versions()
     if build and profile.tensorrt is not None and trt is None:
         trt = find_tensorrt()
-
-    from ..model.checkpoint import load_checkpoint
 
     models = {}
     results = []
     for tier in chosen:
-        if tier.variant not in models:
-            models[tier.variant] = load_checkpoint(paths[tier.variant])[0].eval()
-        say(f"{profile.name}/{tier.name}: {tier.variant} {tier.tile}x{tier.tile} batch {tier.batch} -> ONNX, verify")
-        art = export_tier(models[tier.variant], paths[tier.variant], profile, tier, out, versions, force,
-                          simplify_graph, threads)
+        if plans_only:
+            art = verified_onnx(profile, tier, out)
+        else:
+            from ..model.checkpoint import load_checkpoint
+
+            if tier.variant not in models:
+                models[tier.variant] = load_checkpoint(paths[tier.variant])[0].eval()
+            say(f"{profile.name}/{tier.name}: {tier.variant} {tier.tile}x{tier.tile} batch {tier.batch} -> ONNX, "
+                f"verify")
+            art = export_tier(models[tier.variant], paths[tier.variant], profile, tier, out, versions, force,
+                              simplify_graph, threads)
         if profile.tensorrt is not None and build:
             from .tensorrt_build import trtexec_command
 

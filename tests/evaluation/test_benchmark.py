@@ -49,3 +49,45 @@ def test_cli_writes_table_json_and_crop_sheet(tiny_artifacts, shared_data, tmp_p
 def test_cli_rejects_a_folder_without_hr(tmp_path, tiny_artifacts, capsys):
     assert main([str(tiny_artifacts / "tiny.json"), str(tmp_path)]) == 2
     assert "needs an HR/ subfolder" in capsys.readouterr().err
+
+
+def test_a_tensorrt_plan_is_evaluated_through_the_runtime_path(tmp_path, shared_data, monkeypatch):
+    """A plan (built with the recording TensorRT stand-in, whose engine upscales by nearest neighbour) goes through
+    the tiled runtime path: its scores must be nearest-neighbour's, computed here independently."""
+    import sys
+    import types
+
+    import cv2
+    import numpy as np
+    from standins.tensorrt_standin import TRT10_VERSION, make_standins, write_static_sr_onnx
+
+    from mambaesr_runtime.evaluation.metrics import psnr_y
+    from mambaesr_runtime.export.manifest import EngineManifest, write_manifest
+    from mambaesr_runtime.export.tensorrt_build import build_engine
+
+    trt, cuda, rec = make_standins(TRT10_VERSION)
+    rec.network_input = ("lr", (1, 3, 32, 32))
+    onnx_file = write_static_sr_onnx(tmp_path / "nn.onnx", (1, 3, 32, 32))
+    plan = tmp_path / "nn.plan"
+    info = build_engine(onnx_file, plan, target="10", input_shape=(1, 3, 32, 32), precision="fp32",
+                        workspace_mb=64, trt=trt, cuda=cuda)
+    write_manifest(EngineManifest(
+        kind="plan", artifact=plan.name, artifact_sha256=info["plan_sha256"], variant="tiny", scale=4,
+        input_shape=(1, 3, 32, 32), output_shape=(1, 3, 128, 128), precision="fp32", opset=17, onnx_sha256="-",
+        weights_sha256="-", profile="orin", tier="t", tensorrt_target="10", versions={"tensorrt": TRT10_VERSION},
+        device=info["device"]), tmp_path)
+    pycuda = types.ModuleType("pycuda")
+    pycuda.driver = cuda
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setitem(sys.modules, "pycuda", pycuda)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", cuda)
+
+    folder = shared_data / "benchmarks" / "Set5"
+    result = evaluate(plan, {"Set5": str(folder)}, overlap=4)["sets"]["Set5"]
+    for name, scores in result["images"].items():
+        hr = cv2.imread(str(folder / "HR" / f"{name}.png"))[:, :, ::-1]
+        lr = cv2.imread(str(folder / "LR_bicubic" / "X4" / f"{name}x4.png"))[:, :, ::-1]
+        nearest = lr.repeat(4, 0).repeat(4, 1)
+        h, w = hr.shape[0] // 4 * 4, hr.shape[1] // 4 * 4
+        assert abs(scores["psnr"] - psnr_y(nearest[:h, :w], hr[:h, :w], 4)) < 1e-6, name
+    assert "trt.Runtime.deserialize_cuda_engine" in rec.names()

@@ -194,3 +194,22 @@ def test_tensorrt_build_through_the_pipeline_with_recording_standins(tmp_path, t
     assert again.reused and again.plan_manifest == pm
     assert "trt.Builder.build_serialized_network" in rec.names()[:calls]
     assert "trt.Builder.build_serialized_network" not in rec.names()[calls:]
+
+
+def test_plans_only_builds_on_the_device_from_copied_onnx_without_reexporting(tmp_path, tiny_ckpt, monkeypatch):
+    """The Jetson flow: ONNX exported and verified on a dev machine, copied, plans built on the device."""
+    from standins.tensorrt_standin import TRT10_VERSION, make_standins
+
+    profile = make_profile("test-jetson", precision="fp16", tensorrt="10")
+    [dev] = pipeline.export_profile(profile, tmp_path, [tiny_ckpt], build=False)
+    trt, cuda, rec = make_standins(TRT10_VERSION)
+    rec.network_input = ("lr", (4, 3, 16, 16))
+    monkeypatch.setattr(pipeline, "export_tier", lambda *a, **k: pytest.fail("plans-only must not re-export"))
+    monkeypatch.setattr(pipeline, "resolve_weights", lambda *a, **k: pytest.fail("plans-only needs no weights"))
+    [art] = pipeline.export_profile(profile, tmp_path, trt=trt, cuda=cuda, plans_only=True)
+    assert art.onnx == dev.onnx and art.plan.is_file() and art.plan_manifest.onnx_sha256 == dev.manifest.onnx_sha256
+    dev.onnx.write_bytes(dev.onnx.read_bytes() + b"\0")  # damaged in the copy
+    with pytest.raises(ExportError, match="does not match its manifest's sha256"):
+        pipeline.export_profile(profile, tmp_path, trt=trt, cuda=cuda, plans_only=True)
+    with pytest.raises(ExportError, match="not found: export it on a machine with the torch extra"):
+        pipeline.export_profile(profile, tmp_path / "empty", trt=trt, cuda=cuda, plans_only=True)
