@@ -49,6 +49,7 @@ setup(
             "mambaesr-train=mambaesr_runtime.cli.train:main",
             "mambaesr-eval=mambaesr_runtime.cli.eval:main",
             "mambaesr-export=mambaesr_runtime.cli.export:main",
+            "mambaesr-monitor=mambaesr_runtime.cli.monitor:main",
         ],
     },
     classifiers=[

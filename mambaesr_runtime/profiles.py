@@ -40,23 +40,38 @@ class Tier:
 
 
 @dataclass(frozen=True)
-class Telemetry:
-    """Thresholds of the adaptive policy. ``None``: that signal is not watched on this device."""
+class TelemetryThresholds:
+    """Thresholds of the adaptive tier policy (``runtime/policy.py``). ``None``: that signal is not watched here.
+
+    A signal puts the device under pressure at its threshold and counts as cleared only once it is back by its
+    hysteresis margin, so a reading that wobbles around a threshold cannot move the tier back and forth.
+    """
 
     temp_c: float | None
-    """Step down at or above this temperature (hottest sensor)."""
+    """Step down at or above this temperature (hottest sensor), °C."""
     temp_hysteresis_c: float
-    """Step back up only once the temperature is this far below ``temp_c``."""
+    """Cleared only at or below ``temp_c - temp_hysteresis_c``."""
     power_w: float | None
-    """Step down above this total board power."""
+    """Step down above this total board power, W."""
+    power_hysteresis_w: float
+    """Cleared only at or below ``power_w - power_hysteresis_w``."""
     mem_free_mb: float | None
-    """Step down when free memory falls below this."""
+    """Step down when free memory falls below this floor, MB."""
+    mem_hysteresis_mb: float
+    """Cleared only at or above ``mem_free_mb + mem_hysteresis_mb``."""
     latency_ms: float | None
-    """Step down when the recent per-frame latency exceeds this target."""
+    """Step down when the recent per-frame latency exceeds this target, ms."""
+    latency_hysteresis_ms: float
+    """Cleared only at or below ``latency_ms - latency_hysteresis_ms``."""
+    latency_window: int
+    """Frames on the current tier whose median is the "recent latency" (one slow frame is not a trend)."""
     dwell_s: float
-    """Minimum time on a tier before stepping up again (no flapping)."""
+    """Step up only after every signal has been cleared continuously this long, and this long after the last
+    switch (no flapping)."""
+    step_down_s: float
+    """Minimum time on a tier before stepping down again, so a lighter engine gets the chance to take effect."""
     interval_s: float
-    """Telemetry sampling interval."""
+    """Telemetry sampling interval, s."""
 
 
 @dataclass(frozen=True)
@@ -77,7 +92,8 @@ class DeviceProfile:
     """ONNX Runtime intra-op threads (0: its default)."""
     tiers: tuple[Tier, ...]
     """From heaviest to lightest."""
-    telemetry: Telemetry
+    telemetry: TelemetryThresholds
+    """When the adaptive policy moves between tiers (YAML key ``telemetry``)."""
 
     def tier(self, name: str) -> Tier:
         for t in self.tiers:
@@ -117,6 +133,31 @@ def _number(value, where: str, minimum=0, allow_none=False, integer=False):
     return value
 
 
+def _thresholds(tel, where: str) -> TelemetryThresholds:
+    _check_keys(tel, TelemetryThresholds, where)
+    t = TelemetryThresholds(
+        temp_c=_number(tel["temp_c"], f"{where}.temp_c", allow_none=True),
+        temp_hysteresis_c=_number(tel["temp_hysteresis_c"], f"{where}.temp_hysteresis_c"),
+        power_w=_number(tel["power_w"], f"{where}.power_w", allow_none=True),
+        power_hysteresis_w=_number(tel["power_hysteresis_w"], f"{where}.power_hysteresis_w"),
+        mem_free_mb=_number(tel["mem_free_mb"], f"{where}.mem_free_mb", allow_none=True),
+        mem_hysteresis_mb=_number(tel["mem_hysteresis_mb"], f"{where}.mem_hysteresis_mb"),
+        latency_ms=_number(tel["latency_ms"], f"{where}.latency_ms", allow_none=True),
+        latency_hysteresis_ms=_number(tel["latency_hysteresis_ms"], f"{where}.latency_hysteresis_ms"),
+        latency_window=_number(tel["latency_window"], f"{where}.latency_window", 1, integer=True),
+        dwell_s=_number(tel["dwell_s"], f"{where}.dwell_s"),
+        step_down_s=_number(tel["step_down_s"], f"{where}.step_down_s"),
+        interval_s=_number(tel["interval_s"], f"{where}.interval_s", 0.01))
+    # A margin as large as its threshold could never be cleared: the policy would never step back up.
+    for limit, margin, unit in (("temp_c", "temp_hysteresis_c", "°C"), ("power_w", "power_hysteresis_w", "W"),
+                                ("latency_ms", "latency_hysteresis_ms", "ms")):
+        if getattr(t, limit) is not None and getattr(t, margin) >= getattr(t, limit):
+            raise ConfigError(f"{where}.{margin} {getattr(t, margin)} {unit} must be below {limit} "
+                              f"{getattr(t, limit)} {unit}, or the policy could never step back up; a few percent "
+                              f"of {limit} is typical")
+    return t
+
+
 def profile_from_dict(data: dict, source: str = "profile") -> DeviceProfile:
     """Validate and build a :class:`DeviceProfile` from parsed YAML."""
     _check_keys(data, DeviceProfile, source)
@@ -146,16 +187,7 @@ def profile_from_dict(data: dict, source: str = "profile") -> DeviceProfile:
                           _number(t["batch"], f"{tw} batch", 1, integer=True)))
     if len({t.name for t in tiers}) != len(tiers):
         raise ConfigError(f"{where}: tier names must be unique, got {[t.name for t in tiers]}")
-    tel = data["telemetry"]
-    _check_keys(tel, Telemetry, f"{where} telemetry")
-    telemetry = Telemetry(
-        temp_c=_number(tel["temp_c"], f"{where} telemetry.temp_c", allow_none=True),
-        temp_hysteresis_c=_number(tel["temp_hysteresis_c"], f"{where} telemetry.temp_hysteresis_c"),
-        power_w=_number(tel["power_w"], f"{where} telemetry.power_w", allow_none=True),
-        mem_free_mb=_number(tel["mem_free_mb"], f"{where} telemetry.mem_free_mb", allow_none=True),
-        latency_ms=_number(tel["latency_ms"], f"{where} telemetry.latency_ms", allow_none=True),
-        dwell_s=_number(tel["dwell_s"], f"{where} telemetry.dwell_s"),
-        interval_s=_number(tel["interval_s"], f"{where} telemetry.interval_s", 0.01))
+    telemetry = _thresholds(data["telemetry"], f"{where} telemetry")
     return DeviceProfile(
         name=str(data["name"]), description=str(data["description"]), backends=backends, ort_providers=providers,
         precision=_choice(data["precision"], PRECISIONS, f"{where} precision"), tensorrt=trt,

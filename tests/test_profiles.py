@@ -9,7 +9,11 @@ import yaml
 
 from mambaesr_runtime.errors import ConfigError
 from mambaesr_runtime.model.config import PARAM_BUDGETS, VARIANTS
-from mambaesr_runtime.profiles import builtin_profiles, load_profile
+from mambaesr_runtime.profiles import (
+    TelemetryThresholds,
+    builtin_profiles,
+    load_profile,
+)
 
 EXPECTED = {"orin": "10", "orin-nano": "10", "xavier-nx": "8.5", "agx-xavier": "8.5", "rpi5": None, "cpu": None,
             "cuda": "10"}
@@ -42,6 +46,18 @@ def _write(tmp_path, change):
     return path
 
 
+def test_every_builtin_watches_with_margins_the_policy_can_clear():
+    for name in EXPECTED:
+        t = load_profile(name).telemetry
+        assert isinstance(t, TelemetryThresholds)
+        assert t.temp_c is not None and 0 < t.temp_hysteresis_c < t.temp_c
+        assert t.latency_ms is not None and 0 < t.latency_hysteresis_ms < t.latency_ms
+        assert t.mem_free_mb is not None and t.mem_hysteresis_mb > 0
+        assert t.power_w is None or 0 < t.power_hysteresis_w < t.power_w
+        assert t.latency_window >= 1 and 0 < t.step_down_s <= t.dwell_s and t.interval_s <= t.step_down_s
+    assert load_profile("orin").telemetry.power_w == 50  # Jetsons watch board power; the CPU-only profiles cannot
+
+
 def test_a_user_file_loads_like_a_builtin(tmp_path):
     path = _write(tmp_path, lambda d: d.update(name="my-box", threads=3))
     p = load_profile(path)
@@ -53,9 +69,15 @@ def test_a_user_file_loads_like_a_builtin(tmp_path):
     (lambda d: d.update(precision="fp8"), "valid values are \\['fp32', 'fp16', 'int8'\\]"),
     (lambda d: d.update(backends=["openvino"]), "valid values are \\['tensorrt', 'onnxruntime', 'torch'\\]"),
     (lambda d: d["tiers"][0].update(variant="huge"), "variant is 'huge'; valid values are"),
-    (lambda d: d["tiers"][0].update(overlap=40), "less than half the tile"),
+    (lambda d: d["tiers"][0].update(overlap=68), "less than half the tile"),
     (lambda d: d["tiers"][0].update(batch=0), "batch must be an integer >= 1"),
     (lambda d: d["telemetry"].pop("dwell_s"), "missing keys \\['dwell_s'\\]"),
+    (lambda d: d["telemetry"].update(cooldown=3), "unknown keys \\['cooldown'\\]; valid keys are \\['dwell_s'"),
+    (lambda d: d["telemetry"].update(latency_window=0), "telemetry.latency_window must be an integer >= 1"),
+    (lambda d: d["telemetry"].update(temp_hysteresis_c=-1), "telemetry.temp_hysteresis_c must be a number >= 0"),
+    (lambda d: d["telemetry"].update(temp_c=5, temp_hysteresis_c=5),
+     "temp_hysteresis_c 5 °C must be below temp_c 5 °C, or the policy could never step back up"),
+    (lambda d: d["telemetry"].update(power_w=10, power_hysteresis_w=12), "power_hysteresis_w 12 W must be below"),
     (lambda d: d.update(backends=["tensorrt"], tensorrt=None), "needs a tensorrt target"),
     (lambda d: d.update(tensorrt="7.1"), "valid values are \\['8.5', '10'\\]"),
 ])
