@@ -96,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="engine precision (default: the "
                                                                               "profile's)")
     parser.add_argument("--threads", type=int, help="ONNX Runtime threads (default: the profile's)")
+    parser.add_argument("--adaptive", action="store_true",
+                        help="let the hardware monitor choose the tier between frames/files (reports the switches)")
+    parser.add_argument("--monitor", default="auto", choices=["auto", "jtop", "nvml", "psutil", "replay"],
+                        help="telemetry source for --adaptive (default: the best available)")
+    parser.add_argument("--replay", help="a recorded telemetry trace (mambaesr-monitor --record) for --adaptive")
     parser.add_argument("--camera", type=int, help="read camera N instead of files (needs -o video file)")
     parser.add_argument("--frames", type=int, help="stop a video or camera after this many frames")
     parser.add_argument("--max-megapixels", type=float, default=100.0, help="refuse larger outputs (default 100)")
@@ -122,6 +127,13 @@ def main(argv: list[str] | None = None) -> int:
             scale = upscaler.scale
             upscaler.close()
             raise MambaESRError(f"--scale {args.scale} asked for, but the model upscales x{scale}")
+        if args.adaptive or args.replay:
+            from ..runtime.adaptive import AdaptiveController
+
+            source = "replay" if args.replay and args.monitor == "auto" else args.monitor
+            upscaler.controller = AdaptiveController.open(upscaler.profile, source, replay=args.replay,
+                                                          start_tier=upscaler.tier)
+            print(f"adaptive: {upscaler.controller.describe()}", file=sys.stderr)
         if args.camera is None:
             jobs = _jobs(args.inputs, args.output, upscaler.scale)
         if args.output and any(dst.parent == Path(args.output) for _, dst in jobs):
@@ -157,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"\ninterrupted: {dst} was not written", file=sys.stderr)
                 return 130
             bar.done += 1
+    if upscaler.controller is not None:
+        upscaler.controller.close()
+        for e in upscaler.controller.events:
+            print(f"tier switch at frame/file {e.frame}: {e.from_tier} -> {e.to_tier} ({e.reason})", file=sys.stderr)
+        print(f"adaptive: {len(upscaler.controller.events)} tier switches", file=sys.stderr)
     if failed:
         print(f"{failed} of {len(jobs)} inputs failed", file=sys.stderr)
         return 1 if failed < len(jobs) else 2

@@ -80,7 +80,7 @@ def _open(kind: str, path: Path, tier: Tier, profile: DeviceProfile, precision: 
     if kind == "onnxruntime":
         from ..backends.onnxruntime import OrtBackend
 
-        return OrtBackend(path, threads if threads is not None else (profile.threads or 2),
+        return OrtBackend(path, threads if threads is not None else profile.threads,
                           list(profile.ort_providers))
     from ..backends.torch_backend import TorchBackend
 

@@ -98,7 +98,8 @@ class Upscaler:
         if kind == "onnxruntime":
             from ..backends.onnxruntime import OrtBackend
 
-            engine = OrtBackend(path, self._threads or self.profile.threads or 2, list(self.profile.ort_providers))
+            engine = OrtBackend(path, self._threads if self._threads is not None else self.profile.threads,
+                                list(self.profile.ort_providers))
         elif kind == "tensorrt":
             from ..backends.tensorrt import TrtBackend
 
@@ -182,19 +183,27 @@ class Upscaler:
         encode_alpha(out, decoded)
         return out
 
+    def _choose_tier(self) -> None:
+        """Ask the controller (if any) which tier the next image or frame runs on."""
+        if self.controller is not None:
+            wanted = self.controller.before_frame()
+            name = wanted if isinstance(wanted, str) else wanted.name
+            if name != self.tier:
+                log.info("switching to tier %s", name)
+                self.use_tier(name)
+
+    def _report(self, start: float) -> None:
+        if self.controller is not None:
+            self.controller.after_frame(1000 * (time.perf_counter() - start))
+
     def stream(self, frames, progress=None):
         """Upscale an iterable of frames lazily, one out per one in, in order. With a ``controller``, the tier is
         chosen before each frame (never inside one) and each frame's latency is reported back to it."""
         for frame in frames:
-            if self.controller is not None:
-                wanted = self.controller.before_frame()
-                name = wanted if isinstance(wanted, str) else wanted.name
-                if name != self.tier:
-                    self.use_tier(name)
+            self._choose_tier()
             start = time.perf_counter()
             out = self.upscale(frame, progress)
-            if self.controller is not None:
-                self.controller.after_frame(1000 * (time.perf_counter() - start))
+            self._report(start)
             yield out
 
     def upscale_file(self, src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool = False,
@@ -206,7 +215,11 @@ class Upscaler:
             raise MambaESRError(f"{dst} exists; pass --overwrite to replace it, or choose another output")
         if dst.resolve() == src.resolve():
             raise MambaESRError(f"{dst} is the input itself; choose another output (inputs are never overwritten)")
-        return write_image(dst, self.upscale(read_image(src), progress), overwrite=overwrite)
+        self._choose_tier()  # between files, like between frames
+        start = time.perf_counter()
+        out = self.upscale(read_image(src), progress)
+        self._report(start)
+        return write_image(dst, out, overwrite=overwrite)
 
     def close(self) -> None:
         for sel in (self._engines or {}).values():

@@ -185,3 +185,29 @@ def test_default_profile_runs_the_shipped_student():
         sel = up.engine
         assert up.profile.name == "cpu" and sel.kind == "onnxruntime" and sel.tier.variant == "student"
         assert sel.path.name == "student_x4_t64_b4.onnx" and up.scale == 4
+
+
+def test_cli_adaptive_replay_switches_tiers_between_frames(engines, tmp_path, capsys):
+    """mambaesr-run --replay: a recorded trace that heats up at frame 2 moves the clip to the lighter tier there,
+    and every frame is still written at 4x."""
+    import yaml
+    from importlib import resources
+
+    from mambaesr_runtime.runtime.monitor import Telemetry, save_trace
+
+    data = yaml.safe_load(resources.files("mambaesr_runtime.profiles_data").joinpath("orin.yaml").read_text())
+    data.update(name="board", backends=["onnxruntime"], tiers=[
+        {"name": "big", "variant": "tiny", "tile": 24, "overlap": 4, "batch": 2},
+        {"name": "small", "variant": "tiny", "tile": 16, "overlap": 2, "batch": 3}])
+    profile = tmp_path / "board.yaml"
+    profile.write_text(yaml.safe_dump(data))
+    trace = save_trace(tmp_path / "trace.json", [Telemetry(timestamp=float(i), temps_c={"gpu": 50.0 if i < 2 else 95.0})
+                                                 for i in range(6)])
+    src = _clip(tmp_path / "clip.avi", n=5)
+    assert run_main([str(src), "-o", str(tmp_path / "out.avi"), "--profile", str(profile), "--engines",
+                     str(engines), "--replay", str(trace), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "tier switch at frame/file 2: big -> small" in err and "1 tier switches" in err
+    cap, info = open_source(tmp_path / "out.avi")
+    cap.release()
+    assert (info.frames, info.width, info.height) == (5, 80, 56)
