@@ -56,6 +56,7 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-max-images", type=int)
     p.add_argument("--cache-dir", default="runs/cache", help="LR cache (default runs/cache)")
     p.add_argument("--runs", default="runs", help="run records root (default runs)")
+    p.add_argument("--init", help="start from this checkpoint's weights (fine-tuning; fresh optimiser and schedule)")
 
 
 def _config(args, kind: str, variant: str, teacher=None):
@@ -69,7 +70,8 @@ def _config(args, kind: str, variant: str, teacher=None):
                        eval_every=args.eval_every,
                        early_stop_patience=args.early_stop_patience, time_budget_s=args.time_budget_s,
                        device=args.device, amp=args.amp, seed=args.seed, max_images=args.max_images,
-                       val_max_images=args.val_max_images, cache_dir=args.cache_dir)
+                       val_max_images=args.val_max_images, cache_dir=args.cache_dir,
+                       init=getattr(args, "init", None))
 
 
 def _progress(entry: dict) -> None:

@@ -81,6 +81,9 @@ class TrainConfig:
     val_max_images: int | None = None
     cache_dir: str | None = None
     """Where LR versions of the training images are cached (keyed by file content)."""
+    init: str | None = None
+    """Checkpoint whose weights start the run (fine-tuning: fresh optimiser, schedule and EMA); must be the same
+    variant and scale."""
 
     def __post_init__(self):
         problems = []
@@ -245,12 +248,21 @@ def train(cfg: TrainConfig, runs_root: str | os.PathLike = "runs", resume: str |
     record = RunRecord.resume(resume) if resume else RunRecord.create(runs_root, cfg.kind)
     # Compared as stored (JSON: tuples become lists); the budget belongs to an invocation, not to the run.
     same = lambda d: {k: v for k, v in json.loads(json.dumps(d)).items() if k != "time_budget_s"}
-    if resume and same(record.config().get("train", {})) != same(cfg.to_dict()):
+    # A run started before a field existed stored no value for it: read it back through TrainConfig so the new
+    # field takes its default (the value that run effectively trained with).
+    if resume and same(TrainConfig.from_dict(record.config().get("train", {})).to_dict()) != same(cfg.to_dict()):
         raise ConfigError(f"the run in {record.path} was started with another training config; resume it with the "
                           f"same settings (see its config.json), or start a new run")
     torch.manual_seed(cfg.seed)
     model_cfg = get_variant(cfg.variant, scale=cfg.scale)
     model = build_model(model_cfg).to(device)
+    if cfg.init and not resume:  # a resumed run restores its own weights below
+        start, _ = load_checkpoint(cfg.init, device=device)
+        if start.cfg != model_cfg:
+            raise ConfigError(f"--init {cfg.init} is a {start.cfg} model; this run trains {cfg.variant} "
+                              f"({model_cfg}): start from a checkpoint of the same variant and scale")
+        model.load_state_dict(start.state_dict())
+        log.info("weights initialised from %s", cfg.init)
     if not resume:
         record.write_config({"train": cfg.to_dict(), "model": model_cfg.to_dict(), "device": device, "amp": amp,
                              "torch": torch.__version__,

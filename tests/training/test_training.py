@@ -184,3 +184,31 @@ def test_feature_distillation_trains_adapters_and_resumes_exactly(tmp_path, smal
     assert [e["loss"] for e in c1] == [e["loss"] for e in c2]
     with pytest.raises(ConfigError, match="needs a teacher"):
         tiny_cfg(small_train, feature_weight=0.5)
+
+
+def test_a_run_recorded_before_a_config_field_existed_still_resumes(tmp_path, small_train):
+    """Runs outlive code changes: a config.json without a newer field (here ``init`` and ``feature_weight``) means
+    that field's default, so the run resumes instead of being refused as 'another config'."""
+    cfg = tiny_cfg(small_train, steps=4, eval_every=2)
+    run = train(cfg, runs_root=tmp_path, stop_after=2)
+    stored = json.loads((run / "config.json").read_text())
+    for key in ("init", "feature_weight"):
+        del stored["train"][key]
+    (run / "config.json").write_text(json.dumps(stored))
+    assert train(cfg, runs_root=tmp_path, resume=run) == run
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 4
+
+
+def test_init_starts_from_a_checkpoint_and_refuses_another_variant(tmp_path, small_train):
+    first = train(tiny_cfg(small_train, steps=6, eval_every=100), runs_root=tmp_path / "a")
+    start, _ = load_checkpoint(first / "model_last")
+    # lr 0 throughout: the fine-tuned weights must be exactly the ones it started from
+    tuned = train(tiny_cfg(small_train, steps=2, eval_every=100, lr=0.0, init=str(first / "model_last")),
+                  runs_root=tmp_path / "b")
+    end, _ = load_checkpoint(tuned / "model_last")
+    for (k, a), b in zip(start.state_dict().items(), end.state_dict().values()):
+        assert torch.equal(a, b), k
+    other = tmp_path / "student"
+    save_checkpoint(build_model(variant("student")), other, variant="student")
+    with pytest.raises(ConfigError, match="same variant and scale"):
+        train(tiny_cfg(small_train, steps=2, init=str(other)), runs_root=tmp_path / "c")
