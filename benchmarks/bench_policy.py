@@ -16,9 +16,12 @@ timed instead and the table says so (a student call is slower, so the overhead s
 model_speed table for fast vs student). One engine call (a batch of tiles) is the smallest unit between which the
 policy runs, so the share is an upper bound for a whole frame, which takes one or more calls.
 
-Not measured here: the cost of a switch itself (cold vs warm engine), which needs the Upscaler integration.
+Switch latency, through the real ``Upscaler`` of the profile on the shipped sample (128x128 LR): the first frame on
+the lighter tier right after a switch, with its engine opened at that moment (cold: a fresh Upscaler each time) or
+opened before (warm: ``Upscaler.warm()``, what a long-running stream gets after the first visit), next to a steady
+frame on each tier.
 
-    python benchmarks/bench_policy.py [--device cpu] [--frame-ms 40] [--calls 20000]
+    python benchmarks/bench_policy.py [--device cpu] [--frame-ms 40] [--calls 20000] [--switches 5]
 """
 
 from __future__ import annotations
@@ -78,6 +81,42 @@ def engine_frame_ms(threads: int, repeats: int) -> tuple[float, str]:
     return statistics.median(times), f"ORT CPU, {threads} threads: one call of {path.name} ({n} tiles of {h}x{w}){note}"
 
 
+def switch_latency(profile_name: str, threads: int, repeats: int) -> list[tuple[str, float]]:
+    """(what, median ms) for a steady frame on the first two tiers and the first frame after a cold / warm switch."""
+    import cv2
+
+    from mambaesr_runtime.runtime.upscaler import Upscaler
+
+    img = cv2.imread(str(WEIGHTS.parent / "data" / "sample.png"), cv2.IMREAD_UNCHANGED)
+    first, second = (t.name for t in load_profile(profile_name).tiers[:2])
+    cold, warm, steady = [], [], {first: [], second: []}
+    for _ in range(repeats):
+        with Upscaler(profile_name, threads=threads) as up:
+            up.upscale(img)  # the first tier is warm
+            start = time.perf_counter()
+            up.use_tier(second)  # opens the engine now
+            up.upscale(img)
+            cold.append(1000 * (time.perf_counter() - start))
+    with Upscaler(profile_name, threads=threads) as up:
+        up.warm()
+        for name in (first, second):
+            up.use_tier(name)
+            up.upscale(img)  # first call of a session pays ORT's lazy initialisation
+        for _ in range(repeats):
+            for name in (first, second):
+                up.use_tier(name)
+                start = time.perf_counter()
+                up.upscale(img)
+                ms = 1000 * (time.perf_counter() - start)
+                steady[name].append(ms)
+                if name == second:
+                    warm.append(ms)
+    med = statistics.median
+    return [(f"steady frame, tier {first}", med(steady[first])), (f"steady frame, tier {second}", med(steady[second])),
+            (f"first frame after switching {first} -> {second}, cold engine (opened at the switch)", med(cold)),
+            (f"first frame after switching {first} -> {second}, warm engine (opened before)", med(warm))]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", help="device profile whose thresholds and tiers are used")
@@ -85,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=20000, help="timed calls per row (default 20000)")
     parser.add_argument("--threads", type=int, default=2, help="ORT threads for the frame measurement")
     parser.add_argument("--repeats", type=int, default=5, help="timed engine calls for the frame measurement")
+    parser.add_argument("--switches", type=int, default=5, help="repetitions of the switch-latency measurement")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
 
@@ -123,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     lines = [header, "|---|---|---|---|"]
     for what, median, p99 in rows:
         lines.append(f"| {what} | {median:.1f} | {p99:.1f} | {100 * median / (1000 * frame_ms):.4f} % |")
+    switch_rows = switch_latency(profile.name, args.threads, args.switches)
+    lines += ["", "| switch latency (128x128 LR sample -> 512x512) | median ms |", "|---|---|"]
+    lines += [f"| {what} | {ms:.0f} |" for what, ms in switch_rows]
     table = "\n".join(lines)
     cpu = platform.processor() or platform.machine()
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -139,14 +182,16 @@ def main(argv: list[str] | None = None) -> int:
               f"{max(1, args.calls // 10)}). One `before_frame` + `after_frame` pair is what the upscaler adds per "
               f"frame. One engine call is the smallest unit between frames, so the share is an upper bound for a "
               f"frame of several calls. The machine is shared (a training job ran beside this), so p99 is noisy.\n\n"
-              f"{table}\n\nNot measured: the time of a switch itself (loading or selecting the other tier's engine, "
-              f"cold vs warm), which needs the Upscaler integration.\n")
+              f"{table}\n\nSwitch latency: median of {args.switches}; cold = the other tier's engine is opened at the "
+              f"switch (a fresh Upscaler each time), warm = opened before by Upscaler.warm(); the Upscaler keeps "
+              f"every opened engine, so only a tier's first visit can be cold.\n")
         (RESULTS / "policy_overhead.md").write_text(md)
         (RESULTS / "policy_overhead.json").write_text(json.dumps({
             "measured": when, "machine": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
             "device_profile": profile.name, "frame_ms": frame_ms, "frame": frame_what, "calls": args.calls,
             "rows": [{"what": w, "median_us": m, "p99_us": p, "share_of_frame": m / (1000 * frame_ms)}
-                     for w, m, p in rows]}, indent=2) + "\n")
+                     for w, m, p in rows],
+            "switch_latency_ms": [{"what": w, "median_ms": m} for w, m in switch_rows]}, indent=2) + "\n")
         print(f"wrote {RESULTS / 'policy_overhead.md'} and .json")
     return 0
 
