@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Copy a trained checkpoint into mambaesr_runtime/weights/ with its training summary, export the ONNX engine of
-the default CPU tier, and evaluate what ships (the ONNX, through the tiled runtime path).
+the CPU profile's tier for its variant (mambaesr-export's pipeline: simplified, verified, with a manifest), and
+evaluate what ships (the ONNX, through the tiled runtime path).
 
     python scripts/ship_weights.py runs/student_<stamp>/model_best --name student_x4 \
         --sets ../shared/data/benchmarks/{Set5,Set14,B100} --results benchmarks/results/student_x4
@@ -19,7 +20,7 @@ from pathlib import Path
 import cv2
 
 from mambaesr_runtime.evaluation import benchmark
-from mambaesr_runtime.export.onnx_export import export_onnx
+from mambaesr_runtime.export.pipeline import export_tier, tool_versions
 from mambaesr_runtime.model.checkpoint import load_checkpoint, save_checkpoint
 from mambaesr_runtime.profiles import load_profile
 
@@ -65,9 +66,12 @@ def main(argv=None) -> int:
     }
     base = WEIGHTS / args.name
     save_checkpoint(model, base, variant=info.get("variant"), training=summary)
-    tier = next(t for t in load_profile(args.profile).tiers if t.variant == info.get("variant"))
-    onnx_path = export_onnx(model, WEIGHTS / f"{args.name}_t{tier.tile}_b{tier.batch}.onnx", tier.tile, tier.tile,
-                            batch=tier.batch)
+    profile = load_profile(args.profile)
+    tier = next(t for t in profile.tiers if t.variant == info.get("variant"))
+    # The same pipeline as mambaesr-export: simplified, verified against PyTorch, with its manifest.
+    art = export_tier(model.eval(), base.with_suffix(".safetensors"), profile, tier, WEIGHTS, tool_versions(),
+                      force=True)
+    onnx_path = art.onnx
     sets = {Path(s).name: s for s in args.sets}
     result = benchmark.evaluate(onnx_path, sets, overlap=tier.overlap)
     result["model"] = f"mambaesr_runtime/weights/{onnx_path.name}"

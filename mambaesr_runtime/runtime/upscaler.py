@@ -30,8 +30,8 @@ from .tiling import upscale_tiled
 
 log = logging.getLogger(__name__)
 
-#: The default engine of the ``cpu`` profile: the shipped student, exported for 64x64 LR tiles, batch 4.
-DEFAULT_MODEL = "student_x4_t64_b4.onnx"
+#: The default engine of the ``cpu`` profile: the shipped student, exported for 136x136 LR tiles, batch 1.
+DEFAULT_MODEL = "student_x4_t136_b1.onnx"
 MODEL_SUFFIXES = {".onnx": "onnxruntime", ".plan": "tensorrt", ".engine": "tensorrt", ".safetensors": "torch"}
 
 

@@ -184,14 +184,15 @@ def test_default_profile_runs_the_shipped_student():
     with Upscaler() as up:
         sel = up.engine
         assert up.profile.name == "cpu" and sel.kind == "onnxruntime" and sel.tier.variant == "student"
-        assert sel.path.name == "student_x4_t64_b4.onnx" and up.scale == 4
+        assert sel.path.name == "student_x4_t136_b1.onnx" and up.scale == 4
 
 
 def test_cli_adaptive_replay_switches_tiers_between_frames(engines, tmp_path, capsys):
     """mambaesr-run --replay: a recorded trace that heats up at frame 2 moves the clip to the lighter tier there,
     and every frame is still written at 4x."""
-    import yaml
     from importlib import resources
+
+    import yaml
 
     from mambaesr_runtime.runtime.monitor import Telemetry, save_trace
 
