@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
               f"percentile of single timed calls after a warm-up ({args.calls} calls; the in-call psutil rows "
               f"{max(1, args.calls // 10)}). One `before_frame` + `after_frame` pair is what the upscaler adds per "
               f"frame. One engine call is the smallest unit between frames, so the share is an upper bound for a "
-              f"frame of several calls. The machine is shared (a training job ran beside this), so p99 is noisy.\n\n"
+              f"frame of several calls. The machine is a shared VM, so p99 is noisy.\n\n"
               f"{table}\n\nSwitch latency: median of {args.switches}; cold = the other tier's engine is opened at the "
               f"switch (a fresh Upscaler each time), warm = opened before by Upscaler.warm(); the Upscaler keeps "
               f"every opened engine, so only a tier's first visit can be cold.\n")

@@ -47,10 +47,22 @@ def test_image(size: int) -> np.ndarray:
 
 
 def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
+    """Peak resident memory of this process's address space (VmHWM). Not getrusage's ru_maxrss: across exec that
+    keeps the larger of the old and new address spaces, so a child started from a parent that had loaded torch would
+    report the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def whole_input(size: int) -> np.ndarray:
+    img = test_image(size)
+    return np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1)[None], dtype=np.float32) / 255
 
 
 def child_tiled(args) -> dict:
+    """One process, the tiled path only: latency, engine share, peak memory."""
     from mambaesr_runtime.runtime.upscaler import Upscaler
 
     img = test_image(args.size)
@@ -82,17 +94,39 @@ def child_tiled(args) -> dict:
 
 
 def child_whole(args) -> dict:
+    """One process, one whole-image engine call per run: its peak memory (and latency)."""
     from mambaesr_runtime.backends.onnxruntime import OrtBackend
 
-    img = test_image(args.size)
-    x = np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1)[None], dtype=np.float32) / 255
+    x = whole_input(args.size)
     with OrtBackend(args.onnx, args.threads) as backend:
         times = []
-        for _ in range(args.repeats + 1):
+        for _ in range(2):
             start = time.perf_counter()
             backend.infer(x)
             times.append(time.perf_counter() - start)
-    return {"median_s": statistics.median(times[1:]), "runs_s": times[1:], "peak_rss_gb": peak_rss_gb()}
+    return {"median_s": times[-1], "peak_rss_gb": peak_rss_gb()}
+
+
+def child_ratio(args) -> dict:
+    """Tiled vs whole-image, timed round-robin in one process (same machine conditions for both)."""
+    from mambaesr_runtime.backends.onnxruntime import OrtBackend
+    from mambaesr_runtime.runtime.upscaler import Upscaler
+
+    img, x = test_image(args.size), whole_input(args.size)
+    tiled, whole = [], []
+    with Upscaler(args.device, tier=args.tier, threads=args.threads) as up, OrtBackend(args.onnx, args.threads) as b:
+        for i in range(args.repeats + 1):
+            start = time.perf_counter()
+            up.upscale(img)
+            t1 = time.perf_counter()
+            b.infer(x)
+            t2 = time.perf_counter()
+            if i:  # the first round warms both up
+                tiled.append(t1 - start)
+                whole.append(t2 - t1)
+    ratios = [a / b for a, b in zip(tiled, whole)]
+    return {"tiled_s": statistics.median(tiled), "whole_s": statistics.median(whole), "whole_runs_s": whole,
+            "tiled_runs_s": tiled, "tiling_overhead": statistics.median(ratios) - 1}
 
 
 def run_child(mode: str, **kw) -> dict:
@@ -125,12 +159,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-whole", action="store_true", help="skip the whole-image baseline (no torch needed)")
     p.add_argument("--out", default=str(RESULTS / "runtime_speed"))
-    p.add_argument("--child", choices=["tiled", "whole"], help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=["tiled", "whole", "ratio"], help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, help=argparse.SUPPRESS)
     p.add_argument("--onnx", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        print(json.dumps(child_tiled(args) if args.child == "tiled" else child_whole(args)))
+        print(json.dumps({"tiled": child_tiled, "whole": child_whole, "ratio": child_ratio}[args.child](args)))
         return
 
     rows = []
@@ -144,10 +178,12 @@ def main() -> None:
                    "tier": tiled["tier"]}
             if not args.no_whole:
                 onnx_path = export_whole(tiled["tier"]["variant"], size, Path(tmp))
-                whole = run_child("whole", size=size, repeats=args.repeats, threads=args.threads, onnx=onnx_path)
-                row.update(whole_s=whole["median_s"], whole_runs_s=whole["runs_s"],
-                           whole_peak_rss_gb=whole["peak_rss_gb"],
-                           tiling_overhead=tiled["median_s"] / whole["median_s"] - 1)
+                whole = run_child("whole", size=size, threads=args.threads, onnx=onnx_path)
+                ratio = run_child("ratio", device=args.device, tier=args.tier, size=size, repeats=args.repeats,
+                                  threads=args.threads, onnx=onnx_path)
+                row.update(whole_s=ratio["whole_s"], whole_runs_s=ratio["whole_runs_s"],
+                           tiled_in_ratio_s=ratio["tiled_s"], whole_peak_rss_gb=whole["peak_rss_gb"],
+                           tiling_overhead=ratio["tiling_overhead"])
             rows.append(row)
             print(f"{size} -> {4 * size}: {row['median_s']:.2f} s ({row}", file=sys.stderr, flush=True)
 
@@ -156,10 +192,11 @@ def main() -> None:
              f"{tier['tile']}, overlap {tier['overlap']}, batch {tier['batch']})"), "",
              f"{rows[0]['engine']}", "",
              (f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, ONNX Runtime "
-             f"{args.threads} threads; median of {args.repeats} runs after a warm-up; "
+             f"{args.threads} threads; median of {args.repeats} runs after a warm-up; tiling overhead = median "
+             f"ratio of tiled to whole-image time, the two timed round-robin in one process; peak RSS = VmHWM of a "
+             f"process doing only that workload (model load included); "
              f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC. Command: "
-             f"`python benchmarks/bench_runtime.py --device {args.device}"
-             f"{' --tier ' + args.tier if args.tier else ''} --repeats {args.repeats}`"), "",
+             f"`python benchmarks/bench_runtime.py {' '.join(sys.argv[1:])}`".rstrip()), "",
              ("| input -> output | latency (s) | output MP/s | engine share | peak RSS (GB) | whole-image call (s) "
              "| tiling overhead | whole-image peak RSS (GB) |"), "|---|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -56,19 +56,24 @@ class Upscaler:
     ``precision``: override the profile's (engines must exist for it). ``engines_dir``: where exported engines are
     (default ``./engines/<profile>``, then the shipped ones). ``max_output_megapixels``: larger outputs are refused up
     front with the memory they would need. ``controller``: an adaptive tier controller consulted by ``stream``.
+    ``max_open_engines``: engines kept open (warm) at once (default: one per tier); opening another closes the least
+    recently used one, so a device short of memory keeps only the tiers it is moving between.
     """
 
     def __init__(self, profile: str | os.PathLike | DeviceProfile = "cpu", *, model: str | os.PathLike | None = None,
                  tier: str | None = None, backend: str | None = None, tile: int | None = None,
                  overlap: int | None = None, precision: str | None = None,
                  engines_dir: str | os.PathLike | None = None, threads: int | None = None,
-                 max_output_megapixels: float = 100.0, controller=None):
+                 max_output_megapixels: float = 100.0, controller=None, max_open_engines: int | None = None):
         self.profile = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
         self._backend, self._precision, self._engines_dir, self._threads = backend, precision, engines_dir, threads
         self._tile, self._overlap = tile, overlap
         self.max_output_megapixels = max_output_megapixels
         self.controller = controller
-        self._engines: dict[str, EngineSelection] = {}
+        if max_open_engines is not None and max_open_engines < 1:
+            raise ConfigError(f"max_open_engines must be >= 1, got {max_open_engines}")
+        self.max_open_engines = max_open_engines
+        self._engines: dict[str, EngineSelection] = {}  # in order of use: the last one is the most recent
         if model is not None:
             self._engines["model"] = self._open_model(Path(model))
             self.tiers = (self._engines["model"].tier,)
@@ -128,10 +133,18 @@ class Upscaler:
         if self._engines is None:
             raise MambaESRError("this Upscaler is closed; create a new one")
         name = name or self.tier
-        if name not in self._engines:
-            self._engines[name] = open_engine(self.profile, self._tier(name), self._backend, self._precision,
-                                              self._engines_dir, self._threads)
-        return self._engines[name]
+        if name in self._engines:
+            self._engines[name] = self._engines.pop(name)  # now the most recently used
+            return self._engines[name]
+        selection = open_engine(self.profile, self._tier(name), self._backend, self._precision, self._engines_dir,
+                                self._threads)
+        limit = self.max_open_engines
+        while limit is not None and len(self._engines) >= limit:
+            oldest = next(iter(self._engines))
+            log.info("closing the engine of tier %s (max_open_engines=%d)", oldest, limit)
+            self._engines.pop(oldest).backend.close()
+        self._engines[name] = selection
+        return selection
 
     def use_tier(self, name: str) -> None:
         """Switch to tier ``name`` (its engine is opened on first use and kept warm). Between images only."""

@@ -212,3 +212,43 @@ def test_cli_adaptive_replay_switches_tiers_between_frames(engines, tmp_path, ca
     cap, info = open_source(tmp_path / "out.avi")
     cap.release()
     assert (info.frames, info.width, info.height) == (5, 80, 56)
+
+
+def test_200_frames_through_the_upscaler_follow_a_replayed_trace(engines):
+    """End to end: 200 frames stream through the Upscaler while a replayed trace heats up (frame 50) and cools
+    down (frame 120): the tier steps down at frame 50 and back up once the clear dwell (10 s of trace time, 40
+    frames at 0.25 s) has passed; every frame comes out, in order, valid and 4x."""
+    from mambaesr_runtime.runtime.adaptive import AdaptiveController
+    from mambaesr_runtime.runtime.monitor import ReplayMonitor, Telemetry
+
+    profile = tiny_profile()
+    trace = [Telemetry(timestamp=0.25 * i, temps_c={"soc": 95.0 if 50 <= i < 120 else 50.0}) for i in range(200)]
+    frames = [np.full((12, 10, 3), i % 256, np.uint8) for i in range(200)]
+    tiers = []
+    with Upscaler(profile, engines_dir=engines) as ref:  # each frame on each tier, without a controller
+        expected = {}
+        for name in ("big", "small"):
+            ref.use_tier(name)
+            expected[name] = [ref.upscale(f) for f in frames]
+    with AdaptiveController(profile, ReplayMonitor(trace)) as ctl, \
+            Upscaler(profile, engines_dir=engines, controller=ctl) as up:
+        for i, out in enumerate(up.stream(frames)):
+            tiers.append(up.tier)
+            assert out.shape == (48, 40, 3) and out.dtype == np.uint8
+            np.testing.assert_array_equal(out, expected[up.tier][i])  # this frame's output, on its tier
+    assert len(tiers) == 200
+    assert [(e.frame, e.from_tier, e.to_tier) for e in ctl.events] == [(50, "big", "small"), (160, "small", "big")]
+    assert tiers[49] == "big" and tiers[50:160] == ["small"] * 110 and tiers[160:] == ["big"] * 40
+    assert "95" in ctl.events[0].reason
+
+
+def test_max_open_engines_closes_the_least_recently_used(engines):
+    with Upscaler(tiny_profile(), engines_dir=engines, max_open_engines=1) as up:
+        big = up.engine
+        up.use_tier("small")
+        assert list(up._engines) == ["small"] and big.backend._session is None  # closed, memory released
+        assert up.upscale(np.zeros((8, 8, 3), np.uint8)).shape == (32, 32, 3)
+        up.use_tier("big")
+        assert list(up._engines) == ["big"]
+    with pytest.raises(ConfigError, match="max_open_engines must be >= 1"):
+        Upscaler(tiny_profile(), engines_dir=engines, max_open_engines=0)
