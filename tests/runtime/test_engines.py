@@ -252,3 +252,64 @@ def test_max_open_engines_closes_the_least_recently_used(engines):
         assert list(up._engines) == ["big"]
     with pytest.raises(ConfigError, match="max_open_engines must be >= 1"):
         Upscaler(tiny_profile(), engines_dir=engines, max_open_engines=0)
+
+
+class FakeCamera:
+    """Stands in for cv2.VideoCapture(index): a camera that delivers frames until the user presses Ctrl+C."""
+
+    def __init__(self, index, frames_before_interrupt=4):
+        self.index, self.left = index, frames_before_interrupt
+
+    def isOpened(self):
+        return self.index == 0
+
+    def get(self, prop):
+        return {cv2.CAP_PROP_FRAME_WIDTH: 20, cv2.CAP_PROP_FRAME_HEIGHT: 14, cv2.CAP_PROP_FPS: 30.0,
+                cv2.CAP_PROP_FRAME_COUNT: -1}.get(prop, 0)
+
+    def read(self):
+        if self.left == 0:
+            raise KeyboardInterrupt  # the user stops the capture
+        self.left -= 1
+        return True, np.full((14, 20, 3), (60 * self.left) % 256, np.uint8)
+
+    def release(self):
+        pass
+
+
+def test_camera_capture_stopped_by_ctrl_c_is_a_complete_video(engines, tmp_path, monkeypatch):
+    import mambaesr_runtime.runtime.video as video
+
+    real = cv2.VideoCapture
+    monkeypatch.setattr(video.cv2, "VideoCapture", lambda src, *a: FakeCamera(src) if isinstance(src, int)
+                        else real(src, *a))
+    with Upscaler(tiny_profile(), engines_dir=engines) as up:
+        dst, n = upscale_video(up, 0, tmp_path / "cam.avi")
+        assert n == 4
+        with pytest.raises(MambaESRError, match="camera 3 cannot be opened"):
+            upscale_video(up, 3, tmp_path / "none.avi")
+    cap, info = open_source(dst)
+    cap.release()
+    assert (info.width, info.height, info.frames) == (80, 56, 4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cam.avi"]
+    # --frames bounds a camera that never stops
+    monkeypatch.setattr(video.cv2, "VideoCapture", lambda src, *a: FakeCamera(src, 10**6) if isinstance(src, int)
+                        else real(src, *a))
+    assert run_main(["--camera", "0", "--frames", "6", "-o", str(tmp_path / "cam2.avi"), "--profile",
+                     str(_write_profile(tmp_path)), "--engines", str(engines), "-q"]) == 0
+    cap, info = open_source(tmp_path / "cam2.avi")
+    cap.release()
+    assert info.frames == 6
+
+
+def _write_profile(tmp_path):
+    from importlib import resources
+
+    import yaml
+
+    data = yaml.safe_load(resources.files("mambaesr_runtime.profiles_data").joinpath("orin.yaml").read_text())
+    data.update(name="board", backends=["onnxruntime"],
+                tiers=[{"name": "big", "variant": "tiny", "tile": 24, "overlap": 4, "batch": 2}])
+    path = tmp_path / "board.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
