@@ -278,7 +278,7 @@ class FakeCamera:
 
 
 def test_camera_capture_stopped_by_ctrl_c_is_a_complete_video(engines, tmp_path, monkeypatch):
-    import mambaesr_runtime.runtime.video as video
+    from mambaesr_runtime.runtime import video
 
     real = cv2.VideoCapture
     monkeypatch.setattr(video.cv2, "VideoCapture", lambda src, *a: FakeCamera(src) if isinstance(src, int)
