@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     except (MambaESRError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.verbose:
+        print(upscaler.describe(), file=sys.stderr)
     bar, failed = _Bar(len(jobs)), 0
     with upscaler:
         for src, dst in jobs:

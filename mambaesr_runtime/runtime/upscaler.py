@@ -81,7 +81,7 @@ class Upscaler:
             self.tiers = tuple(with_overrides(t, tile, overlap) for t in self.profile.tiers)
         self.tier = self.tiers[0].name if tier is None else self._tier(tier).name
         self._engine()  # open the starting tier now: a missing engine is an error at construction, not mid-stream
-        log.info("upscaler: %s", self.describe())
+        log.debug("upscaler: %s", self.describe())  # the CLI prints it with -v
 
     # -- engines -----------------------------------------------------------------------------------------------
     def _tier(self, name: str) -> Tier:
