@@ -72,7 +72,8 @@ def _find(name: str, dirs: list[Path]) -> Path | None:
     return None
 
 
-def _open(kind: str, path: Path, tier: Tier, profile: DeviceProfile, precision: str, threads: int | None):
+def open_backend(kind: str, path: Path, tier: Tier, profile: DeviceProfile, precision: str, threads: int | None):
+    """Open ``path`` on backend ``kind`` (``tier`` gives the torch backend its tile shape; engine files carry theirs)."""
     if kind == "tensorrt":
         from ..backends.tensorrt import TrtBackend
 
@@ -119,7 +120,7 @@ def open_engine(profile: DeviceProfile, tier: Tier, backend: str | None = None, 
             if path is None:
                 raise BackendError(f"no {name} in {', '.join(str(d) for d in dirs)}; make it with mambaesr-export "
                                    f"--device {profile.name}" + (" on the device" if kind == "tensorrt" else ""))
-            engine = _open(kind, path, tier, profile, want, threads)
+            engine = open_backend(kind, path, tier, profile, want, threads)
         except (BackendError, DependencyError) as exc:
             if backend is not None:
                 raise

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import ConfigError, MambaESRError
 from ..profiles import DeviceProfile, Tier, load_profile
-from .engines import EngineSelection, open_engine, with_overrides
+from .engines import EngineSelection, open_backend, open_engine, with_overrides
 from .imageio import decode, encode_alpha, encode_rows, output_array, read_image, write_image
 from .tiling import upscale_tiled
 
@@ -100,22 +100,10 @@ class Upscaler:
         if not path.is_file():
             raise MambaESRError(f"engine file {path} not found; export one with mambaesr-export or pass another path")
         overlap = self._overlap if self._overlap is not None else 8
-        if kind == "onnxruntime":
-            from ..backends.onnxruntime import OrtBackend
-
-            engine = OrtBackend(path, self._threads if self._threads is not None else self.profile.threads,
-                                list(self.profile.ort_providers))
-        elif kind == "tensorrt":
-            from ..backends.tensorrt import TrtBackend
-
-            engine = TrtBackend(path)
-        else:
-            from .engines import _open
-
-            base = self.profile.tiers[0]
-            tier = with_overrides(Tier("model", base.variant, base.tile, base.overlap, base.batch), self._tile,
-                                  overlap)
-            engine = _open("torch", path, tier, self.profile, self._precision or "fp32", self._threads)
+        # The tier shape matters to the torch backend only (engine files carry their own static shape).
+        base = self.profile.tiers[0]
+        shape = with_overrides(Tier("model", base.variant, base.tile, base.overlap, base.batch), self._tile, overlap)
+        engine = open_backend(kind, path, shape, self.profile, self._precision or "fp32", self._threads)
         n, _, th, tw = engine.input_shape
         if 2 * overlap >= min(th, tw):
             engine.close()
@@ -123,7 +111,8 @@ class Upscaler:
         if self._tile is not None and self._tile != th and kind != "torch":
             engine.close()
             raise ConfigError(f"{path.name} takes {th}x{tw} tiles; --tile {self._tile} needs an engine exported "
-                              f"for it (mambaesr-export --tile {self._tile})")
+                              f"for it (a profile YAML whose tier has tile {self._tile}: mambaesr-export --profile "
+                              f"that.yaml)")
         manifest = getattr(engine, "manifest", None)
         variant = manifest.variant if manifest is not None else "unknown"
         tier = Tier("model", variant, th, overlap, n)

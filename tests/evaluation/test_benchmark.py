@@ -58,7 +58,6 @@ def test_a_tensorrt_plan_is_evaluated_through_the_runtime_path(tmp_path, shared_
     import types
 
     import cv2
-    import numpy as np
     from standins.tensorrt_standin import TRT10_VERSION, make_standins, write_static_sr_onnx
 
     from mambaesr_runtime.evaluation.metrics import psnr_y
