@@ -25,7 +25,14 @@ import numpy as np
 from ..errors import ConfigError, MambaESRError
 from ..profiles import DeviceProfile, Tier, load_profile
 from .engines import EngineSelection, open_backend, open_engine, with_overrides
-from .imageio import decode, encode_alpha, encode_rows, output_array, read_image, write_image
+from .imageio import (
+    decode,
+    encode_alpha,
+    encode_rows,
+    output_array,
+    read_image,
+    write_image,
+)
 from .tiling import upscale_tiled
 
 log = logging.getLogger(__name__)

@@ -58,7 +58,11 @@ def test_a_tensorrt_plan_is_evaluated_through_the_runtime_path(tmp_path, shared_
     import types
 
     import cv2
-    from standins.tensorrt_standin import TRT10_VERSION, make_standins, write_static_sr_onnx
+    from standins.tensorrt_standin import (
+        TRT10_VERSION,
+        make_standins,
+        write_static_sr_onnx,
+    )
 
     from mambaesr_runtime.evaluation.metrics import psnr_y
     from mambaesr_runtime.export.manifest import EngineManifest, write_manifest
