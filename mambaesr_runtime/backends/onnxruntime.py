@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendError, ConfigError
+from .base import Backend
 
 __all__ = ["BackendError", "OrtBackend"]
 
 log = logging.getLogger(__name__)
 
 
-class OrtBackend:
+class OrtBackend(Backend):
     """Runs an ONNX file. ``input_shape`` (N, 3, h, w) and ``scale`` come from the graph itself.
 
     ``providers``: execution providers in order of preference (a profile's ``ort_providers``); those this ONNX
@@ -55,8 +56,7 @@ class OrtBackend:
         self.manifest = _matching_manifest(path, self.input_shape, tuple(out.shape))
 
     def infer(self, x: np.ndarray) -> np.ndarray:
-        if x.shape != self.input_shape or x.dtype != np.float32:
-            raise BackendError(f"{self.path.name} takes float32 {self.input_shape}, got {x.dtype} {x.shape}")
+        self.check_input(x)
         return self._session.run([self._output], {self._input: x})[0]
 
     @property
@@ -68,12 +68,6 @@ class OrtBackend:
 
     def close(self) -> None:
         self._session = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def _matching_manifest(path: Path, input_shape: tuple, output_shape: tuple):

@@ -43,13 +43,14 @@ from ..export.trt_compat import (
     tensorrt_family,
     tensorrt_major,
 )
+from .base import Backend
 
 __all__ = ["TrtBackend"]
 
 log = logging.getLogger(__name__)
 
 
-class TrtBackend:
+class TrtBackend(Backend):
     """Runs one TensorRT plan. ``input_shape`` (N, 3, h, w) and ``scale`` come from the engine itself.
 
     Opening reads the plan's manifest and refuses a plan built by another TensorRT version or on another GPU (with the
@@ -168,9 +169,7 @@ class TrtBackend:
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         """float32 (N, 3, h, w) in [0, 1] -> float32 (N, 3, s*h, s*w); a new array each call."""
-        if not isinstance(x, np.ndarray) or x.shape != self.input_shape or x.dtype != np.float32:
-            got = f"{x.dtype} {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__
-            raise BackendError(f"{self.path.name} takes float32 {self.input_shape}, got {got}")
+        self.check_input(x)
         cuda = self._cuda
         with self._lock:
             if self._closed:
@@ -228,9 +227,3 @@ class TrtBackend:
             if self._ctx is not None:
                 self._ctx.push()
                 self._teardown()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

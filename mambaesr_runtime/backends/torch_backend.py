@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendError, ConfigError
+from .base import Backend
 
 PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
-class TorchBackend:
+class TorchBackend(Backend):
     """Runs a checkpoint on tiles of a fixed ``input_shape`` (N, 3, h, w), like an exported engine would.
 
     ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:1"``... ``precision``: ``fp32``; ``fp16``/``bf16`` only on CUDA (CPU
@@ -44,8 +45,7 @@ class TorchBackend:
         self._lock = threading.Lock()  # torch modules are reentrant, but one GPU stream at a time keeps memory flat
 
     def infer(self, x: np.ndarray) -> np.ndarray:
-        if x.shape != self.input_shape or x.dtype != np.float32:
-            raise BackendError(f"{self.path.name} (torch) takes float32 {self.input_shape}, got {x.dtype} {x.shape}")
+        self.check_input(x)
         torch = self._torch
         with self._lock, torch.no_grad():
             y = self.model(torch.from_numpy(x).to(self.device, self._dtype))
@@ -56,9 +56,3 @@ class TorchBackend:
 
     def close(self) -> None:
         self.model = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
