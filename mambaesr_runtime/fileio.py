@@ -47,6 +47,18 @@ def atomic_write(path: str | os.PathLike, write, suffix: str = ".tmp") -> Path:
     return path
 
 
+def read_json(path: str | os.PathLike, what: str, fix: str, error: type[Exception]):
+    """The parsed JSON of ``path``, or ``error`` naming ``what`` the file is, the problem (missing, unreadable, not
+    JSON) and ``fix``: the shared first step of every JSON file the package reads back."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} {path} not found; {fix}")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{what} {path} is not valid JSON ({exc}); {fix}") from exc
+
+
 def atomic_write_json(path: str | os.PathLike, data, indent: int = 2) -> Path:
     def write(tmp):
         with open(tmp, "w") as fh:

@@ -9,13 +9,12 @@ that built it, so a mismatch is an error that says how to rebuild, never a crash
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BackendError, ConfigError
-from ..fileio import atomic_write_json
+from ..fileio import atomic_write_json, read_json
 
 FORMAT = "mambaesr-engine-manifest"
 FORMAT_VERSION = 1
@@ -116,13 +115,8 @@ def write_manifest(manifest: EngineManifest, folder: str | os.PathLike) -> Path:
 def read_manifest(artifact: str | os.PathLike) -> EngineManifest:
     """The manifest of ``artifact`` (the ONNX/plan path); a clear error when it is missing or malformed."""
     path = manifest_path(artifact)
-    if not path.is_file():
-        raise ConfigError(f"{path} not found: every engine needs its manifest beside it; re-export with "
-                          f"mambaesr-export")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path} is not readable JSON ({exc}); re-export with mambaesr-export") from exc
+    data = read_json(path, "engine manifest", "every engine needs its manifest beside it; re-export with "
+                     "mambaesr-export", ConfigError)
     return EngineManifest.from_dict(data, str(path))
 
 

@@ -7,12 +7,11 @@ damaged instead of loading garbage. Reading the JSON needs no torch (the runtime
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from ..errors import CheckpointError, ConfigError, require_torch
-from ..fileio import atomic_write, atomic_write_json, sha256_file
+from ..fileio import atomic_write, atomic_write_json, read_json, sha256_file
 from .config import VARIANTS, ModelConfig
 
 FORMAT = "mambaesr-checkpoint"
@@ -57,13 +56,8 @@ def save_checkpoint(model, path: str | os.PathLike, variant: str | None = None,
 def read_checkpoint_meta(path: str | os.PathLike) -> dict:
     """The checkpoint's JSON, validated, with ``config`` parsed into a :class:`ModelConfig`. Needs no torch."""
     weights, meta = checkpoint_paths(path)
-    if not meta.is_file():
-        raise CheckpointError(f"checkpoint config {meta} not found; a checkpoint is a .safetensors file with its "
-                              f".json beside it (pass either path, or the common stem)")
-    try:
-        info = json.loads(meta.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"checkpoint config {meta} is not valid JSON ({exc}); re-save the checkpoint") from exc
+    info = read_json(meta, "checkpoint config", "a checkpoint is a .safetensors file with its .json beside it (pass "
+                     "either path, or the common stem); re-save a damaged one", CheckpointError)
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise CheckpointError(f"{meta} is not a MambaESR checkpoint config (expected \"format\": \"{FORMAT}\")")
     if info.get("format_version") != FORMAT_VERSION:

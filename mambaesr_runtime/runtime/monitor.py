@@ -23,7 +23,6 @@ import bisect
 import csv
 import dataclasses
 import importlib
-import json
 import logging
 import math
 import statistics
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..errors import ConfigError, DependencyError, MonitorError
-from ..fileio import atomic_write, atomic_write_json
+from ..fileio import atomic_write, atomic_write_json, read_json
 
 if TYPE_CHECKING:
     from typing import Self
@@ -506,10 +505,7 @@ def load_trace(path: str | Path) -> list[Telemetry]:
     if path.suffix.lower() == ".csv":
         samples = _read_csv(path)
     elif path.suffix.lower() == ".json":
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"trace {path} is not valid JSON: {exc}") from exc
+        data = read_json(path, "trace", f"record one with mambaesr-monitor --record {path.name}", ConfigError)
         rows = data.get("samples") if isinstance(data, dict) else data
         if not isinstance(rows, list):
             raise ConfigError(f"trace {path} must be a list of snapshots or an object with a 'samples' list")
