@@ -66,15 +66,15 @@ def main(argv: list[str] | None = None) -> int:
         from ..profiles import load_profile
 
         profile = load_profile(args.device or args.profile)
-        from ..export.pipeline import export_profile, find_tensorrt
+        from ..export.pipeline import export_profile
 
         if args.plans_only and (args.onnx_only or profile.tensorrt is None):
             raise MambaESRError(f"--plans-only builds TensorRT plans; profile {profile.name} "
                                 + ("has no TensorRT target" if profile.tensorrt is None else "with --onnx-only is a "
                                    "contradiction"))
-        trt = None if args.onnx_only or profile.tensorrt is None else find_tensorrt()
+        # export_profile looks for TensorRT itself when the profile targets it and a build is asked for.
         results = export_profile(profile, args.output, args.weights, args.tier, args.force, not args.no_simplify,
-                                 build=not args.onnx_only, trt=trt, threads=args.threads,
+                                 build=not args.onnx_only, threads=args.threads,
                                  progress=lambda m: print(m, file=sys.stderr, flush=True),
                                  plans_only=args.plans_only)
     except KeyboardInterrupt:
