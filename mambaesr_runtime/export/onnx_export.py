@@ -11,8 +11,15 @@ from ..fileio import atomic_write
 
 #: Opset 17: the newest that TensorRT 8.5 (JetPack 5) parses, and fully supported by TensorRT 10 and ONNX Runtime.
 DEFAULT_OPSET = 17
-#: Graph ops that must never appear: they would make shapes data-dependent or hide a Python loop.
-FORBIDDEN_OPS = frozenset({"Loop", "Scan", "If"})
+#: Graph ops that must never appear: control flow would make shapes data-dependent or hide a Python loop, and
+#: TensorRT's ONNX parsers before 10.8 (every JetPack 5 and JetPack 6.1/6.2 board) import ``CumSum`` as a
+#: sequential loop, which is slow and cannot run on a DLA (the scan writes prefix sums as matmuls instead).
+FORBIDDEN_OPS = frozenset({"Loop", "Scan", "If", "CumSum"})
+
+
+def forbidden_ops(graph) -> list[str]:
+    """The :data:`FORBIDDEN_OPS` in an ``onnx.ModelProto``'s main graph, sorted (empty when it is clean)."""
+    return sorted({node.op_type for node in graph.graph.node} & FORBIDDEN_OPS)
 INPUT_NAME, OUTPUT_NAME = "lr", "sr"
 
 
@@ -37,9 +44,10 @@ def export_onnx(model, path: str | os.PathLike, height: int, width: int, batch: 
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (dummy,), tmp, dynamo=False, opset_version=opset,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True)
-        bad = sorted({node.op_type for node in onnx.load(tmp).graph.node} & FORBIDDEN_OPS)
+        bad = forbidden_ops(onnx.load(tmp))
         if bad:
-            raise ExportError(f"exported graph contains control-flow ops {bad}; the scan must export to plain ops")
+            raise ExportError(f"exported graph contains {bad}, which TensorRT runs as loops (or not at all); the "
+                              f"model must export to plain ops")
 
     atomic_write(path, write, suffix=".onnx")
     return path

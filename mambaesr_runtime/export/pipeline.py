@@ -40,6 +40,7 @@ from .manifest import (
     read_manifest,
     write_manifest,
 )
+from .onnx_export import forbidden_ops
 
 log = logging.getLogger(__name__)
 
@@ -292,6 +293,13 @@ def verified_onnx(profile: DeviceProfile, tier: Tier, out_dir: Path) -> TierArti
         raise ExportError(f"{exc}; {hint}") from exc
     if sha256_file(onnx_path) != manifest.artifact_sha256:
         raise ExportError(f"{onnx_path} does not match its manifest's sha256 (changed or damaged in the copy); {hint}")
+    try:
+        import onnx
+    except ImportError:  # the TensorRT parser reads the file either way; the op check then ran where it was made
+        onnx = None
+    if onnx is not None and (bad := forbidden_ops(onnx.load(str(onnx_path)))):
+        raise ExportError(f"{onnx_path} contains {bad}, which TensorRT runs as sequential loops (or not at all); "
+                          f"re-export it with this version of mambaesr_runtime ({hint})")
     shape = (tier.batch, 3, tier.tile, tier.tile)
     if manifest.input_shape != shape or manifest.variant != tier.variant:
         raise ExportError(f"{onnx_path}'s manifest says {manifest.variant} {manifest.input_shape}, tier {tier.name} "

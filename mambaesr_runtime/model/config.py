@@ -13,6 +13,8 @@ from ..errors import ConfigError
 #: Scan orders over an (H, W) feature map, in the order their parameters are stacked (see ``model.scan.scan_order``).
 DIRECTIONS = ("row", "row_rev", "col", "col_rev")
 SCALES = (2, 3, 4)
+SCAN_LAYOUTS = ("raster", "lines")
+FFN_KINDS = ("dw", "conv")
 
 
 @dataclass(frozen=True)
@@ -24,7 +26,7 @@ class ModelConfig:
     num_blocks: int
     """Number of residual Mamba blocks."""
     mixers_per_block: int
-    """Scan mixers per block (each: in-proj, depthwise conv, 4-direction scan, gate, out-proj)."""
+    """Scan mixers per block (each: in-proj, depthwise conv, scan, gate, out-proj); 0 makes a conv-only block."""
     inner_dim: int
     """Channels inside a mixer (the scanned width); a multiple of ``heads``."""
     state_dim: int
@@ -41,12 +43,34 @@ class ModelConfig:
     """Scan orders, merged by summation after being mapped back to (H, W)."""
     in_channels: int = 3
     """Image channels (RGB)."""
+    scan_layout: str = "raster"
+    """``raster``: each orientation scans the whole map as one line in raster order, state carried from row to row,
+    behind a pre-norm (the first shipped models). ``lines``: every row (column) is its own scan line, scanned in
+    token-major layout with the norm inside the mixer (:class:`~mambaesr_runtime.model.net.LineMixer`)."""
+    scan_stride: int = 1
+    """``lines`` only: the mixer scans the map downsampled by this factor (1 or 2: a 2x2 stride-2 conv in, nearest
+    upsampling out), so its scan costs a quarter; the blocks' conv path stays at full resolution."""
+    ffn_kind: str = "dw"
+    """Feed-forward of each block: ``dw`` (pre-norm 1x1 -> depthwise 3x3 -> SiLU -> 1x1) or ``conv`` (3x3 ->
+    LeakyReLU -> 3x3, no norm: dense convs, the fastest per MAC on CPUs and GPUs)."""
 
     def __post_init__(self) -> None:
         problems = []
-        for name in ("embed_dim", "num_blocks", "mixers_per_block", "inner_dim", "state_dim", "heads", "chunk"):
+        for name in ("embed_dim", "num_blocks", "inner_dim", "state_dim", "heads", "chunk"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 problems.append(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not isinstance(self.mixers_per_block, int) or self.mixers_per_block < 0:
+            problems.append(f"mixers_per_block must be an integer >= 0, got {self.mixers_per_block!r}")
+        if self.scan_layout not in SCAN_LAYOUTS:
+            problems.append(f"scan_layout must be one of {SCAN_LAYOUTS}, got {self.scan_layout!r}")
+        if self.ffn_kind not in FFN_KINDS:
+            problems.append(f"ffn_kind must be one of {FFN_KINDS}, got {self.ffn_kind!r}")
+        if self.scan_stride not in (1, 2):
+            problems.append(f"scan_stride must be 1 or 2, got {self.scan_stride!r}")
+        if self.scan_layout == "raster" and self.scan_stride != 1:
+            problems.append("scan_stride needs scan_layout 'lines'")
+        if self.scan_layout == "lines" and self.heads != 1:
+            problems.append(f"scan_layout 'lines' scans one head per orientation (heads 1), got heads {self.heads!r}")
         if not isinstance(self.ffn_dim, int) or self.ffn_dim < 0:
             problems.append(f"ffn_dim must be an integer >= 0, got {self.ffn_dim!r}")
         if self.scale not in SCALES:

@@ -29,6 +29,7 @@ chunk layout is one transpose per orientation, shared by its two directions.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -92,6 +93,27 @@ def scan_2d_ref(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
     return out
 
 
+def scan_lines_ref(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                   directions: tuple[str, ...] = DIRECTIONS) -> Tensor:
+    """Oracle for :func:`scan_lines` on a 2D map: every row (``row``/``row_rev``) or column (``col``/``col_rev``)
+    is its own sequence, scanned by :func:`selective_scan_ref` from a zero state. Shapes as in :func:`scan_2d`."""
+    b, h, p, H, W = x.shape
+    orients = orientations(directions)
+    out = torch.zeros_like(x)
+    for k, direction in enumerate(directions):
+        orient = direction.split("_")[0]
+        o = orients.index(orient)
+        # Every line a sequence: (b, h, p, H, W) -> (b * lines, tokens, h, p); (b, ch, H, W) -> (b * lines, tokens, ch)
+        seq5 = lambda t: (t.permute(0, 3, 4, 1, 2) if orient == "row" else t.permute(0, 4, 3, 1, 2)).flatten(0, 1)
+        seq4 = lambda t: (t.permute(0, 2, 3, 1) if orient == "row" else t.permute(0, 3, 2, 1)).flatten(0, 1)
+        log_a = -dt[:, o] * A[o][None, :, None, None]
+        y = selective_scan_ref(seq5(x * dt[:, o].unsqueeze(2)), seq4(log_a), seq4(B[:, k]), seq4(C[:, k]),
+                               reverse=direction.endswith("_rev"))
+        y = y.unflatten(0, (b, -1))  # (b, lines, tokens, h, p)
+        out = out + (y.permute(0, 3, 4, 1, 2) if orient == "row" else y.permute(0, 3, 4, 2, 1))
+    return out
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Transfer matrices
 # ----------------------------------------------------------------------------------------------------------------
@@ -105,21 +127,35 @@ def _ceil_div(a: int, b: int) -> int:
 LOG_DECAY_FLOOR = -1.0e4
 
 
+def _constant(array: np.ndarray, like: Tensor) -> Tensor:
+    """``array`` as a tensor of ``like``'s dtype and device: made from NumPy, it is one initializer once exported
+    (``torch.ones(...).tril()`` would export as Trilu nodes that not every simplifier folds)."""
+    return torch.as_tensor(array, dtype=like.dtype, device=like.device)
+
+
 def _masks(T: int, like: Tensor) -> tuple[Tensor, Tensor]:
     """(strict lower, inclusive lower) triangles of ones, as ``like``'s dtype (constants once exported)."""
-    ones = torch.ones(T, T, dtype=like.dtype, device=like.device)
-    return ones.tril(-1), ones.tril()
+    return _constant(np.tri(T, k=-1), like), _constant(np.tri(T), like)
+
+
+def prefix_sum(x: Tensor, reverse: bool = False) -> Tensor:
+    """Inclusive prefix sums along the last axis (suffix sums when ``reverse``), as a matmul with a constant
+    triangle of ones: TensorRT's ONNX parsers before 10.8 turn ``CumSum`` into a sequential loop (which no DLA
+    runs), while a matmul is one GEMM everywhere. Exact for sums of same-signed terms (no cancellation)."""
+    _, incl = _masks(x.shape[-1], x)
+    return x @ (incl if reverse else incl.t())  # [c', c] = 1 where c' >= c (suffix) or c' <= c (prefix)
 
 
 def decay_lower(a: Tensor) -> Tensor:
     """Forward transfer matrix: ``out[..., i, j] = exp(a_{j+1} + ... + a_i)`` for ``i >= j``, else 0.
 
-    a: (..., T) <= 0  ->  (..., T, T). Each entry is the cumulative sum of the masked step terms (``a_i`` placed at
-    ``[i, j]`` for ``i > j``), so it is a sum of non-positive numbers: no cancellation, no ``exp`` of a positive.
+    a: (..., T) <= 0  ->  (..., T, T). Each entry sums the masked step terms (``a_i`` placed at ``[i, j]`` for
+    ``i > j``) down the rows, so it is a sum of non-positive numbers: no cancellation, no ``exp`` of a positive.
+    The row sums are one matmul with the inclusive lower triangle (``T**3`` MACs per matrix; no ``CumSum``).
     """
     strict, incl = _masks(a.shape[-1], a)
     rows = a.clamp(min=LOG_DECAY_FLOOR).unsqueeze(-1) * strict  # [i, j] = a_i for i > j
-    return torch.exp(rows.cumsum(dim=-2)) * incl
+    return torch.exp(incl @ rows) * incl
 
 
 def _shift_right(H: Tensor) -> Tensor:
@@ -143,7 +179,9 @@ def carry_states(S: Tensor, g: Tensor, group: int, reverse: bool = False) -> Ten
     c, m = S.shape[-2:]
     if c <= group:
         if reverse:  # H_c = sum_{c' >= c} exp(g_c + ... + g_{c'-1}) S_c': a transposed forward matrix of g shifted
-            return decay_lower(F.pad(g[..., :-1], (1, 0))).transpose(-1, -2) @ S
+            # right by one (as a matmul with a constant shift: no Pad/Slice pair in the exported graph)
+            # (floored first: an fp16 total of -inf times the matrix's zeros would be NaN)
+            return decay_lower(g.clamp(min=LOG_DECAY_FLOOR) @ _constant(np.eye(c, k=1), g)).transpose(-1, -2) @ S
         return decay_lower(g) @ S
     ng = _ceil_div(c, group)
     pad = ng * group - c
@@ -154,12 +192,15 @@ def carry_states(S: Tensor, g: Tensor, group: int, reverse: bool = False) -> Ten
     gg = g.reshape(*g.shape[:-1], ng, group)
     local = carry_states(Sg, gg, group, reverse)  # (..., ng, group, m): carried within each group only
     totals = gg.sum(dim=-1)
+    # A chunk total can overflow fp16 to -inf, and the prefix-sum matmul would multiply it by the triangle's zeros
+    # (NaN): floored like single steps, which changes no result (exp of either is 0).
+    gg = gg.clamp(min=LOG_DECAY_FLOOR)
     if reverse:  # state entering each group from its right, and the decay from there to each chunk (suffix sums)
         entering = _shift_left(carry_states(local[..., 0, :], totals, group, reverse=True))
-        into = torch.exp(gg.flip(-1).cumsum(dim=-1).flip(-1)).unsqueeze(-1)
+        into = torch.exp(prefix_sum(gg, reverse=True)).unsqueeze(-1)
     else:
         entering = _shift_right(carry_states(local[..., -1, :], totals, group))
-        into = torch.exp(gg.cumsum(dim=-1)).unsqueeze(-1)
+        into = torch.exp(prefix_sum(gg)).unsqueeze(-1)
     out = local + into * entering.unsqueeze(-2)
     return out.reshape(*S.shape[:-2], ng * group, m)[..., :c, :]
 
@@ -178,7 +219,7 @@ def scan_chunks(x: Tensor, dt: Tensor, log_a: Tensor, fwd: tuple | None, rev: tu
     Written transposed (``y^T = x^T M^T``): ``Mt[j, i]`` is the weight of token ``j`` in output ``i``.
     """
     p = x.shape[-2]
-    L = decay_lower(log_a)  # (b, h, c, Q, Q): [i, j] = exp(a_{j+1} + ... + a_i), i >= j  (cumsum along -2: fast)
+    L = decay_lower(log_a)  # (b, h, c, Q, Q): [i, j] = exp(a_{j+1} + ... + a_i), i >= j
     # Per-token decays read off L (no second cumsum): through the rest of the chunk after token j, and from the
     # chunk's start through token i inclusive.
     to_end = L[..., -1, :]  # exp(a_{j+1} + ... + a_{Q-1})
@@ -282,3 +323,74 @@ def scan_2d(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
             y = y.transpose(-1, -2)
         out = y if out is None else out + y
     return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Line scans in token-major layout (the layout the line mixers work in)
+# ----------------------------------------------------------------------------------------------------------------
+def to_lines(t: Tensor, orient: str) -> Tensor:
+    """(b, ch, H, W) -> token-major lines (b, lines, tokens, ch): rows (``row``) or columns (``col``). One
+    transpose; a 1x1 projection of the result is a plain MatMul on the last axis."""
+    return t.permute(0, 2, 3, 1) if orient == "row" else t.permute(0, 3, 2, 1)
+
+
+def from_lines(t: Tensor, orient: str) -> Tensor:
+    """Inverse of :func:`to_lines`: (b, lines, tokens, ch) -> (b, ch, H, W)."""
+    return t.permute(0, 3, 1, 2) if orient == "row" else t.permute(0, 3, 2, 1)
+
+
+def _shift_matmul(H: Tensor, down: bool) -> Tensor:
+    """:func:`_shift_right` (``down``) or :func:`_shift_left` as a matmul with a constant shift matrix: one small
+    GEMM instead of a Pad and a Slice round trip in the exported graph. H: (..., c, m)."""
+    shift = np.eye(H.shape[-2], k=-1 if down else 1)  # [i, i - 1] = 1 (down) or [i, i + 1] = 1
+    return _constant(shift, H) @ H
+
+
+def scan_lines(x: Tensor, dt: Tensor, A: Tensor, fwd: tuple | None, rev: tuple | None, chunk: int = 32) -> Tensor:
+    """Sum of the forward and/or reverse selective scans of every line of a token-major map, each line on its own
+    (state zero at both ends of a line).
+
+    x (b, L, T, p): L lines of T tokens, channels last (one head);  dt (b, L, T) >= 0;  A: a one-element tensor > 0
+    (log-decay ``-dt * A``);  fwd, rev: ``(B, C)``, each (b, L, T, n), or ``None``. Returns (b, L, T, p).
+
+    Lines are cut into ``k`` chunks of ``Q <= chunk`` tokens (:func:`line_chunking`; no padding when ``T`` is a
+    multiple of the chunk). Inside a chunk the two directions are one (Q, Q) matrix applied by one batched matmul
+    with the tokens already in the matmul's layout (no transpose of ``x``); chunk states are carried along the line
+    only when ``k > 1``. Equal to :func:`scan_lines_ref` (tested, values and gradients).
+    """
+    b, L, T, p = x.shape
+    Q, k = line_chunking(T, chunk)
+    pad = Q * k - T
+    dirs = [d for d in (fwd, rev) if d is not None]
+    n = dirs[0][0].shape[-1]
+    if pad:  # tokens with dt = 0 and x = 0 neither decay nor inject: the padded scan equals the unpadded one
+        x, dt = F.pad(x, (0, 0, 0, pad)), F.pad(dt, (0, pad))
+        fwd, rev = ((None if d is None else tuple(F.pad(t, (0, 0, 0, pad)) for t in d)) for d in (fwd, rev))
+    x = x.reshape(b, L, k, Q, p)
+    dt = dt.reshape(b, L, k, Q)
+    chunked = lambda d: (d[0].reshape(b, L, k, Q, n) * dt.unsqueeze(-1), d[1].reshape(b, L, k, Q, n))  # (dt B, C)
+    log_a = -dt * A.reshape(())
+    decay = decay_lower(log_a)  # (b, L, k, Q, Q): [i, j] = exp(a_{j+1} + ... + a_i) for i >= j
+    mat = None
+    if fwd is not None:  # token j reaches i >= j
+        dtB_f, C_f = chunked(fwd)
+        mat = (C_f @ dtB_f.transpose(-1, -2)) * decay
+    if rev is not None:  # token j reaches i <= j with exp(a_{i+1} + ... + a_j) = decay[j, i]
+        dtB_r, C_r = chunked(rev)
+        rmat = (C_r @ dtB_r.transpose(-1, -2)) * decay.transpose(-1, -2)
+        mat = rmat if mat is None else mat + rmat
+    y = mat @ x  # (b, L, k, Q, p)
+    if k > 1:
+        g = log_a.sum(dim=-1)  # (b, L, k): each chunk's total log-decay
+        to_end = decay[..., -1, :].unsqueeze(-1)  # (b, L, k, Q, 1): exp(a_{j+1} + ... + a_{Q-1})
+        from_start = (decay[..., :, 0] * torch.exp(log_a[..., :1])).unsqueeze(-1)  # exp(a_0 + ... + a_i)
+        if fwd is not None:  # end states (n, p) of each chunk, carried along the line, read from the next chunk on
+            S = ((dtB_f * to_end).transpose(-1, -2) @ x).flatten(-2)  # (b, L, k, n * p)
+            entering = _shift_matmul(carry_states(S, g, chunk), down=True).unflatten(-1, (n, p))
+            y = y + (C_f * from_start) @ entering
+        if rev is not None:  # start states, carried towards the line's start
+            S = ((dtB_r * from_start).transpose(-1, -2) @ x).flatten(-2)
+            entering = _shift_matmul(carry_states(S, g, chunk, reverse=True), down=False).unflatten(-1, (n, p))
+            y = y + (C_r * to_end) @ entering
+    y = y.reshape(b, L, k * Q, p)
+    return y[:, :, :T] if pad else y

@@ -12,16 +12,15 @@ import yaml
 from mambaesr_runtime.cli.export import main
 from mambaesr_runtime.export.manifest import read_manifest
 from mambaesr_runtime.model.checkpoint import save_checkpoint
-from mambaesr_runtime.model.config import variant
-from mambaesr_runtime.model.net import build_model
 from mambaesr_runtime.profiles import builtin_profiles
+from tinymodels import untrained
 
 
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory):
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "tiny_x4.safetensors"
-    save_checkpoint(build_model(variant("tiny")).eval(), path, variant="tiny")
+    save_checkpoint(untrained("tiny"), path, variant="tiny")
     return path
 
 

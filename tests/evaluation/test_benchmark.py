@@ -11,14 +11,13 @@ from mambaesr_runtime.cli.eval import main
 from mambaesr_runtime.evaluation.benchmark import evaluate
 from mambaesr_runtime.export.onnx_export import export_onnx
 from mambaesr_runtime.model.checkpoint import save_checkpoint
-from mambaesr_runtime.model.config import variant
-from mambaesr_runtime.model.net import build_model
+from tinymodels import untrained
 
 
 @pytest.fixture(scope="module")
 def tiny_artifacts(tmp_path_factory):
     torch.manual_seed(0)
-    model = build_model(variant("tiny")).eval()
+    model = untrained("tiny")
     root = tmp_path_factory.mktemp("artifacts")
     save_checkpoint(model, root / "tiny", variant="tiny")
     export_onnx(model, root / "tiny_t64.onnx", 64, 64, batch=2)

@@ -16,10 +16,9 @@ from mambaesr_runtime.export import pipeline
 from mambaesr_runtime.export.manifest import manifest_path, read_manifest
 from mambaesr_runtime.fileio import sha256_file
 from mambaesr_runtime.model.checkpoint import save_checkpoint
-from mambaesr_runtime.model.config import variant
-from mambaesr_runtime.model.net import build_model
 from mambaesr_runtime.profiles import Tier, load_profile
 from mambaesr_runtime.runtime.imageio import decode, read_image
+from tinymodels import untrained
 
 
 def make_profile(name="test-cpu", tiers=(("t", "tiny", 16, 4, 2),), precision="fp32", tensorrt=None):
@@ -32,7 +31,7 @@ def make_profile(name="test-cpu", tiers=(("t", "tiny", 16, 4, 2),), precision="f
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory):
     torch.manual_seed(0)
-    model = build_model(variant("tiny")).eval()
+    model = untrained("tiny")
     path = tmp_path_factory.mktemp("ckpt") / "tiny_x4.safetensors"
     save_checkpoint(model, path, variant="tiny")
     return path
@@ -76,9 +75,8 @@ def test_rerun_skips_up_to_date_artifacts_and_force_redoes_them(tmp_path, tiny_c
 def test_new_weights_make_the_artifact_stale(tmp_path, tiny_ckpt):
     profile = make_profile()
     pipeline.export_profile(profile, tmp_path / "e", [tiny_ckpt])
-    torch.manual_seed(1)
     other = tmp_path / "other" / "tiny_x4.safetensors"
-    save_checkpoint(build_model(variant("tiny")), other, variant="tiny")
+    save_checkpoint(untrained("tiny", seed=1), other, variant="tiny")
     [art] = pipeline.export_profile(profile, tmp_path / "e", [other])
     assert not art.reused and art.manifest.weights_sha256 == sha256_file(other)
 
@@ -120,8 +118,7 @@ def test_verify_rejects_an_onnx_from_other_weights(tmp_path, tiny_ckpt):
     from mambaesr_runtime.model.checkpoint import load_checkpoint
 
     [art] = pipeline.export_profile(make_profile(), tmp_path, [tiny_ckpt])
-    torch.manual_seed(7)
-    other = build_model(variant("tiny")).eval()
+    other = untrained("tiny", seed=7)
     x = np.random.default_rng(0).random((4, 3, 16, 16), dtype=np.float32)
     with pytest.raises(ExportError, match="disagree by"):
         pipeline.verify_fp32(other, art.onnx, [x])
@@ -131,7 +128,7 @@ def test_verify_rejects_an_onnx_from_other_weights(tmp_path, tiny_ckpt):
 
 def test_fp16_check_fails_a_model_that_overflows_in_half_precision():
     torch.manual_seed(0)
-    model = build_model(variant("tiny")).eval()
+    model = untrained("tiny")
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(300.0)  # activations far beyond fp16's 65504

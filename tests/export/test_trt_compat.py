@@ -16,14 +16,13 @@ from mambaesr_runtime.export.trt_compat import (
     load_ops_table,
     target_table,
 )
-from mambaesr_runtime.model.config import variant
-from mambaesr_runtime.model.net import build_model
+from tinymodels import untrained
 
 
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory):
     torch.manual_seed(0)
-    return export_onnx(build_model(variant("tiny")), tmp_path_factory.mktemp("tiny") / "tiny.onnx", 16, 16)
+    return export_onnx(untrained("tiny"), tmp_path_factory.mktemp("tiny") / "tiny.onnx", 16, 16)
 
 
 def _model(nodes, inputs, outputs, initializers=(), opset=17):

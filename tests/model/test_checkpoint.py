@@ -10,13 +10,13 @@ import torch
 from mambaesr_runtime.errors import CheckpointError
 from mambaesr_runtime.model.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
 from mambaesr_runtime.model.config import variant
-from mambaesr_runtime.model.net import build_model
+from tinymodels import untrained
 
 
 @pytest.fixture()
 def saved(tmp_path):
     torch.manual_seed(0)
-    model = build_model(variant("tiny", scale=3))
+    model = untrained("tiny", scale=3)
     weights, meta = save_checkpoint(model, tmp_path / "tiny", variant="tiny", training={"steps": 7})
     return model, weights, meta
 

@@ -8,6 +8,7 @@ import torch
 from mambaesr_runtime.errors import ConfigError
 from mambaesr_runtime.model.config import PARAM_BUDGETS, SCALES, VARIANTS, ModelConfig, variant
 from mambaesr_runtime.model.net import MambaESR, build_model, count_parameters
+from tinymodels import TINY, untrained
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
@@ -60,27 +61,35 @@ def test_batch_items_are_independent():
     torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
 
 
-def test_gradients_flow_to_every_parameter():
-    torch.manual_seed(0)
-    model = build_model(variant("tiny"))
+def test_the_untrained_model_is_the_nearest_neighbour_upscale():
+    x = torch.rand(2, 3, 6, 7)
+    with torch.no_grad():
+        out = build_model(variant("tiny")).eval()(x)
+    torch.testing.assert_close(out, x.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("layout", sorted(TINY))
+def test_gradients_flow_to_every_parameter(layout):
+    # (untrained: the zero-initialised last conv passes no gradient back until it has been updated once)
+    model = untrained("tiny", **TINY[layout]).train()
     model(torch.rand(2, 3, 6, 7)).square().mean().backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
 
 
+@pytest.mark.parametrize("layout", sorted(TINY))
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_low_precision_forward_is_finite(dtype):
-    torch.manual_seed(0)
-    model = build_model(variant("tiny")).eval().to(dtype)
+def test_low_precision_forward_is_finite(dtype, layout):
+    model = untrained("tiny", **TINY[layout]).to(dtype)
     with torch.no_grad():
         y = model(torch.rand(1, 3, 12, 10, dtype=dtype))
     assert torch.isfinite(y).all()
 
 
-def test_chunk_is_only_a_speed_knob():
-    torch.manual_seed(0)
-    a = build_model(variant("tiny", chunk=3)).eval()
-    b = build_model(variant("tiny", chunk=16)).eval()
+@pytest.mark.parametrize("layout", sorted(TINY))
+def test_chunk_is_only_a_speed_knob(layout):
+    a = untrained("tiny", chunk=3, **TINY[layout])
+    b = untrained("tiny", chunk=16, **TINY[layout])
     b.load_state_dict(a.state_dict())
     x = torch.rand(1, 3, 11, 13)
     with torch.no_grad():
@@ -92,6 +101,12 @@ def test_chunk_is_only_a_speed_knob():
     (dict(inner_dim=10, heads=3), "multiple of heads"),
     (dict(directions=("row", "diagonal")), "directions must be"),
     (dict(embed_dim=0), "embed_dim must be a positive integer"),
+    (dict(scan_layout="zigzag"), "scan_layout must be one of"),
+    (dict(scan_stride=2), "scan_stride needs scan_layout 'lines'"),
+    (dict(scan_layout="lines", heads=2), "one head per orientation"),
+    (dict(scan_layout="lines", heads=1, scan_stride=3), "scan_stride must be 1 or 2"),
+    (dict(ffn_kind="mlp"), "ffn_kind must be one of"),
+    (dict(mixers_per_block=-1), "mixers_per_block must be an integer >= 0"),
 ])
 def test_invalid_configs_are_rejected_with_the_reason(bad, words):
     with pytest.raises(ConfigError, match=words):
@@ -109,3 +124,37 @@ def test_config_round_trips_and_rejects_unknown_keys():
 
 def test_model_is_the_one_class():
     assert isinstance(build_model(variant("tiny")), MambaESR)
+
+
+@pytest.mark.parametrize("h, w", [(1, 1), (2, 3), (7, 9), (13, 8)])
+def test_line_layout_handles_any_size_and_batch(h, w):
+    """Odd sizes are replicated to the scan stride inside the mixer and cropped back; batch items stay apart."""
+    model = untrained("tiny", **TINY["lines"])
+    x = torch.rand(3, 3, h, w)
+    with torch.no_grad():
+        together = model(x)
+        alone = torch.cat([model(x[i:i + 1]) for i in range(3)])
+    assert together.shape == (3, 3, 4 * h, 4 * w) and torch.isfinite(together).all()
+    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
+
+
+def test_line_mixers_alternate_rows_and_columns():
+    model = untrained("tiny", **TINY["lines"], num_blocks=3, mixers_per_block=1)
+    assert [b.mixers[0].orient for b in model.blocks] == ["row", "col", "row"]
+
+
+def test_a_line_mixer_sees_its_whole_row_and_nothing_beyond_its_stride_neighbourhood():
+    """A row mixer (stride 2) mixes along its (half-resolution) row: an input change far along the row moves the
+    mixer's output there, while a change far up the column does not (only the depthwise conv's rows are seen)."""
+    torch.manual_seed(0)
+    model = untrained("tiny", **TINY["lines"])
+    mixer = model.blocks[0].mixers[0]
+    x = torch.rand(1, model.cfg.embed_dim, 16, 32)
+    with torch.no_grad():
+        base = mixer(x)
+        along, across = x.clone(), x.clone()
+        along[..., 8, 30] += 1.0
+        across[..., 0, 2] += 1.0
+        d_along = (mixer(along) - base).abs()[..., 8:10, 0:4].sum()
+        d_across = (mixer(across) - base).abs()[..., 8:10, 0:4].sum()
+    assert d_along > 1e-6 and d_across == 0

@@ -14,11 +14,10 @@ from mambaesr_runtime.cli.run import main as run_main
 from mambaesr_runtime.errors import BackendError, ConfigError, MambaESRError
 from mambaesr_runtime.export.pipeline import export_profile
 from mambaesr_runtime.model.checkpoint import save_checkpoint
-from mambaesr_runtime.model.config import variant
-from mambaesr_runtime.model.net import build_model
 from mambaesr_runtime.profiles import Tier, load_profile
 from mambaesr_runtime.runtime.upscaler import Upscaler
 from mambaesr_runtime.runtime.video import open_source, upscale_video
+from tinymodels import untrained
 
 
 def tiny_profile(base="orin"):
@@ -33,7 +32,7 @@ def engines(tmp_path_factory):
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("engines")
     ckpt = folder / "tiny_x4.safetensors"
-    save_checkpoint(build_model(variant("tiny")).eval(), ckpt, variant="tiny")
+    save_checkpoint(untrained("tiny"), ckpt, variant="tiny")
     export_profile(dataclasses.replace(tiny_profile(), tensorrt=None, precision="fp32"), folder, [ckpt])
     return folder
 

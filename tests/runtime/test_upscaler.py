@@ -10,16 +10,15 @@ from mambaesr_runtime.cli.run import main
 from mambaesr_runtime.cli.run import main as run_main
 from mambaesr_runtime.errors import MambaESRError
 from mambaesr_runtime.export.onnx_export import export_onnx
-from mambaesr_runtime.model.config import variant
-from mambaesr_runtime.model.net import build_model
 from mambaesr_runtime.runtime.imageio import read_image, write_image
 from mambaesr_runtime.runtime.upscaler import Upscaler
+from tinymodels import untrained
 
 
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory):
     torch.manual_seed(0)
-    model = build_model(variant("tiny")).eval()
+    model = untrained("tiny")
     path = export_onnx(model, tmp_path_factory.mktemp("engine") / "tiny_t16_b2.onnx", 16, 16, batch=2)
     return path, model
 
