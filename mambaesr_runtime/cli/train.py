@@ -19,9 +19,22 @@ from ..errors import MambaESRError
 from ..model.config import VARIANTS
 
 SHARED = Path("../shared/data")
-DEFAULT_TRAIN = [str(SHARED / "train" / d) for d in ("T91", "BSD200", "DIV2K", "Flickr2K", "DIV2K_valid_crop256")]
+# Kodak and McMaster are common test sets: never trained on by default (see training.data.TEST_SET_FOLDERS).
+DEFAULT_TRAIN = [str(SHARED / "train" / d)
+                 for d in ("T91", "BSD200", "DIV2K", "Flickr2K", "DIV2K_valid_crop256", "Unsplash")]
 DEFAULT_VAL = [str(SHARED / "benchmarks" / d) for d in ("Set5", "Set14")]
 DEFAULT_EVAL = DEFAULT_VAL + [str(SHARED / "benchmarks" / "B100")]
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """'num_blocks=4' -> ('num_blocks', 4): the value is read as JSON (numbers, true/false, lists), else a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"cannot read model override {text!r}; use KEY=VALUE, e.g. num_blocks=4")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
 
 
 def parse_duration(text: str) -> float:
@@ -36,6 +49,11 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", choices=sorted(VARIANTS), help="model variant (default: the stage's own)")
     p.add_argument("--train-dir", action="append", dest="train_dirs", help="HR folder (repeatable)")
     p.add_argument("--val-dir", action="append", dest="val_dirs", help="benchmark folder for validation")
+    p.add_argument("--guard-dir", action="append", dest="guard_dirs",
+                   help="benchmark folder the weights will be reported on: training images copying it are refused "
+                        "(default: Set5, Set14 and B100 where present)")
+    p.add_argument("--arch", action="append", type=parse_override, default=[], metavar="KEY=VALUE",
+                   help="replace one field of the variant's model config (repeatable), e.g. --arch num_blocks=4")
     p.add_argument("--steps", type=int, default=10_000)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--patch", type=int, default=48, help="LR crop size")
@@ -63,7 +81,9 @@ def _config(args, kind: str, variant: str, teacher=None):
     from ..training.loop import TrainConfig
 
     return TrainConfig(kind=kind, variant=args.variant or variant, train_dirs=tuple(args.train_dirs or DEFAULT_TRAIN),
-                       val_dirs=tuple(args.val_dirs or DEFAULT_VAL), steps=args.steps, batch=args.batch,
+                       val_dirs=tuple(args.val_dirs or DEFAULT_VAL),
+                       guard_dirs=tuple(args.guard_dirs or [d for d in DEFAULT_EVAL if Path(d).is_dir()]),
+                       model_overrides=dict(args.arch), steps=args.steps, batch=args.batch,
                        patch=args.patch, lr=args.lr, warmup_steps=args.warmup_steps, loss=args.loss,
                        teacher=teacher, alpha=args.alpha, feature_weight=args.feature_weight,
                        perceptual_weight=args.perceptual_weight, vgg_weights=args.vgg_weights,

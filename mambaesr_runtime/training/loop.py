@@ -45,6 +45,12 @@ class TrainConfig:
     """HR image folders to train on."""
     val_dirs: tuple[str, ...] = ()
     """Benchmark folders (``<Set>/HR`` + ``<Set>/LR_bicubic/X<s>``) for validation; never B100 (no tuning on it)."""
+    model_overrides: dict = dataclasses.field(default_factory=dict)
+    """Fields of the variant's :class:`ModelConfig` replaced for this run (architecture studies), e.g.
+    ``{"num_blocks": 4}``; the checkpoint records the full resulting config."""
+    guard_dirs: tuple[str, ...] = ()
+    """More benchmark folders the weights will be reported on: a training image that copies one of their images (or
+    of a validation image) is refused."""
     scale: int = 4
     patch: int = 48
     """LR crop size."""
@@ -112,7 +118,15 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
-        return config_from_dict(cls, data, "training config", tuple_fields=("train_dirs", "val_dirs"))
+        return config_from_dict(cls, data, "training config", tuple_fields=("train_dirs", "val_dirs", "guard_dirs"))
+
+    def model_config(self):
+        """The :class:`ModelConfig` this run trains: the variant at ``scale`` with ``model_overrides`` applied."""
+        overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in self.model_overrides.items()}
+        try:
+            return get_variant(self.variant, scale=self.scale, **overrides)
+        except TypeError as exc:  # dataclasses.replace names the unknown field
+            raise ConfigError(f"invalid model override {sorted(self.model_overrides)}: {exc}") from exc
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -141,7 +155,13 @@ def evaluate_model(model, benchmarks: dict, scale: int, device: str) -> dict:
 
 
 class _EMA:
-    """Exponential moving average of the parameters (decay warmed up as in timm's ModelEmaV2)."""
+    """Exponential moving average of the parameters.
+
+    The decay at step ``t`` is ``min(decay, (1 + t) / (10 + t))`` (timm's ModelEmaV2 warm-up): the average spans
+    about the last ``(t + 10) / 9`` steps, i.e. the latest ~11 % of the run, until that window reaches
+    ``1 / (1 - decay)`` steps (1,000 for 0.999, at step ~9,000). Deliberate: in short CPU runs the weights of the
+    first steps never dominate the average.
+    """
 
     def __init__(self, model, decay: float):
         self.decay = decay
@@ -163,6 +183,15 @@ def _trainables(model, distiller) -> list:
     if distiller is not None:
         named += [(f"adapters.{n}", p) for n, p in distiller.adapters.named_parameters()]
     return named
+
+
+def _param_groups(model, distiller, weight_decay: float) -> list[dict]:
+    """AdamW groups: weight decay on conv/linear weights only. Norm gains, biases and the scan's own parameters
+    (``A_log``, ``dt_bias``, ``D``: decay rates and skips, not feature detectors) are not pulled towards 0."""
+    decay, no_decay = [], []
+    for name, p in _trainables(model, distiller):
+        (decay if p.ndim >= 2 and not name.endswith(("A_log", "dt_bias")) else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def _save_state(path: Path, step: int, model, ema: _EMA, opt, sampler: CropSampler, extra: dict, distiller=None):
@@ -236,8 +265,10 @@ def train(cfg: TrainConfig, runs_root: str | os.PathLike = "runs", resume: str |
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
 
     # Inputs first (data, teacher, VGG weights): a missing one must fail before a run folder is created.
-    pairs = load_pairs(cfg.train_dirs, cfg.scale, cfg.cache_dir, cfg.max_images)
     benchmarks = {Path(d).name: load_benchmark(d, cfg.scale)[:cfg.val_max_images] for d in cfg.val_dirs}
+    guarded = {**{Path(d).name: load_benchmark(d, cfg.scale) for d in cfg.guard_dirs if d not in cfg.val_dirs},
+               **{Path(d).name: load_benchmark(d, cfg.scale) for d in cfg.val_dirs}}
+    pairs = load_pairs(cfg.train_dirs, cfg.scale, cfg.cache_dir, cfg.max_images, refuse=guarded)
     teacher = None
     if cfg.teacher:
         teacher, _ = load_checkpoint(cfg.teacher, device=device)
@@ -254,7 +285,7 @@ def train(cfg: TrainConfig, runs_root: str | os.PathLike = "runs", resume: str |
         raise ConfigError(f"the run in {record.path} was started with another training config; resume it with the "
                           f"same settings (see its config.json), or start a new run")
     torch.manual_seed(cfg.seed)
-    model_cfg = get_variant(cfg.variant, scale=cfg.scale)
+    model_cfg = cfg.model_config()
     model = build_model(model_cfg).to(device)
     if cfg.init and not resume:  # a resumed run restores its own weights below
         start, _ = load_checkpoint(cfg.init, device=device)
@@ -272,7 +303,7 @@ def train(cfg: TrainConfig, runs_root: str | os.PathLike = "runs", resume: str |
     sampler = CropSampler(pairs, cfg.scale, cfg.patch, cfg.batch, cfg.seed, device)
     distiller = FeatureDistiller(model, teacher, device) if cfg.feature_weight else None
     trainable = list(model.parameters()) + (list(distiller.adapters.parameters()) if distiller else [])
-    opt = torch.optim.AdamW(trainable, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(_param_groups(model, distiller, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.99))
     ema = _EMA(model, cfg.ema_decay)
     eval_model = build_model(model_cfg).to(device)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,8 @@ def test_pipeline_runs_end_to_end_and_leaves_complete_records(tmp_path, shared_d
             "--runs", str(tmp_path), "--cache-dir", str(tmp_path / "cache"), "--time-budget", "2m"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "| student | 6 |" in out and "| fast | 6 |" in out
+    # Each stage reports its best validated checkpoint: step 3 or step 6.
+    assert re.search(r"\| student \| [36] \|", out) and re.search(r"\| fast \| [36] \|", out), out
     pipeline = next(tmp_path.glob("pipeline_*"))
     stages = json.loads((pipeline / "stages.json").read_text())
     assert set(stages) == {"teacher", "student", "fast"}

@@ -97,10 +97,12 @@ def test_bad_training_config_lists_problems():
 
 # ---------------------------------------------------------------------------------------------- the loop
 def test_tiny_model_overfits_a_few_crops(tmp_path, small_train):
-    cfg = tiny_cfg(small_train, steps=80, eval_every=1000, max_images=1, batch=2, patch=12, warmup_steps=5)
+    # The last conv starts at zero, so training starts from the nearest-neighbour upscale (L1 ~0.04 here, where a
+    # random last conv started at ~0.14) and must learn well past it.
+    cfg = tiny_cfg(small_train, steps=150, eval_every=1000, max_images=1, batch=2, patch=12, warmup_steps=5)
     run = train(cfg, runs_root=tmp_path)
     losses = [e["loss"] for e in json.loads((run / "metrics.json").read_text())["curves"]["train"]]
-    assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:5]), (losses[:5], losses[-10:])
+    assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:5]), (losses[:5], losses[-10:])
 
 
 def test_resume_continues_the_exact_trajectory(tmp_path, shared_data, small_train):
