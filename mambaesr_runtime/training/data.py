@@ -78,19 +78,36 @@ def thumbnail(img: np.ndarray, size: int = 16) -> np.ndarray:
 COPY_CORRELATION = 0.95
 
 
+@dataclass(frozen=True)
+class BenchmarkPrint:
+    """What a training image is compared with: one benchmark image's label, pixels, aspect and thumbnails."""
+
+    label: str
+    pixels: np.ndarray
+    aspect: float
+    thumbs: tuple
+
+    @classmethod
+    def of(cls, label: str, hr: np.ndarray) -> "BenchmarkPrint":
+        # as stored, and mirrored both ways (a rotated copy is matched by transposing the candidate)
+        return cls(label, hr, hr.shape[0] / hr.shape[1], (thumbnail(hr), thumbnail(hr[::-1]), thumbnail(hr[:, ::-1])))
+
+
 def benchmark_copy(hr: np.ndarray, benchmarks: list) -> str | None:
-    """``set/name`` of the benchmark image that ``hr`` is a copy of (same pixels, or the same picture rescaled,
-    rotated by 90 degrees or flipped), else None. ``benchmarks``: (set, name, hr) triples."""
-    for set_name, name, ref in benchmarks:
-        for cand in (hr, hr.transpose(1, 0, 2)):
-            aspect = (cand.shape[0] / cand.shape[1]) / (ref.shape[0] / ref.shape[1])
-            if not 0.97 < aspect < 1.03:
+    """Label (``set/name``) of the benchmark image that ``hr`` is a copy of (same pixels, or the same picture
+    rescaled, re-encoded, rotated by 90 degrees or flipped), else None. ``benchmarks``: :class:`BenchmarkPrint`
+    (or ``(set, name, hr)`` triples)."""
+    prints = [b if isinstance(b, BenchmarkPrint) else BenchmarkPrint.of(f"{b[0]}/{b[1]}", b[2]) for b in benchmarks]
+    for cand in (hr, hr.transpose(1, 0, 2)):
+        aspect, thumb = cand.shape[0] / cand.shape[1], None
+        for ref in prints:
+            if not 0.97 < aspect / ref.aspect < 1.03:
                 continue
-            if cand.shape == ref.shape and np.array_equal(cand, ref):
-                return f"{set_name}/{name}"
-            t, r = thumbnail(cand), thumbnail(ref)
-            if max(float(t @ r), float(t @ thumbnail(ref[::-1])), float(t @ thumbnail(ref[:, ::-1]))) > COPY_CORRELATION:
-                return f"{set_name}/{name}"
+            if cand.shape == ref.pixels.shape and np.array_equal(cand, ref.pixels):
+                return ref.label
+            thumb = thumbnail(cand) if thumb is None else thumb
+            if max(float(thumb @ t) for t in ref.thumbs) > COPY_CORRELATION:
+                return ref.label
     return None
 
 
@@ -101,7 +118,8 @@ def load_pairs(folders, scale: int, cache_dir: str | os.PathLike | None = None,
     ``refuse``: ``{set name: [(name, LR, HR), ...]}`` of benchmark sets that training must not see: a training image
     that is a copy of one of them (see :func:`benchmark_copy`) is an error naming both.
     """
-    guard = [(set_name, name, hr) for set_name, triples in (refuse or {}).items() for name, _, hr in triples]
+    guard = [BenchmarkPrint.of(f"{set_name}/{name}", hr) for set_name, triples in (refuse or {}).items()
+             for name, _, hr in triples]
     copies = []
     files = [f for folder in ([folders] if isinstance(folders, (str, os.PathLike)) else folders)
              for f in list_images(folder, skip_test_sets=True)]

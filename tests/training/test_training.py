@@ -12,8 +12,16 @@ from mambaesr_runtime.errors import CheckpointError, ConfigError
 from mambaesr_runtime.model.checkpoint import load_checkpoint, save_checkpoint
 from mambaesr_runtime.model.config import variant
 from mambaesr_runtime.model.net import build_model
-from mambaesr_runtime.training.data import CropSampler, DataError, load_pairs, make_pair
-from mambaesr_runtime.training.loop import TrainConfig, lr_at, train
+from mambaesr_runtime.training.data import (
+    CropSampler,
+    DataError,
+    benchmark_copy,
+    list_images,
+    load_benchmark,
+    load_pairs,
+    make_pair,
+)
+from mambaesr_runtime.training.loop import TrainConfig, _param_groups, lr_at, train
 from mambaesr_runtime.training.losses import distillation_loss, pixel_loss
 from mambaesr_runtime.training.records import latest_summary
 
@@ -63,6 +71,69 @@ def test_pairs_use_the_matlab_degradation_and_cache(tmp_path, small_train):
     for (lr, hr), (lr2, hr2) in zip(pairs, again):
         assert hr.shape[0] == 4 * lr.shape[0] and hr.shape[1] == 4 * lr.shape[1]
         assert np.array_equal(lr, make_pair(hr, 4)[0]) and np.array_equal(lr, lr2)
+
+
+def test_every_crop_position_of_the_data_set_is_equally_likely():
+    """A 10x bigger image (in crop positions) gets ~10x the crops: images are drawn by their crop positions."""
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (10, 10, 3), dtype=np.uint8)  # 3 x 3 = 9 positions for patch 8
+    big = np.full((37, 17, 3), 7, np.uint8)  # 30 x 10 = 300 positions, one colour
+    sampler = CropSampler([(small, small.repeat(2, 0).repeat(2, 1)), (big, big.repeat(2, 0).repeat(2, 1))],
+                          2, 8, 2000, seed=0)
+    lr, _ = sampler.sample()
+    from_big = float((lr == 7 / 255).flatten(1).all(dim=1).float().mean())
+    assert abs(from_big - 300 / 309) < 0.015, from_big
+
+
+def test_folder_searches_skip_test_sets_unless_named(tmp_path):
+    for folder in ("T91", "Kodak", "nested/McMaster"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "a.png").write_bytes(b"")
+    assert [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path, skip_test_sets=True)] == ["T91/a.png"]
+    assert len(list_images(tmp_path / "Kodak", skip_test_sets=True)) == 1  # named on its own: asked for
+
+
+def test_copies_of_benchmark_images_are_recognised(shared_data):
+    """Set5 ``woman`` is BSD300 302003 scaled by 0.715: rescaled, rotated, flipped or re-encoded copies of a
+    benchmark image are found; other training images are not."""
+    import cv2
+
+    bench = [("Set5", name, hr) for name, _, hr in load_benchmark(shared_data / "benchmarks" / "Set5")]
+    woman = next(hr for _, name, hr in bench if name == "woman")
+    rescaled = cv2.resize(woman, None, fx=1.4, fy=1.4, interpolation=cv2.INTER_CUBIC)
+    _, jpeg = cv2.imencode(".jpg", rescaled[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 75])
+    recoded = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)[:, :, ::-1]
+    for copy in (woman, rescaled, np.rot90(recoded), recoded[:, ::-1]):
+        assert benchmark_copy(np.ascontiguousarray(copy), bench) == "Set5/woman"
+    pairs = load_pairs(shared_data / "train" / "BSD200", 4, max_images=40)
+    assert all(benchmark_copy(hr, bench) is None for _, hr in pairs)
+
+
+def test_training_refuses_a_benchmark_image_among_its_files(tmp_path, shared_data):
+    import cv2
+
+    (tmp_path / "train").mkdir()
+    for src in sorted((shared_data / "train" / "T91").iterdir())[:2]:
+        (tmp_path / "train" / src.name).write_bytes(src.read_bytes())
+    baby = cv2.imread(str(shared_data / "benchmarks" / "Set5" / "HR" / "baby.png"))
+    cv2.imwrite(str(tmp_path / "train" / "innocent.png"), cv2.resize(baby, None, fx=0.5, fy=0.5))
+    cfg = tiny_cfg((str(tmp_path / "train"),), shared_data, steps=1)
+    with pytest.raises(DataError, match="innocent.png is Set5/baby"):
+        train(cfg, runs_root=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()  # refused before a run folder was made
+
+
+def test_weight_decay_only_on_conv_and_linear_weights():
+    from tinymodels import TINY, untrained
+
+    model = untrained("tiny", **TINY["lines"])
+    decay, no_decay = _param_groups(model, None, 1e-4)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    assert decayed and all(n.endswith("weight") and "norm" not in n for n in decayed), decayed
+    assert {n for n in names.values() if n.endswith(("A_log", "dt_bias", ".D", "bias", "norm_weight"))} == {
+        names[id(p)] for p in no_decay["params"]}
+    assert decay["weight_decay"] == 1e-4 and no_decay["weight_decay"] == 0.0
 
 
 def test_sampler_refuses_images_smaller_than_the_patch():
