@@ -1,8 +1,9 @@
 """The reference MambaESR network: shallow conv -> Mamba blocks -> conv -> pixel-shuffle upsampler, global residual.
 
 One definition serves training, evaluation, the torch backend and ONNX export (export wraps it, never copies it).
-Every op is chosen to export to plain ONNX with static shapes (Conv, MatMul, CumSum, Exp, Where, Slice, Transpose,
-Reshape, DepthToSpace, elementwise): no LayerNormalization/Gelu nodes that older TensorRT parsers lack, no loops.
+Every op is chosen to export to plain ONNX with static shapes (Conv, MatMul, Exp, Transpose, Reshape, Resize,
+DepthToSpace, reductions, elementwise): no LayerNormalization/Gelu nodes that older TensorRT parsers lack, no loops,
+no CumSum (TensorRT < 10.8 runs it as a loop), and norms that cannot overflow in fp16.
 """
 
 from __future__ import annotations
@@ -17,17 +18,31 @@ from .config import ModelConfig
 from .scan import orientations, scan_2d, scan_lines
 
 
-class ChannelRMSNorm(nn.Module):
-    """RMS norm over the channels of an NCHW map (ReduceMean + Sqrt + Div in ONNX; no LayerNormalization op)."""
+#: The norm's working scale: each token is divided by its largest magnitude, then multiplied by this, so its
+#: squares are at most 256 and their sum over up to 255 channels stays below fp16's 65504; the mean of the squares
+#: is then at least 256 / channels, so the eps below it never matters by more than ~1e-5 relative.
+_NORM_SCALE = 16.0
 
-    def __init__(self, channels: int, eps: float = 1e-6):
+
+def rms_normalize(x: Tensor, dim: int, eps: float = 1e-4) -> Tensor:
+    """``x / sqrt(mean(x**2, dim))``, safe in fp16 by construction (TensorRT's fp16 norms overflow on the square:
+    NVIDIA/TensorRT issues #2564, #3692): ``x`` is first scaled so its largest entry along ``dim`` is
+    :data:`_NORM_SCALE`, so no square overflows and no mean underflows whatever the activations. Exported as plain
+    Abs/ReduceMax/Clip/Div/Pow/ReduceMean/Sqrt (no LayerNormalization, which older TensorRT parsers lack)."""
+    peak = x.abs().amax(dim=dim, keepdim=True).clamp(min=1e-4)  # an all-zero token stays zero, not 0/0
+    xs = x * (_NORM_SCALE / peak)
+    return xs / torch.sqrt(xs.pow(2).mean(dim=dim, keepdim=True) + eps)
+
+
+class ChannelRMSNorm(nn.Module):
+    """RMS norm over the channels of an NCHW map (:func:`rms_normalize`, then a per-channel gain)."""
+
+    def __init__(self, channels: int):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(channels))
-        self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        rms = torch.sqrt(x.pow(2).mean(dim=1, keepdim=True) + self.eps)
-        return x / rms * self.weight[:, None, None]
+        return rms_normalize(x, dim=1) * self.weight[:, None, None]
 
 
 class ScanMixer(nn.Module):
@@ -116,7 +131,7 @@ class LineMixer(nn.Module):
         x = self.inp(u)  # (b, d, H/s, W/s)
         x = F.silu(self.local(x.transpose(-1, -2) if swap else x))
         xt = x.permute(0, 2, 3, 1)  # (b, lines, tokens, d)
-        xt = xt / torch.sqrt(xt.pow(2).mean(dim=-1, keepdim=True) + 1e-6) * self.norm_weight
+        xt = rms_normalize(xt, dim=-1) * self.norm_weight
         dt, *bc = self.params(xt).split([1] + [n] * 2 * len(self.dirs), dim=-1)
         dt = F.softplus(dt.squeeze(-1) + self.dt_bias)  # (b, lines, tokens)
         pairs = {d_: (bc[2 * k], bc[2 * k + 1]) for k, d_ in enumerate(self.dirs)}

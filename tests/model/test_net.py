@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mambaesr_runtime.errors import ConfigError
 from mambaesr_runtime.model.config import PARAM_BUDGETS, SCALES, VARIANTS, ModelConfig, variant
@@ -158,3 +159,54 @@ def test_a_line_mixer_sees_its_whole_row_and_nothing_beyond_its_stride_neighbour
         d_along = (mixer(along) - base).abs()[..., 8:10, 0:4].sum()
         d_across = (mixer(across) - base).abs()[..., 8:10, 0:4].sum()
     assert d_along > 1e-6 and d_across == 0
+
+
+# ---------------------------------------------------------------------------------------------- fp16-safe norms
+def _psnr(got: torch.Tensor, want: torch.Tensor) -> float:
+    mse = (got.double() - want.double()).pow(2).mean()
+    return float(10 * torch.log10(want.double().abs().max() ** 2 / mse))
+
+
+def test_the_norm_is_safe_in_fp16_for_any_magnitude():
+    """Tokens from 1e-3 to 3e4 (squares up to 9e8, far past fp16's 65504): the plain x / sqrt(mean(x**2)) gives
+    zeros or NaN in fp16; rms_normalize stays finite and matches the exact normalisation."""
+    from mambaesr_runtime.model.net import rms_normalize
+
+    g = torch.Generator().manual_seed(0)
+    scales = torch.logspace(-3, 4, 64)[:, None]  # x3 (randn) stays below fp16's 65504
+    x = torch.randn(64, 48, generator=g) * scales
+    exact = x.double() / x.double().pow(2).mean(-1, keepdim=True).sqrt()
+    half = x.half()
+    plain = half / torch.sqrt(half.pow(2).mean(-1, keepdim=True))
+    assert not torch.isfinite(plain).all() or (plain == 0).all(-1).any()  # the failure this guards against
+    safe = rms_normalize(half, dim=-1)
+    assert torch.isfinite(safe).all()
+    assert _psnr(safe, exact) >= 40
+    torch.testing.assert_close(rms_normalize(x.double(), dim=-1), exact, rtol=2e-5, atol=0)
+
+
+@pytest.mark.parametrize("layout", sorted(TINY))
+def test_mixers_run_in_fp16_with_activations_that_would_overflow_a_plain_norm(layout):
+    """A checkpoint scaled so that the activations entering a mixer's norm pass 1,000 (their squares overflow
+    fp16): the mixer branch in fp16 stays finite and within 40 dB of fp32."""
+    model = untrained("tiny", **TINY[layout], embed_dim=16, inner_dim=16)
+    block = model.blocks[0]
+    mixer = block.mixers[0]
+    x = torch.rand(1, 16, 16, 16)
+    seen = []
+    if layout == "lines":  # the norm sits inside, after the in-conv: scale that conv
+        with torch.no_grad():
+            mixer.inp.weight.mul_(4000.0)
+        mixer.local.register_forward_hook(lambda m, a, out: seen.append(float(F.silu(out).abs().max())))
+        branch = mixer
+    else:  # the legacy pre-norm sees the residual stream itself
+        x = x * 2000.0
+        block.norms[0].register_forward_hook(lambda m, a, out: seen.append(float(a[0].abs().max())))
+        branch = lambda t: block.mixers[0](block.norms[0](t))
+    with torch.no_grad():
+        want = branch(x)
+        block.half()
+        got = branch(x.half())
+    assert min(seen) > 1000, seen  # what the norm sees squares past fp16's 65504
+    assert torch.isfinite(got).all()
+    assert _psnr(got, want) >= 40
