@@ -1,14 +1,16 @@
-"""Speed of the scan and the full `student` / `fast` models: PyTorch eager CPU and ONNX Runtime CPU.
+"""Model speed on ONNX Runtime (CPU) as ratios to the published peers, timed in the same process.
 
-Prints a table and writes it to benchmarks/results/model_speed.md (+ .json). Median of --repeats timed runs after
-one warm-up (all configurations timed round-robin, so they share the machine's conditions), at 64x64 and 128x128
-LR tiles and a 256x256 LR input; parameters, MACs per output pixel (matmul and
-conv MACs counted by torch's FLOP counter; elementwise work is not counted) and the exported ONNX node count.
+For each model: parameters, MACs per output pixel (matmul and conv MACs by torch's FLOP counter), the node count of
+the simplified static ONNX the export ships, and the time of one call at each LR size next to RLFN and SPAN
+(../shared/peers) on the same input: all contenders timed round-robin (one call each per round), the ratio is the
+median over rounds of the per-round ratio. Then ONNX Runtime's profile on one runtime tile: the share of kernel time
+per op type and the share spent only moving data (Transpose, Pad, Slice, Split, Concat, Gather, layout reorders...).
 
-    MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=1073741824 \
-        python benchmarks/bench_model.py
+    MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=1073741824 \\
+        python benchmarks/bench_model.py [--checkpoint CKPT ...] [--rounds 7]
 
-(The glibc settings keep PyTorch eager from returning and re-faulting large temporaries on every call: DESIGN §4.)
+Default models: the shipped student and fast checkpoints. Writes benchmarks/results/model_speed.md (+ .json).
+(The glibc settings keep large temporaries mapped between calls: DESIGN §4; the runtime sets the same.)
 """
 
 from __future__ import annotations
@@ -18,175 +20,139 @@ import datetime
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime
 import torch
-from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from mambaesr_runtime.export.onnx_export import export_onnx
-from mambaesr_runtime.backends.onnxruntime import OrtBackend
-from mambaesr_runtime.model.config import variant
-from mambaesr_runtime.model.net import build_model, count_parameters
-from mambaesr_runtime.model.scan import scan_2d
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import peers  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
+
+from mambaesr_runtime.export.onnx_export import export_onnx  # noqa: E402
+from mambaesr_runtime.export.pipeline import simplify  # noqa: E402
+from mambaesr_runtime.model.checkpoint import load_checkpoint  # noqa: E402
+from mambaesr_runtime.model.net import count_parameters  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-# Published conv models on this machine kind (issue 2's table: ORT CPU, 2 threads, fp32, 256x256 LR input, ms).
-REFERENCE_256_MS = {"SPAN-ch28": 182, "RLFN": 669, "BSRN": 932, "IMDN": 2091}
-TARGETS = {"student": ("<= 3x RLFN", 3 * REFERENCE_256_MS["RLFN"]), "fast": ("<= 1x RLFN", REFERENCE_256_MS["RLFN"])}
+SHIPPED = Path(__file__).resolve().parents[1] / "mambaesr_runtime" / "weights"
 
 
-def round_robin_ms(fns: dict, repeats: int) -> dict:
-    """Median ms per callable, timed round-robin (one call of each per round) so that every entry sees the same
-    machine conditions: on these shared machines speed drifts by 20 % or more within minutes."""
-    for fn in fns.values():
-        fn()  # warm-up (ORT arenas, torch caches)
-    times = {key: [] for key in fns}
-    for _ in range(repeats):
-        for key, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[key].append(1000 * (time.perf_counter() - start))
-    return {key: statistics.median(t) for key, t in times.items()}
-
-
-class ScanOnly(nn.Module):
-    """One mixer's scan (all four directions) with the student's widths, inputs derived from one tensor."""
-
-    def __init__(self, cfg):
-        super().__init__()
-        self.cfg = cfg
-        k, h, n = len(cfg.directions), cfg.heads, cfg.state_dim
-        self.proj = nn.Conv2d(cfg.inner_dim, k * (2 * n + h), 1)
-        self.A = nn.Parameter(torch.rand(k, h) + 0.5)
-
-    def forward(self, x):
-        cfg = self.cfg
-        b, d, H, W = x.shape
-        k, h, n = len(cfg.directions), cfg.heads, cfg.state_dim
-        B, C, dt = self.proj(x).reshape(b, k, 2 * n + h, H, W).split([n, n, h], dim=2)
-        y = scan_2d(x.reshape(b, h, d // h, H, W), torch.sigmoid(dt), self.A, B, C, cfg.directions, cfg.chunk)
-        return y.reshape(b, d, H, W)
-
-
-def prepare(module: nn.Module, shape: tuple, threads: int, path: Path):
-    """(torch eager callable, ORT callable, ONNX node count) for ``module`` on a random input of ``shape``."""
-    module = module.eval()
-    x = torch.rand(*shape)
-    if isinstance(module, ScanOnly):
-        with torch.no_grad():
-            torch.onnx.export(module, (x,), str(path), dynamo=False, opset_version=17, input_names=["lr"])
-    else:
-        export_onnx(module, path, shape[-2], shape[-1])
-    backend = OrtBackend(path, threads)
-    xn = x.numpy()
-
-    def eager():
-        with torch.no_grad():
-            module(x)
-
-    return eager, (lambda: backend.infer(xn)), len(onnx.load(path).graph.node)
-
-
-def macs_per_output_pixel(model: nn.Module, size: int) -> float:
+def macs_per_output_pixel(model, size: int = 64) -> float:
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         model(torch.rand(1, 3, size, size))
-    out_pixels = (size * model.cfg.scale) ** 2
-    return counter.get_total_flops() / 2 / out_pixels
+    return counter.get_total_flops() / 2 / (size * model.cfg.scale) ** 2
+
+
+def exported(model, size: int, folder: Path, stem: str) -> Path:
+    """The simplified static ONNX of ``model`` for a ``size`` x ``size`` input (what mambaesr-export ships)."""
+    raw, path = folder / f"{stem}_{size}_raw.onnx", folder / f"{stem}_{size}.onnx"
+    export_onnx(model, raw, size, size)
+    simplify(raw, str(path))
+    return path
+
+
+def measure(models: dict, sizes: list[int], rounds: int, threads: int, profile_size: int | None) -> dict:
+    """Rows for ``models`` ({name: MambaESR}) next to the peers; see the module docstring."""
+    peer_files = peers.peer_paths()
+    peer_sessions = {name: peers.session(path, threads) for name, path in peer_files.items()}
+    rows, profiles = [], {}
+    with tempfile.TemporaryDirectory(prefix="mambaesr-bench-") as tmp:
+        info = {name: {"params": count_parameters(m), "macs_per_out_px": macs_per_output_pixel(m)}
+                for name, m in models.items()}
+        for size in sizes:
+            x = np.random.default_rng(size).random((1, 3, size, size), dtype=np.float32)
+            fns = {name: peers.runner(s, x) for name, s in peer_sessions.items()}
+            for name, model in models.items():
+                path = exported(model, size, Path(tmp), name)
+                info[name][f"nodes_{size}"] = len(onnx.load(path).graph.node)
+                fns[name] = peers.runner(peers.session(path, threads), x)
+                if size == profile_size:
+                    profiles[name] = peers.op_profile(path, x, threads)
+            times = peers.round_robin(fns, rounds)
+            for name in fns:
+                ours = name in models
+                rows.append({"model": name, "lr_size": size, "ms": 1000 * float(np.median(times[name])),
+                             "x_rlfn": peers.median_ratio(times, name, "RLFN"),
+                             "x_span": peers.median_ratio(times, name, "SPAN"),
+                             **({"params": info[name]["params"], "macs_per_out_px": info[name]["macs_per_out_px"],
+                                 "onnx_nodes": info[name][f"nodes_{size}"]} if ours else {})})
+    return {"rows": rows, "profiles": profiles}
 
 
 def machine() -> dict:
     cpu = platform.processor()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
-            "malloc_env_set": "MALLOC_MMAP_THRESHOLD_" in os.environ}
+            "onnxruntime": onnxruntime.__version__, "malloc_env_set": "MALLOC_MMAP_THRESHOLD_" in os.environ}
+
+
+def table(result: dict, threads: int, rounds: int, command: str, title: str = "Model speed (ONNX Runtime, CPU)",
+          stamp: str | None = None) -> str:
+    info = machine()
+    stamp = stamp or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"# {title}", "",
+             f"Measured {stamp} on {info['cpu']} ({info['cores']} cores), ONNX Runtime {info['onnxruntime']} CPU EP, "
+             f"{threads} intra-op threads, fp32, batch 1; glibc malloc env (DESIGN §4) set: {info['malloc_env_set']}. "
+             f"Command: `{command}`.",
+             f"Every contender at a size is timed round-robin in one process ({rounds} rounds after a warm-up): "
+             "the ratios are medians of per-round ratios and are what to quote; absolute times on these shared "
+             "machines move by +-30 % between runs. Our graphs are the simplified static ONNX files the export "
+             "ships; the peers (../shared/peers) have dynamic shapes.", "",
+             "| model | LR input | params | MACs / output px | ONNX nodes | ms | vs RLFN | vs SPAN |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        params = f"{r['params']:,}" if "params" in r else "-"
+        macs = f"{r['macs_per_out_px']:,.0f}" if "macs_per_out_px" in r else "-"
+        lines.append(f"| {r['model']} | {r['lr_size']}x{r['lr_size']} | {params} | {macs} | {r.get('onnx_nodes', '-')} "
+                     f"| {r['ms']:.1f} | {r['x_rlfn']:.2f}x | {r['x_span']:.2f}x |")
+    for name, prof in result["profiles"].items():
+        lines += ["", f"## {name}: ONNX Runtime kernel time by op type (one {result.get('profile_size', '')} tile)",
+                  "", f"Data movement (Transpose, Pad, Slice, Split, Concat, Gather, reorders, resizes): "
+                  f"**{100 * prof['data_movement_share']:.1f} %** of kernel time.", "",
+                  "| op | share | nodes |", "|---|---|---|"]
+        for op, v in list(prof["ops"].items())[:12]:
+            lines.append(f"| {op} | {100 * v['share']:.1f} % | {v['nodes']} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--checkpoint", action="append", type=Path,
+                        help="checkpoint to time (repeatable; default: the shipped student and fast)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[136, 256],
+                        help="LR input sizes (default: the CPU profiles' 136 tile and a 256x256 image)")
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
+    parser.add_argument("--profile-size", type=int, default=136, help="input of the op profile (0: none)")
     parser.add_argument("--out", type=Path, default=RESULTS / "model_speed")
     args = parser.parse_args(argv)
+    if args.rounds < 5:
+        parser.error("--rounds must be at least 5: a median of fewer rounds is not a measurement here")
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    rows, eager, ort_fns = [], {}, {}
-    with tempfile.TemporaryDirectory() as tmpdir:
-        tmp = Path(tmpdir)
-        for name in ("student", "fast"):
-            cfg = variant(name)
-            model = build_model(cfg)
-            params = count_parameters(model)
-            macs = macs_per_output_pixel(model, 32)
-            for what, module in (("scan", ScanOnly(cfg)), ("model", model)):
-                for size in args.sizes:
-                    shape = (1, cfg.inner_dim, size, size) if what == "scan" else (1, 3, size, size)
-                    key = (name, what, size)
-                    eager[key], ort_fns[key], nodes = prepare(module, shape, args.threads, tmp / f"{len(rows)}.onnx")
-                    rows.append({"variant": name, "what": what, "lr_size": size,
-                                 "params": params if what == "model" else None,
-                                 "macs_per_out_px": macs if what == "model" else None, "onnx_nodes": nodes})
-        ort_ms = round_robin_ms(ort_fns, args.repeats)
-        eager_ms = round_robin_ms(eager, args.repeats)
-    for r in rows:
-        key = (r["variant"], r["what"], r["lr_size"])
-        r.update(torch_eager_ms=eager_ms[key], ort_ms=ort_ms[key])
-        print(f"{key[0]:8s} {key[1]:6s} {key[2]:4d}: torch {r['torch_eager_ms']:8.1f} ms  ORT {r['ort_ms']:8.1f} ms  "
-              f"nodes {r['onnx_nodes']}", file=sys.stderr)
-    info = machine()
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    ckpts = args.checkpoint or [SHIPPED / "student_x4", SHIPPED / "fast_x4"]
+    models = {}
+    for ckpt in ckpts:
+        model, meta = load_checkpoint(ckpt)
+        models[meta.get("variant") or Path(ckpt).stem] = model
+    result = measure(models, args.sizes, args.rounds, args.threads, args.profile_size or None)
+    result["profile_size"] = f"{args.profile_size}x{args.profile_size}"
     command = "python benchmarks/bench_model.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    lines = [
-        "# Model speed (CPU)",
-        "",
-        f"Measured {stamp} on {info['cpu']} ({info['cores']} cores), ONNX Runtime {info['onnxruntime']} "
-        f"(CPU EP, {args.threads} intra-op threads), PyTorch {info['torch']} eager ({args.threads} threads), "
-        f"Python {info['python']}; glibc malloc env from DESIGN §4 set: {info['malloc_env_set']}.",
-        f"Command: `{command.strip()}`. Median of {args.repeats} runs after one warm-up, all rows timed round-robin "
-        "(one call of each per round, ORT first, then torch) so that they share the machine's conditions; fp32; "
-        "batch 1; random weights (speed does not depend on them). Shared machines are noisy: on this one the same "
-        "session's median moved by up to ±20 % between runs minutes apart.",
-        "",
-        "| variant | part | LR input | params | MACs / output px | ONNX nodes | torch eager ms | ORT ms |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        params = "" if r["params"] is None else f"{r['params']:,}"
-        macs = "" if r["macs_per_out_px"] is None else f"{r['macs_per_out_px']:,.0f}"
-        lines.append(f"| {r['variant']} | {r['what']} | {r['lr_size']}x{r['lr_size']} | {params} | {macs} | "
-                     f"{r['onnx_nodes']} | {r['torch_eager_ms']:.1f} | {r['ort_ms']:.1f} |")
-    lines += ["", "## Against the published conv models (ORT CPU, 2 threads, 256x256 LR -> 1024x1024)", "",
-              "| variant | ORT ms | target | target ms | vs RLFN (669 ms) | vs SPAN (182 ms) | met |", "|---|---|---|---|---|---|---|"]
-    for name, (label, limit) in TARGETS.items():
-        hit = [r for r in rows if r["variant"] == name and r["what"] == "model" and r["lr_size"] == 256]
-        if hit:
-            ms = hit[0]["ort_ms"]
-            lines.append(f"| {name} | {ms:.0f} | {label} | {limit} | {ms / REFERENCE_256_MS['RLFN']:.2f}x | "
-                         f"{ms / REFERENCE_256_MS['SPAN-ch28']:.2f}x | {'yes' if ms <= limit else 'NO'} |")
-    lines += ["", "Reference times are the issue's measurements of the authors' weights on this machine kind: "
-              + ", ".join(f"{k} {v} ms" for k, v in REFERENCE_256_MS.items()) + "."]
-    table = "\n".join(lines) + "\n"
-    print(table)
+    text = table(result, args.threads, args.rounds, command.strip())
+    print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".md").write_text(table)
-    args.out.with_suffix(".json").write_text(json.dumps({"measured": stamp, "command": command.strip(),
-                                                          "machine": info, "rows": rows}, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(text)
+    args.out.with_suffix(".json").write_text(json.dumps({"command": command.strip(), "machine": machine(),
+                                                          **result}, indent=2) + "\n")
     return 0
 
 

@@ -1,11 +1,15 @@
 """End-to-end runtime speed and memory: ``Upscaler`` on ONNX Runtime CPU for 256->1024, 512->2048, 1024->4096.
 
+First, the number to quote: each tier of the profile through ``Upscaler.upscale`` on a 256x256 image as a ratio to
+RLFN's and SPAN's whole-image time (../shared/peers), all timed round-robin in one process (medians of per-round
+ratios). Then, per size:
+
 For each workload: median latency of ``Upscaler.upscale`` (decode, tiles, engine, blend, encode), output megapixels
 per second, the share of time spent outside the engine (tiling + blending + conversion), peak RSS of a fresh process
 doing only that (model load included), and the tiling overhead: tiled latency vs one whole-image engine call at the
 same size (an ONNX file exported for exactly that size: needs the torch extra, made once in a temp folder).
 
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_runtime.py [--device cpu] [--tier quality] [--repeats 3]
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_runtime.py [--device cpu] [--tier light] [--repeats 5]
 
 Writes benchmarks/results/runtime_speed.md (+ .json). Each measurement runs in its own process so peak RSS is that
 workload's alone. Targets (issue "mambaesr-run and the embeddable runtime"): tiling overhead <= 15 %; peak RSS for
@@ -129,6 +133,34 @@ def child_ratio(args) -> dict:
             "tiled_runs_s": tiled, "tiling_overhead": statistics.median(ratios) - 1}
 
 
+def child_peers(args) -> dict:
+    """Every tier of the profile through the Upscaler vs the peers' whole-image calls, round-robin in one process."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import peers
+
+    from mambaesr_runtime.profiles import load_profile
+    from mambaesr_runtime.runtime.upscaler import Upscaler
+
+    img, x = test_image(args.size), whole_input(args.size)
+    tiers = [t.name for t in load_profile(args.device).tiers]
+    fns, ups = {}, []
+    for name, path in peers.peer_paths().items():
+        fns[name] = peers.runner(peers.session(path, args.threads), x)
+    for tier in tiers:
+        up = Upscaler(args.device, tier=tier, threads=args.threads)
+        ups.append(up)
+        fns[tier] = (lambda u: (lambda: u.upscale(img)))(up)
+    try:
+        times = peers.round_robin(fns, args.repeats)
+        ours = {tier: {"engine": up.describe(), "variant": up.engine.tier.variant,
+                       "ms": 1000 * statistics.median(times[tier]), "x_rlfn": peers.median_ratio(times, tier, "RLFN"),
+                       "x_span": peers.median_ratio(times, tier, "SPAN")} for tier, up in zip(tiers, ups)}
+        return {**ours, **{name: {"ms": 1000 * statistics.median(times[name])} for name in peers.PEERS}}
+    finally:
+        for up in ups:
+            up.close()
+
+
 def run_child(mode: str, **kw) -> dict:
     argv = [sys.executable, __file__, "--child", mode] + [f"--{k.replace('_', '-')}={v}" for k, v in kw.items()
                                                            if v is not None]
@@ -155,17 +187,24 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--tier", help="profile tier (default: the profile's first)")
     p.add_argument("--sizes", default="256,512,1024")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-whole", action="store_true", help="skip the whole-image baseline (no torch needed)")
     p.add_argument("--out", default=str(RESULTS / "runtime_speed"))
-    p.add_argument("--child", choices=["tiled", "whole", "ratio"], help=argparse.SUPPRESS)
+    p.add_argument("--peer-size", type=int, default=256, help="image size of the peer comparison (0: skip it)")
+    p.add_argument("--child", choices=["tiled", "whole", "ratio", "peers"], help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, help=argparse.SUPPRESS)
     p.add_argument("--onnx", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        print(json.dumps({"tiled": child_tiled, "whole": child_whole, "ratio": child_ratio}[args.child](args)))
+        print(json.dumps({"tiled": child_tiled, "whole": child_whole, "ratio": child_ratio,
+                          "peers": child_peers}[args.child](args)))
         return
+    if args.repeats < 5:
+        p.error("--repeats must be at least 5: a median of fewer rounds is not a measurement here")
+
+    versus = run_child("peers", device=args.device, size=args.peer_size, repeats=args.repeats,
+                       threads=args.threads) if args.peer_size else {}
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="mambaesr-bench-") as tmp:
@@ -188,14 +227,26 @@ def main() -> None:
             print(f"{size} -> {4 * size}: {row['median_s']:.2f} s ({row}", file=sys.stderr, flush=True)
 
     tier = rows[0]["tier"]
-    lines = [(f"# Runtime speed and memory: {args.device} profile, tier {tier['name']} ({tier['variant']}, tile "
+    peer_lines = []
+    if versus:
+        peer_lines = [f"## Against the peers: {args.peer_size}² image, Upscaler (tiled, every step included) vs one "
+                      f"whole-image call of RLFN / SPAN", "",
+                      "| tier | model | Upscaler ms | vs RLFN | vs SPAN |", "|---|---|---|---|---|"]
+        for name, v in versus.items():
+            if "x_rlfn" in v:
+                peer_lines.append(f"| {name} | {v['variant']} | {v['ms']:.0f} | {v['x_rlfn']:.2f}x | "
+                                  f"{v['x_span']:.2f}x |")
+        peer_lines += ["", "Peers: " + ", ".join(f"{k} {v['ms']:.0f} ms" for k, v in versus.items()
+                                                if "x_rlfn" not in v) + f" (same process, {args.repeats} "
+                       "round-robin rounds; ratios are medians of per-round ratios, the numbers to quote).", ""]
+    lines = peer_lines + [(f"## Runtime speed and memory: {args.device} profile, tier {tier['name']} ({tier['variant']}, tile "
              f"{tier['tile']}, overlap {tier['overlap']}, batch {tier['batch']})"), "",
              f"{rows[0]['engine']}", "",
              (f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, ONNX Runtime "
              f"{args.threads} threads; median of {args.repeats} runs after a warm-up; tiling overhead = median "
              f"ratio of tiled to whole-image time, the two timed round-robin in one process; peak RSS = VmHWM of a "
              f"process doing only that workload (model load included); "
-             f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC. Command: "
+             f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. Command: "
              f"`python benchmarks/bench_runtime.py {' '.join(sys.argv[1:])}`".rstrip()), "",
              ("| input -> output | latency (s) | output MP/s | engine share | peak RSS (GB) | whole-image call (s) "
              "| tiling overhead | whole-image peak RSS (GB) |"), "|---|---|---|---|---|---|---|---|"]
@@ -213,7 +264,8 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text(table)
     out.with_suffix(".json").write_text(json.dumps({"device": args.device, "threads": args.threads,
-                                                    "repeats": args.repeats, "rows": rows}, indent=2) + "\n")
+                                                    "repeats": args.repeats, "versus_peers": versus, "rows": rows},
+                                                   indent=2) + "\n")
 
 
 if __name__ == "__main__":
