@@ -54,7 +54,8 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
                         "(default: Set5, Set14 and B100 where present)")
     p.add_argument("--arch", action="append", type=parse_override, default=[], metavar="KEY=VALUE",
                    help="replace one field of the variant's model config (repeatable), e.g. --arch num_blocks=4")
-    p.add_argument("--steps", type=int, default=10_000)
+    p.add_argument("--steps", type=int, default=10_000, help="optimiser steps (0: as many as --time-budget allows)")
+    p.add_argument("--compile", action="store_true", help="train through torch.compile (keep TORCHINDUCTOR_CACHE_DIR)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--patch", type=int, default=48, help="LR crop size")
     p.add_argument("--lr", type=float, default=2e-3)
@@ -91,7 +92,7 @@ def _config(args, kind: str, variant: str, teacher=None):
                        early_stop_patience=args.early_stop_patience, time_budget_s=args.time_budget_s,
                        device=args.device, amp=args.amp, seed=args.seed, max_images=args.max_images,
                        val_max_images=args.val_max_images, cache_dir=args.cache_dir,
-                       init=getattr(args, "init", None))
+                       init=getattr(args, "init", None), compile=args.compile)
 
 
 def _progress(entry: dict) -> None:

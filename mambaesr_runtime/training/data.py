@@ -111,6 +111,11 @@ def benchmark_copy(hr: np.ndarray, benchmarks: list) -> str | None:
     return None
 
 
+def lr_cache_name(path: Path, scale: int) -> str:
+    """File name of the cached LR version of ``path``: keyed by the file's content, so a changed file is re-made."""
+    return f"{hashlib.sha256(Path(path).read_bytes()).hexdigest()[:24]}_x{scale}.png"
+
+
 def load_pairs(folders, scale: int, cache_dir: str | os.PathLike | None = None,
                max_images: int | None = None, refuse: dict | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """(LR, HR) uint8 RGB pairs for every image under ``folders``; LR cached in ``cache_dir`` when given.
@@ -132,8 +137,7 @@ def load_pairs(folders, scale: int, cache_dir: str | os.PathLike | None = None,
             continue
         lr = None
         if cache_dir is not None:
-            key = hashlib.sha256(path.read_bytes()).hexdigest()[:24]
-            cached = Path(cache_dir) / f"{key}_x{scale}.png"
+            cached = Path(cache_dir) / lr_cache_name(path, scale)
             if cached.is_file():
                 lr = cv2.imread(str(cached), cv2.IMREAD_UNCHANGED)[:, :, ::-1]
         if lr is None:

@@ -24,9 +24,11 @@ from ..errors import CheckpointError, ConfigError, require_torch
 from ..evaluation.benchmark import score_set, torch_runner
 from ..fileio import atomic_write, atomic_write_json
 from ..model.checkpoint import load_checkpoint, save_checkpoint
-from ..model.config import VARIANTS, config_from_dict, variant as get_variant
+from ..model.config import VARIANTS, config_from_dict
+from ..model.config import variant as get_variant
 from .data import CropSampler, load_benchmark, load_pairs
 from .losses import PIXEL_LOSSES, FeatureDistiller, PerceptualLoss, distillation_loss
+from .pack import verify_if_pack
 from .records import RunRecord
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,8 @@ class TrainConfig:
     """LR crop size."""
     batch: int = 16
     steps: int = 10_000
+    """Optimiser steps; 0: as many as ``time_budget_s`` allows (the cosine's horizon is fixed from the median time
+    of the first 40 steps, keeping a tenth of the budget for validation and the final save)."""
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 200
@@ -87,6 +91,8 @@ class TrainConfig:
     val_max_images: int | None = None
     cache_dir: str | None = None
     """Where LR versions of the training images are cached (keyed by file content)."""
+    compile: bool = False
+    """Train through ``torch.compile`` (the first compile takes minutes; keep ``TORCHINDUCTOR_CACHE_DIR``)."""
     init: str | None = None
     """Checkpoint whose weights start the run (fine-tuning: fresh optimiser, schedule and EMA); must be the same
     variant and scale."""
@@ -101,9 +107,11 @@ class TrainConfig:
             problems.append(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
         if not 0 <= self.alpha <= 1:
             problems.append(f"alpha must be in [0, 1], got {self.alpha}")
-        for name in ("patch", "batch", "steps", "eval_every"):
+        for name in ("patch", "batch", "eval_every"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.steps < 0 or (self.steps == 0 and not self.time_budget_s):
+            problems.append(f"steps must be >= 1, or 0 with a time budget (as many as fit), got {self.steps}")
         if not self.train_dirs:
             problems.append("train_dirs is empty: give at least one HR image folder")
         if self.feature_weight and not self.teacher:
@@ -129,11 +137,13 @@ class TrainConfig:
             raise ConfigError(f"invalid model override {sorted(self.model_overrides)}: {exc}") from exc
 
 
-def lr_at(cfg: TrainConfig, step: int) -> float:
-    """Linear warmup to ``cfg.lr``, then cosine down to ``cfg.lr * cfg.min_lr_ratio`` at ``cfg.steps``."""
+def lr_at(cfg: TrainConfig, step: int, total: int | None = None) -> float:
+    """Linear warmup to ``cfg.lr``, then cosine down to ``cfg.lr * cfg.min_lr_ratio`` at ``total`` (default
+    ``cfg.steps``)."""
+    total = total or cfg.steps
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    t = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    t = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
     floor = cfg.lr * cfg.min_lr_ratio
     return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * t))
 
@@ -265,6 +275,8 @@ def train(cfg: TrainConfig, runs_root: str | os.PathLike = "runs", resume: str |
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
 
     # Inputs first (data, teacher, VGG weights): a missing one must fail before a run folder is created.
+    for folder in (*cfg.train_dirs, *cfg.val_dirs, *cfg.guard_dirs):
+        verify_if_pack(folder)  # a training pack's sha256 sums are checked before anything is read from it
     benchmarks = {Path(d).name: load_benchmark(d, cfg.scale)[:cfg.val_max_images] for d in cfg.val_dirs}
     guarded = {**{Path(d).name: load_benchmark(d, cfg.scale) for d in cfg.guard_dirs if d not in cfg.val_dirs},
                **{Path(d).name: load_benchmark(d, cfg.scale) for d in cfg.val_dirs}}
@@ -307,10 +319,13 @@ def train(cfg: TrainConfig, runs_root: str | os.PathLike = "runs", resume: str |
     ema = _EMA(model, cfg.ema_decay)
     eval_model = build_model(model_cfg).to(device)
 
+    forward = torch.compile(model) if cfg.compile else model
     step, curves, best, stale, elapsed_before = 0, {"train": [], "val": []}, -math.inf, 0, 0.0
+    horizon = cfg.steps or None  # None: set from the first steps' times (steps = 0, a time budget)
     if resume:
         info = _load_state(record.path / "train_state", model, ema, opt, sampler, device, distiller)
         step, curves, stale = info["step"], info["curves"], info["stale"]
+        horizon = info.get("horizon", horizon)
         best = -math.inf if info["best"] is None else info["best"]
         elapsed_before = info["elapsed_s"]
         log.info("resumed %s at step %d", record.path, step)
@@ -325,7 +340,7 @@ def train(cfg: TrainConfig, runs_root: str | os.PathLike = "runs", resume: str |
                    "best_val_psnr": None if best == -math.inf else best, "distilled_from": cfg.teacher}
         save_checkpoint(eval_model, record.path / "model_last", variant=cfg.variant, training=summary)
         _save_state(record.path / "train_state", step, model, ema, opt, sampler,
-                    {"curves": curves, "best": None if best == -math.inf else best, "stale": stale,
+                    {"curves": curves, "best": None if best == -math.inf else best, "stale": stale, "horizon": horizon,
                      "elapsed_s": elapsed_before + time.monotonic() - start_wall}, distiller)
         record.write_metrics({"curves": curves, "best_val_psnr": None if best == -math.inf else best,
                               "steps": step, "stopped": reason})
@@ -354,7 +369,7 @@ def train(cfg: TrainConfig, runs_root: str | os.PathLike = "runs", resume: str |
     scaler = torch.amp.GradScaler(device.split(":")[0], enabled=amp == "fp16")
     step_times, reason = [], "finished"
     eval_cost, first_step = 0.0, step
-    while step < cfg.steps:
+    while horizon is None or step < horizon:
         t0 = time.monotonic()
         if stop_after is not None and step - first_step >= stop_after:
             reason = "paused"
@@ -365,12 +380,12 @@ def train(cfg: TrainConfig, runs_root: str | os.PathLike = "runs", resume: str |
             if spent + need > cfg.time_budget_s:
                 reason = "time budget"
                 break
-        lr = lr_at(cfg, step)
+        lr = lr_at(cfg, step, horizon or 10**9)
         for group in opt.param_groups:
             group["lr"] = lr
         lr_batch, hr_batch = sampler.sample()
         with torch.autocast(device_type=device.split(":")[0], dtype=amp_dtype, enabled=amp_dtype is not None):
-            out = model(lr_batch)
+            out = forward(lr_batch)
             teacher_out = teacher(lr_batch) if teacher is not None else None
             losses = distillation_loss(cfg.loss, out.float(), hr_batch,
                                        None if teacher_out is None else teacher_out.float(), cfg.alpha)
@@ -397,7 +412,11 @@ def train(cfg: TrainConfig, runs_root: str | os.PathLike = "runs", resume: str |
             reason = "non-finite loss"
             log.error("non-finite loss at step %d; stopping (lower --lr or use --loss charbonnier)", step)
             break
-        if step % cfg.eval_every == 0 or step == cfg.steps:
+        if horizon is None and len(step_times) >= 45:  # steps = 0: as many as fit, the first 5 were warm-up
+            left = cfg.time_budget_s - (time.monotonic() - start_wall)
+            horizon = step + max(1, int(0.9 * left / float(np.median(step_times[5:]))))
+            log.info("%d steps fit in the time budget: the schedule ends at step %d", horizon - step, horizon)
+        if step % cfg.eval_every == 0 or step == horizon:
             t_eval = time.monotonic()
             validate()
             save("checkpoint")
@@ -406,7 +425,7 @@ def train(cfg: TrainConfig, runs_root: str | os.PathLike = "runs", resume: str |
                 reason = "early stopping"
                 break
         if progress is not None:
-            progress({**entry, "best_val_psnr": None if best == -math.inf else best, "of": cfg.steps})
+            progress({**entry, "best_val_psnr": None if best == -math.inf else best, "of": horizon or 0})
     if not curves["val"] or curves["val"][-1]["step"] != step:
         validate()
     save(reason)
