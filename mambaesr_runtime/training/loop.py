@@ -195,6 +195,15 @@ def _trainables(model, distiller) -> list:
     return named
 
 
+def thin_curve(entries: list, recent: int = 2000, every: int = 10) -> list:
+    """Per-step training entries with the older part thinned to every ``every``-th step (the latest ``recent`` kept
+    whole): long runs' records (and the resume state kept in git) stay small and still show the whole curve."""
+    if len(entries) <= recent:
+        return entries
+    old, new = entries[:-recent], entries[-recent:]
+    return [e for e in old if e["step"] % every == 0] + new
+
+
 def _param_groups(model, distiller, weight_decay: float) -> list[dict]:
     """AdamW groups: weight decay on conv/linear weights only. Norm gains, biases and the scan's own parameters
     (``A_log``, ``dt_bias``, ``D``: decay rates and skips, not feature detectors) are not pulled towards 0."""
@@ -333,6 +342,7 @@ def train(cfg: TrainConfig, runs_root: str | os.PathLike = "runs", resume: str |
              sum(p.numel() for p in model.parameters()), device, amp, len(pairs))
 
     def save(reason: str):
+        curves["train"] = thin_curve(curves["train"])
         ema.copy_to(eval_model)
         summary = {"data": list(cfg.train_dirs), "steps": step, "device": device,
                    "hardware": record.config().get("gpu") or "cpu",

@@ -21,7 +21,7 @@ from mambaesr_runtime.training.data import (
     load_pairs,
     make_pair,
 )
-from mambaesr_runtime.training.loop import TrainConfig, _param_groups, lr_at, train
+from mambaesr_runtime.training.loop import TrainConfig, _param_groups, lr_at, thin_curve, train
 from mambaesr_runtime.training.losses import distillation_loss, pixel_loss
 from mambaesr_runtime.training.records import latest_summary
 
@@ -159,6 +159,14 @@ def test_schedule_warms_up_then_decays_to_the_floor():
                       min_lr_ratio=0.01)
     assert lr_at(cfg, 0) == pytest.approx(1e-4) and lr_at(cfg, 9) == pytest.approx(1e-3)
     assert lr_at(cfg, 55) < lr_at(cfg, 20) and lr_at(cfg, 100) == pytest.approx(1e-5)
+
+
+def test_long_records_keep_recent_steps_whole_and_thin_the_old_ones():
+    entries = [{"step": i, "loss": 1 / i} for i in range(1, 3001)]
+    thinned = thin_curve(entries)
+    assert [e["step"] for e in thinned[:3]] == [10, 20, 30] and thinned[-2000:] == entries[-2000:]
+    assert thin_curve(thinned) == thinned  # saving again changes nothing
+    assert thin_curve(entries[:500]) == entries[:500]
 
 
 def test_bad_training_config_lists_problems():
