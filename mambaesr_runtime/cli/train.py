@@ -56,6 +56,7 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
                    help="replace one field of the variant's model config (repeatable), e.g. --arch num_blocks=4")
     p.add_argument("--steps", type=int, default=10_000, help="optimiser steps (0: as many as --time-budget allows)")
     p.add_argument("--compile", action="store_true", help="train through torch.compile (keep TORCHINDUCTOR_CACHE_DIR)")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory (faster for conv layouts)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--patch", type=int, default=48, help="LR crop size")
     p.add_argument("--lr", type=float, default=2e-3)
@@ -92,7 +93,8 @@ def _config(args, kind: str, variant: str, teacher=None):
                        early_stop_patience=args.early_stop_patience, time_budget_s=args.time_budget_s,
                        device=args.device, amp=args.amp, seed=args.seed, max_images=args.max_images,
                        val_max_images=args.val_max_images, cache_dir=args.cache_dir,
-                       init=getattr(args, "init", None), compile=args.compile)
+                       init=getattr(args, "init", None), compile=args.compile,
+                       channels_last=args.channels_last)
 
 
 def _progress(entry: dict) -> None:

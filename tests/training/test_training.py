@@ -161,6 +161,16 @@ def test_schedule_warms_up_then_decays_to_the_floor():
     assert lr_at(cfg, 55) < lr_at(cfg, 20) and lr_at(cfg, 100) == pytest.approx(1e-5)
 
 
+def test_channels_last_trains_the_same_maths(tmp_path, small_train):
+    from tinymodels import TINY
+
+    a = train(tiny_cfg(small_train, steps=4, eval_every=100, model_overrides=TINY["lines"]), runs_root=tmp_path / "a")
+    b = train(tiny_cfg(small_train, steps=4, eval_every=100, model_overrides=TINY["lines"], channels_last=True),
+              runs_root=tmp_path / "b")
+    la, lb = ([e["loss"] for e in json.loads((r / "metrics.json").read_text())["curves"]["train"]] for r in (a, b))
+    assert np.allclose(la, lb, rtol=1e-4), (la, lb)
+
+
 def test_long_records_keep_recent_steps_whole_and_thin_the_old_ones():
     entries = [{"step": i, "loss": 1 / i} for i in range(1, 3001)]
     thinned = thin_curve(entries)
