@@ -210,3 +210,26 @@ def test_plans_only_builds_on_the_device_from_copied_onnx_without_reexporting(tm
         pipeline.export_profile(profile, tmp_path, trt=trt, cuda=cuda, plans_only=True)
     with pytest.raises(ExportError, match="not found: export it on a machine with the torch extra"):
         pipeline.export_profile(profile, tmp_path / "empty", trt=trt, cuda=cuda, plans_only=True)
+
+
+def _profile_shapes() -> list:
+    """(variant, batch, tile) of every shipped-variant tier of every built-in profile, once each."""
+    from mambaesr_runtime.profiles import builtin_profiles
+
+    return sorted({(t.variant, t.batch, t.tile) for name in builtin_profiles() for t in load_profile(name).tiers
+                   if t.variant in ("student", "fast")})
+
+
+def test_every_profile_tier_exports_without_loops_or_padding(tmp_path):
+    """Zero CumSum/Loop/Scan/If (and no Pad: the profiles' tiles give whole chunks) in the graph of every tier of
+    every profile, at its own batch and tile, for the variants the profiles ship."""
+    from mambaesr_runtime.export.onnx_export import export_onnx, forbidden_ops
+
+    shapes = _profile_shapes()
+    assert {v for v, _, _ in shapes} == {"student", "fast"} and len(shapes) >= 6
+    for variant, batch, tile in shapes:
+        raw = export_onnx(untrained(variant), tmp_path / f"{variant}_{batch}_{tile}.onnx", tile, tile, batch)
+        pipeline.simplify(raw, str(tmp_path / "s.onnx"))
+        graph = onnx.load(tmp_path / "s.onnx")
+        assert forbidden_ops(graph) == [], (variant, batch, tile)
+        assert "Pad" not in {n.op_type for n in graph.graph.node}, (variant, batch, tile)

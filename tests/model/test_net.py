@@ -29,10 +29,16 @@ def test_variant_builds_with_budget_and_shape(name, scale):
     assert torch.isfinite(y).all()
 
 
-def test_student_matches_the_seed_shape():
-    cfg = VARIANTS["student"]
-    assert (cfg.embed_dim, cfg.num_blocks, cfg.mixers_per_block) == (40, 6, 2)
-    assert len(cfg.directions) >= 4
+@pytest.mark.parametrize("name", ["student", "fast"])
+def test_shipped_variants_scan_four_directions_without_padding_on_their_tiles(name):
+    """Both orientations, forward and reverse (alternating between mixers), and the CPU profiles' 136-pixel tiles
+    give 68-token half-resolution lines: whole chunks, nothing padded."""
+    from mambaesr_runtime.model.scan import line_chunking
+
+    cfg = VARIANTS[name]
+    assert cfg.scan_layout == "lines" and len(cfg.directions) == 4 and cfg.num_blocks * cfg.mixers_per_block >= 2
+    q, k = line_chunking(136 // cfg.scan_stride, cfg.chunk)
+    assert q * k == 136 // cfg.scan_stride
 
 
 def test_fresh_model_starts_near_nearest_neighbour_upscaling():
