@@ -45,6 +45,15 @@ class ChannelRMSNorm(nn.Module):
         return rms_normalize(x, dim=1) * self.weight[:, None, None]
 
 
+def _init_decays(o: int, h: int) -> tuple[Tensor, Tensor]:
+    """(A_log, dt_bias), each (o, h): decay rates A spread log-evenly over [1, 16] across the heads, the same spread
+    for every orientation (a row scan and a column scan start with the same memory; one head gets the geometric
+    middle, A = 4), and steps dt log-uniform in [1e-3, 1e-1], as in Mamba; stored as logs / inverse softplus."""
+    A_log = (math.log(16.0) * (torch.arange(h) + 0.5) / h).repeat(o, 1)
+    dt = torch.exp(torch.rand(o, h) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
+    return A_log, dt + torch.log(-torch.expm1(-dt))
+
+
 class ScanMixer(nn.Module):
     """Multi-directional selective-scan mixer (Mamba-2 style) over a 2D feature map.
 
@@ -79,15 +88,6 @@ class ScanMixer(nn.Module):
         y = scan_2d(x.reshape(b, h, d // h, H, W), dt, torch.exp(self.A_log), B, C, cfg.directions, cfg.chunk)
         y = y.reshape(b, d, H, W) + self.D[:, None, None] * x
         return self.out_proj(y * F.silu(self.in_z(u)))
-
-
-def _init_decays(o: int, h: int) -> tuple[Tensor, Tensor]:
-    """(A_log, dt_bias), each (o, h): decay rates A spread log-evenly over [1, 16] across the heads, the same spread
-    for every orientation (a row scan and a column scan start with the same memory; one head gets the geometric
-    middle, A = 4), and steps dt log-uniform in [1e-3, 1e-1], as in Mamba; stored as logs / inverse softplus."""
-    A_log = (math.log(16.0) * (torch.arange(h) + 0.5) / h).repeat(o, 1)
-    dt = torch.exp(torch.rand(o, h) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
-    return A_log, dt + torch.log(-torch.expm1(-dt))
 
 
 class LineMixer(nn.Module):
