@@ -16,7 +16,9 @@ setup(
                 "ONNX Runtime / TensorRT runtime with overlapped tiling",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.9",
+    # The device side (runtime, backends, profiles, manifests, monitor, --plans-only, the torch-free CLIs) runs on
+    # 3.8 (JetPack 5) to 3.13; the torch extra's parts need 3.9+. scripts/check_python_versions.py checks both.
+    python_requires=">=3.8",
     # The design card keeps device profiles in the top-level profiles/ folder; they install as package data.
     packages=find_packages(include=["mambaesr_runtime", "mambaesr_runtime.*"]) + ["mambaesr_runtime.profiles_data"],
     package_dir={"mambaesr_runtime.profiles_data": "profiles"},
@@ -54,6 +56,12 @@ setup(
     },
     classifiers=[
         "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.8",
+        "Programming Language :: Python :: 3.9",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
         "Topic :: Scientific/Engineering :: Image Processing",
     ],
 )

@@ -23,14 +23,13 @@ import platform
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from .. import __version__
 from ..errors import CheckpointError, ConfigError, ExportError, require_torch
-from ..fileio import atomic_write, sha256_file
+from ..fileio import atomic_write, package_dir, sha256_file
 from ..profiles import DeviceProfile, Tier
 from .manifest import (
     EngineManifest,
@@ -67,7 +66,7 @@ class TierArtifacts:
 
 
 def shipped_weights_dir() -> Path:
-    return Path(str(resources.files("mambaesr_runtime").joinpath("weights")))
+    return package_dir("mambaesr_runtime") / "weights"
 
 
 def resolve_weights(variants: set[str], given: list[str | os.PathLike] = (), scale: int = 4) -> dict[str, Path]:
@@ -109,7 +108,7 @@ def real_tiles(tile: int, count: int, seed: int = 0) -> np.ndarray:
     and transposes so they differ: float32 (count, 3, tile, tile) in [0, 1]."""
     from ..runtime.imageio import decode, read_image
 
-    img = decode(read_image(resources.files("mambaesr_runtime").joinpath("data", "sample.png"))).rgb
+    img = decode(read_image(package_dir("mambaesr_runtime") / "data" / "sample.png")).rgb
     if min(img.shape[:2]) < tile:
         pad = max(0, tile - img.shape[0]), max(0, tile - img.shape[1])
         img = np.pad(img, ((0, pad[0]), (0, pad[1]), (0, 0)), mode="reflect" if max(pad) < min(img.shape[:2])
@@ -171,7 +170,7 @@ def simplify(src: Path, dst_tmp: str) -> None:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")  # datetime.UTC is 3.11+
 
 
 def _up_to_date(path: Path, expect: dict) -> EngineManifest | None:

@@ -33,11 +33,11 @@ import os
 import re
 from collections import Counter
 from functools import lru_cache
-from importlib import resources
 
 import numpy as np
 
 from ..errors import ConfigError, DependencyError, ExportError
+from ..fileio import package_dir
 
 __all__ = ["TARGETS", "check_graph", "load_ops_table", "make_trt_logger", "require_pycuda", "require_tensorrt",
            "target_table", "tensorrt_family"]
@@ -130,7 +130,7 @@ def make_trt_logger(trt, name: str = "mambaesr_runtime.tensorrt"):
 @lru_cache(maxsize=1)
 def load_ops_table() -> dict:
     """``tensorrt_ops.json``, parsed once."""
-    text = resources.files(__package__).joinpath("tensorrt_ops.json").read_text()
+    text = (package_dir(__package__) / "tensorrt_ops.json").read_text()
     return json.loads(text)
 
 
