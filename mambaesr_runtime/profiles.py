@@ -84,7 +84,8 @@ class DeviceProfile:
     """ONNX Runtime execution providers in order of preference."""
     precision: str
     tensorrt: str | None
-    """TensorRT version family the engines target (``"8.5"``: JetPack 5, ``"10"``: JetPack 6 / desktop)."""
+    """TensorRT version family the engines target (``"8.5"``: JetPack 5, ``"10"``: TensorRT 10.x (JetPack 6) and 11.x
+    (desktop))."""
     opset: int
     workspace_mb: int
     dla_core: int | None
