@@ -1,12 +1,16 @@
 """MambaESR runtime. Metadata lives here (the design card asks for setup.py); pyproject.toml holds tool settings.
 
-The base install is the runtime only: ONNX Runtime, NumPy, OpenCV, psutil, safetensors. PyTorch comes with the
-``torch`` extra (model, export, training); install it pinned, e.g. ``pip install torch==2.13.0 -e '.[torch]'``.
+The base install is the runtime only: ONNX Runtime, NumPy, psutil, safetensors, PyYAML. OpenCV is the ``opencv``
+extra: PyPI's wheels have no GStreamer and would shadow JetPack's OpenCV (which has it, for CSI cameras), so a Jetson
+installs ``.[jetson]`` and keeps JetPack's; desktops and the Pi install ``.[opencv]``. PyTorch comes with the
+``torch`` extra (model, export, training; it brings OpenCV too); install it pinned, e.g.
+``pip install torch==2.13.0 -e '.[torch]'``.
 """
 
 from setuptools import find_packages, setup
 
-TORCH = ["torch>=2.1"]
+OPENCV = ["opencv-python-headless>=4.6"]
+TORCH = ["torch>=2.1"] + OPENCV  # training and export read images: a dev machine, never the Jetson itself
 EXPORT = TORCH + ["onnx>=1.14", "onnxsim>=0.4"]
 
 setup(
@@ -16,7 +20,9 @@ setup(
                 "ONNX Runtime / TensorRT runtime with overlapped tiling",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.9",
+    # The device side (runtime, backends, profiles, manifests, monitor, --plans-only, the torch-free CLIs) runs on
+    # 3.8 (JetPack 5) to 3.13; the torch extra's parts need 3.9+. scripts/check_python_versions.py checks both.
+    python_requires=">=3.8",
     # The design card keeps device profiles in the top-level profiles/ folder; they install as package data.
     packages=find_packages(include=["mambaesr_runtime", "mambaesr_runtime.*"]) + ["mambaesr_runtime.profiles_data"],
     package_dir={"mambaesr_runtime.profiles_data": "profiles"},
@@ -29,16 +35,17 @@ setup(
     install_requires=[
         "numpy>=1.22",
         "onnxruntime>=1.15",
-        "opencv-python-headless>=4.6",
         "psutil>=5.9",
         "safetensors>=0.3",
         "PyYAML>=6.0",
     ],
     extras_require={
+        "opencv": OPENCV,
         "torch": EXPORT,
         "export": EXPORT,
-        "test": ["pytest>=7", "hypothesis>=6"],
-        # On a Jetson: TensorRT's Python bindings come with JetPack (python3-libnvinfer), not from pip.
+        "test": ["pytest>=7", "hypothesis>=6"] + OPENCV,
+        # On a Jetson: TensorRT's Python bindings (python3-libnvinfer) and OpenCV with GStreamer (nvidia-opencv) come
+        # with JetPack, not from pip; no opencv here, so pip never shadows JetPack's cv2.
         "jetson": ["pycuda>=2022.1", "jetson-stats>=4.2"],
         "nvml": ["nvidia-ml-py>=12"],
     },
@@ -54,6 +61,12 @@ setup(
     },
     classifiers=[
         "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.8",
+        "Programming Language :: Python :: 3.9",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
         "Topic :: Scientific/Engineering :: Image Processing",
     ],
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import tempfile
@@ -17,6 +18,15 @@ def _read_umask() -> int:
 
 
 _UMASK = _read_umask()
+
+
+def package_dir(package: str) -> Path:
+    """The folder of an installed package of ours, where its data files sit.
+
+    ``importlib.resources.files`` needs Python 3.9; the device side runs on 3.8 (JetPack 5). Our packages install as
+    plain folders (never zipped), so the package's own folder is what ``files()`` would return.
+    """
+    return Path(importlib.import_module(package).__file__).resolve().parent
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import yaml
 
 from .errors import ConfigError
+from .fileio import package_dir
 from .model.config import VARIANTS
 
 BACKENDS = ("tensorrt", "onnxruntime", "torch")
@@ -84,7 +84,8 @@ class DeviceProfile:
     """ONNX Runtime execution providers in order of preference."""
     precision: str
     tensorrt: str | None
-    """TensorRT version family the engines target (``"8.5"``: JetPack 5, ``"10"``: JetPack 6 / desktop)."""
+    """TensorRT version family the engines target (``"8.5"``: JetPack 5, ``"10"``: TensorRT 10.x (JetPack 6) and 11.x
+    (desktop))."""
     opset: int
     workspace_mb: int
     dla_core: int | None
@@ -198,7 +199,7 @@ def profile_from_dict(data: dict, source: str = "profile") -> DeviceProfile:
 
 
 def builtin_profiles() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files(_DATA).iterdir() if p.name.endswith(".yaml"))
+    return sorted(p.name[:-5] for p in package_dir(_DATA).iterdir() if p.name.endswith(".yaml"))
 
 
 def load_profile(name_or_path: str | os.PathLike) -> DeviceProfile:
@@ -213,7 +214,7 @@ def load_profile(name_or_path: str | os.PathLike) -> DeviceProfile:
         names = builtin_profiles()
         if source not in names:
             raise ConfigError(f"unknown device {source!r}; built-in devices are {names} (or pass a YAML file)")
-        text = resources.files(_DATA).joinpath(f"{source}.yaml").read_text()
+        text = (package_dir(_DATA) / f"{source}.yaml").read_text()
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -53,3 +53,40 @@ def test_dockerfiles_name_real_profiles_commands_and_extras():
     assert {"mambaesr-export", "mambaesr-run"} <= scripts and "--plans-only" in jetson and "jetson" in extras
     assert re.search(r'"--device", "(\S+)"', rpi).group(1) in builtin_profiles()
     assert "torch" not in rpi.split("FROM", 1)[1].replace("no torch", "")  # the Pi image stays torch-free
+
+
+def _instructions(dockerfile: str) -> list[str]:
+    """The Dockerfile's instructions with continuation lines joined (comments dropped)."""
+    lines, current = [], ""
+    for line in dockerfile.splitlines():
+        if line.lstrip().startswith("#") and not current:
+            continue
+        current += line.rstrip("\\").strip() + " "
+        if not line.endswith("\\"):
+            lines.append(current.strip())
+            current = ""
+    return [line for line in lines if line]
+
+
+def test_dockerfiles_keep_jetpacks_opencv_and_document_both_jetson_bases():
+    jetson, rpi = (ROOT / "Dockerfile.jetson").read_text(), (ROOT / "Dockerfile.rpi").read_text()
+    assert re.search(r"^ARG L4T_BASE=nvcr.io/nvidia/l4t-jetpack:r36\.\d", jetson, re.MULTILINE)
+    assert "--build-arg L4T_BASE=nvcr.io/nvidia/l4t-jetpack:r35.4.1" in jetson
+    assert "Python 3.10" in jetson and "Python 3.8" in jetson  # r36 and r35, both within python_requires
+    runs = " ".join(i for i in _instructions(jetson) if i.startswith("RUN"))
+    assert "nvidia-opencv" in runs and "python3-libnvinfer" in runs and '".[jetson]"' in runs
+    assert "opencv-python" not in runs and "[opencv]" not in runs  # nothing from PyPI shadows JetPack's cv2
+    assert "gstreamer_status()" in runs  # the image build fails if its OpenCV has no GStreamer
+    assert '".[opencv]"' in " ".join(_instructions(rpi))
+    for name, text in (("Dockerfile.jetson", jetson), ("Dockerfile.rpi", rpi)):
+        lines = text.splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith("# hadolint ignore="):
+                assert lines[i - 1].startswith("#") and not lines[i - 1].startswith("# hadolint"), (
+                    f"{name}:{i + 1}: every hadolint exception is justified in the comment above it")
+
+
+def test_ci_runs_the_static_checks_before_the_test_command():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "scripts/check_python_versions.py" in ci and "hadolint Dockerfile.jetson Dockerfile.rpi" in ci
+    assert ci.index("check_python_versions") < ci.index(_readme_commands()[1])

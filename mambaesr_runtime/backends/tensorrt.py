@@ -8,10 +8,16 @@ modules, as the tests do with recording stand-ins). The API generation follows `
   (https://docs.nvidia.com/deeplearning/tensorrt/archives/tensorrt-853/api/c_api/classnvinfer1_1_1_i_cuda_engine.html,
   NVIDIA/TensorRT ``python/src/infer/pyCore.cpp``). 8.5 already has the named-tensor API too, with bindings marked
   deprecated, but bindings are what every 8.x has;
-- TensorRT 10.x, where bindings are removed: ``engine.num_io_tensors`` / ``get_tensor_name`` / ``get_tensor_mode`` ==
-  ``TensorIOMode.INPUT`` / ``get_tensor_shape`` / ``get_tensor_dtype``, ``context.set_tensor_address(name, ptr)`` and
-  ``context.execute_async_v3(stream_handle)``
-  (https://docs.nvidia.com/deeplearning/tensorrt/latest/api/migration/tensorrt-8x-to-10x-c-api-patterns.html).
+- TensorRT 10.x and 11.x, where bindings are removed: ``engine.num_io_tensors`` / ``get_tensor_name`` /
+  ``get_tensor_mode`` == ``TensorIOMode.INPUT`` / ``get_tensor_shape`` / ``get_tensor_dtype``,
+  ``context.set_tensor_address(name, ptr)`` and ``context.execute_async_v3(stream_handle)``
+  (https://docs.nvidia.com/deeplearning/tensorrt/latest/api/migration/tensorrt-8x-to-10x-c-api-patterns.html;
+  unchanged in ``python/src/infer/pyCore.cpp`` @ release/11.0).
+
+Every runtime gets the process's one TensorRT logger (:func:`~..export.trt_compat.trt_logger`): TensorRT keeps the
+first logger it was given while any runtime lives, so a logger per backend would be freed with the first backend
+closed while the others still log through it. ``trt.nptype`` raises ``TypeError`` for a tensor type without a numpy
+equivalent (bf16, fp8...); that is reported as a :class:`BackendError` naming the tensor.
 
 CUDA through PyCUDA with an explicit context, never ``pycuda.autoinit`` (which makes a process-wide context at import
 and pops it at exit: wrong for a library): ``cuda.init()``, ``Device(i).make_context()`` (pushes it), ``ctx.push()`` /
@@ -37,11 +43,13 @@ import numpy as np
 from ..errors import BackendError, ConfigError
 from ..export.manifest import EngineManifest, check_plan_compatible, read_manifest
 from ..export.trt_compat import (
-    make_trt_logger,
+    SUPPORTED_TENSORRT,
+    TRT_LOG_NAME,
     require_pycuda,
     require_tensorrt,
     tensorrt_family,
     tensorrt_major,
+    trt_logger,
 )
 from .base import Backend
 
@@ -55,9 +63,12 @@ class TrtBackend(Backend):
 
     Opening reads the plan's manifest and refuses a plan built by another TensorRT version or on another GPU (with the
     command that rebuilds it), then deserializes the engine and allocates pinned host and device buffers once.
+    ``manifest``: use this manifest instead of the file beside the plan (the export checks a plan before it writes
+    the manifest).
     """
 
-    def __init__(self, plan_path: str | os.PathLike, device_index: int = 0, trt=None, cuda=None):
+    def __init__(self, plan_path: str | os.PathLike, device_index: int = 0, trt=None, cuda=None,
+                 manifest: EngineManifest | None = None):
         self.path = Path(plan_path)
         self._lock = threading.Lock()
         self._closed = False
@@ -65,15 +76,16 @@ class TrtBackend(Backend):
         self._h_in = self._h_out = self._d_in = self._d_out = None
         if not self.path.is_file():
             raise BackendError(f"TensorRT plan {self.path} not found; build it on this device with mambaesr-export")
-        try:
-            manifest = read_manifest(self.path)
-        except ConfigError as exc:
-            raise BackendError(str(exc)) from exc
+        if manifest is None:
+            try:
+                manifest = read_manifest(self.path)
+            except ConfigError as exc:
+                raise BackendError(str(exc)) from exc
         trt = require_tensorrt(trt)
         cuda = require_pycuda(cuda)
         if tensorrt_family(trt.__version__) is None:
-            raise BackendError(f"TensorRT {trt.__version__} is not a version MambaESR targets (8.5 for JetPack 5, "
-                               f"10.x for JetPack 6 / desktop)")
+            raise BackendError(f"TensorRT {trt.__version__} is not a version MambaESR runs on; it supports "
+                               f"{SUPPORTED_TENSORRT}")
         cuda.init()
         count = cuda.Device.count()
         if not 0 <= device_index < count:
@@ -97,15 +109,14 @@ class TrtBackend(Backend):
 
     def _open(self, plan: bytes, manifest: EngineManifest) -> None:
         trt, cuda = self._trt, self._cuda
-        self._logger = make_trt_logger(trt, "mambaesr_runtime.tensorrt.runtime")
-        self._runtime = trt.Runtime(self._logger)
+        self._runtime = trt.Runtime(trt_logger(trt))
         if manifest.dla_core is not None:
             self._runtime.DLA_core = manifest.dla_core  # a DLA plan runs on the core it was built for
         self._engine = self._runtime.deserialize_cuda_engine(plan)
         if self._engine is None:
             raise BackendError(f"TensorRT could not deserialize {self.path.name} (the reason is in the log of "
-                               f"'mambaesr_runtime.tensorrt.runtime'); rebuild it on this device: mambaesr-export "
-                               f"--device {manifest.profile}")
+                               f"{TRT_LOG_NAME!r}); rebuild it on this device: mambaesr-export --device "
+                               f"{manifest.profile}")
         self._context = self._engine.create_execution_context()
         if self._context is None:
             raise BackendError(f"TensorRT could not create an execution context for {self.path.name} (out of GPU "
@@ -138,9 +149,13 @@ class TrtBackend(Backend):
             raise BackendError(f"{self.path.name} has {len(inputs)} inputs and {len(outputs)} outputs; a MambaESR "
                                f"engine has one of each")
         for name, _, shape, dtype in entries:
-            if np.dtype(self._trt.nptype(dtype)) != np.float32:
-                raise BackendError(f"{self.path.name} tensor {name!r} is {np.dtype(self._trt.nptype(dtype))}; "
-                                   f"MambaESR engines take and return float32 (rebuild with mambaesr-export)")
+            try:
+                numpy_type = np.dtype(self._trt.nptype(dtype))
+            except TypeError:  # trt.nptype: "Could not resolve TensorRT datatype to an equivalent numpy datatype"
+                numpy_type = getattr(dtype, "name", str(dtype))
+            if numpy_type != np.float32:
+                raise BackendError(f"{self.path.name} tensor {name!r} is {numpy_type}; MambaESR engines take and "
+                                   f"return float32 (rebuild with mambaesr-export --device {self.manifest.profile})")
             if len(shape) != 4 or any(d <= 0 for d in shape):
                 raise BackendError(f"{self.path.name} tensor {name!r} has shape {shape}; MambaESR engines are "
                                    f"static 4-D (rebuild with mambaesr-export)")
@@ -187,7 +202,7 @@ class TrtBackend(Backend):
                 self._stream.synchronize()  # also on failure: nothing may still write our buffers
                 if not ok:
                     raise BackendError(f"TensorRT failed to run {self.path.name} (the reason is in the log of "
-                                       f"'mambaesr_runtime.tensorrt.runtime')")
+                                       f"{TRT_LOG_NAME!r})")
                 return self._h_out.copy()
             finally:
                 self._ctx.pop()
@@ -195,7 +210,7 @@ class TrtBackend(Backend):
     def describe(self) -> str:
         api = "bindings" if self._legacy else "tensor addresses"
         return (f"tensorrt {self._trt.__version__} {self.path.name} {self.input_shape} x{self.scale} "
-                f"{self.manifest.precision} on {self.device_name} ({api})")
+                f"{self.manifest.precision} on {self.device_name} ({api}); {parity_summary(self.manifest)}")
 
     def _teardown(self) -> None:
         """Free in dependency order with the CUDA context current: buffers, then TensorRT objects (the execution
@@ -227,3 +242,13 @@ class TrtBackend(Backend):
             if self._ctx is not None:
                 self._ctx.push()
                 self._teardown()
+
+
+def parity_summary(manifest: EngineManifest) -> str:
+    """What the build-time parity check measured for a plan, in one phrase (``mambaesr-run -v`` shows it)."""
+    v = manifest.verification
+    if "plan_vs_ort_psnr_db" not in v:
+        return "no parity check recorded (built before MambaESR checked plans; rebuild with mambaesr-export)"
+    return (f"parity vs ONNX Runtime fp32: {v['plan_vs_ort_psnr_db']} dB PSNR (worst tile "
+            f"{v['plan_vs_ort_min_tile_psnr_db']} dB), max abs error {v['plan_vs_ort_max_abs_err']:.2g} on "
+            f"{v['parity_tiles']} real tiles incl. a saturated one")

@@ -4,9 +4,14 @@
     mambaesr-export --device orin                 ONNX per tier (+ TensorRT plans where TensorRT is installed)
     mambaesr-export --device rpi5 -o engines/pi   ONNX Runtime artifacts
     mambaesr-export --profile my_board.yaml --weights runs/latest/model_best.safetensors
+    mambaesr-export --device orin --plans-only    on the device: plans from the copied ONNX files (no torch)
+    mambaesr-export --device orin --adopt-plan engines/orin/student_x4_t64_b8_fp16.plan   a trtexec-built plan
 
 Without TensorRT (any machine but the device) it writes and verifies the ONNX files and manifests, prints the
 trtexec commands that build the same engines on the device, writes them to build_engines.sh, and exits 0.
+With TensorRT, every plan is run next to ONNX Runtime fp32 on real tiles and a saturated one before it is installed;
+a plan below 40 dB PSNR on any tile is refused. --adopt-plan applies the same check to a plan built by those
+trtexec commands and writes its manifest, so the runtime loads it.
 Exit codes: 0 done; 2 bad arguments, missing weights/dependencies or a failed check (nothing partial is left).
 """
 
@@ -18,6 +23,7 @@ import sys
 from pathlib import Path
 
 from ..errors import MambaESRError
+from ..export.manifest import plan_name
 from ..fileio import atomic_write
 
 
@@ -31,6 +37,13 @@ def _devices_table() -> str:
                      " ".join(f"{t.name}={t.variant}:{t.tile}/{t.batch}" for t in p.tiers), p.description))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows)
+
+
+def _plan_note(manifest) -> str:
+    v = manifest.verification
+    return (f"TensorRT {manifest.versions.get('tensorrt')}, {manifest.precision}, {v.get('plan_vs_ort_psnr_db')} dB vs "
+            f"ONNX Runtime fp32 (worst tile {v.get('plan_vs_ort_min_tile_psnr_db')} dB), {v.get('infer_ms')} ms per "
+            f"batch")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plans-only", action="store_true",
                         help="on the device: build TensorRT plans from ONNX files exported (and verified) on another "
                              "machine and copied into the output folder; needs TensorRT, not torch")
+    parser.add_argument("--adopt-plan", action="append", metavar="PLAN",
+                        help="on the device: check a plan built by the trtexec commands of build_engines.sh against "
+                             "ONNX Runtime and write its manifest (repeatable); needs TensorRT, not torch")
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for verification")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -68,10 +84,21 @@ def main(argv: list[str] | None = None) -> int:
         profile = load_profile(args.device or args.profile)
         from ..export.pipeline import export_profile
 
-        if args.plans_only and (args.onnx_only or profile.tensorrt is None):
-            raise MambaESRError(f"--plans-only builds TensorRT plans; profile {profile.name} "
-                                + ("has no TensorRT target" if profile.tensorrt is None else "with --onnx-only is a "
-                                   "contradiction"))
+        for flag, given in (("--plans-only", args.plans_only), ("--adopt-plan", args.adopt_plan)):
+            if given and (args.onnx_only or profile.tensorrt is None):
+                raise MambaESRError(f"{flag} is about TensorRT plans; profile {profile.name} "
+                                    + ("has no TensorRT target" if profile.tensorrt is None else "with --onnx-only is "
+                                       "a contradiction"))
+        if args.adopt_plan:
+            from ..export.pipeline import adopt_plan
+
+            if args.plans_only or args.weights or args.tier:
+                raise MambaESRError("--adopt-plan takes the plans themselves; leave out --plans-only, --weights and "
+                                    "--tier (the tier is found by the plan's name)")
+            for plan in args.adopt_plan:
+                art = adopt_plan(plan, profile, threads=args.threads)
+                print(f"{art.tier.name:10s} {art.plan}  (adopted; {_plan_note(art.plan_manifest)})")
+            return 0
         # export_profile looks for TensorRT itself when the profile targets it and a build is asked for.
         results = export_profile(profile, args.output, args.weights, args.tier, args.force, not args.no_simplify,
                                  build=not args.onnx_only, threads=args.threads,
@@ -95,22 +122,29 @@ def main(argv: list[str] | None = None) -> int:
             checks += f", TensorRT {v['tensorrt_compat']['target']} ops ok"
         print(f"{art.tier.name:10s} {art.onnx}  ({state}; {checks})")
         if art.plan is not None:
-            print(f"{'':10s} {art.plan}  (TensorRT {art.plan_manifest.versions.get('tensorrt')}, "
-                  f"{art.plan_manifest.verification.get('infer_ms')} ms per batch)")
-    commands = [a.trtexec for a in results if a.trtexec and a.plan is None]
-    if commands:
+            print(f"{'':10s} {art.plan}  ({_plan_note(art.plan_manifest)})")
+    pending = [a for a in results if a.trtexec and a.plan is None]
+    if pending:
+        selector = f"--device {profile.name}" if args.device else f"--profile {args.profile}"
+        adopt = f"mambaesr-export {selector} " + " ".join(
+            f"--adopt-plan {plan_name(a.onnx.name, profile.precision, profile.dla_core)}" for a in pending)
         script = out / "build_engines.sh"
         body = ("#!/bin/sh\n# Build the TensorRT engines of profile " + profile.name + " on the device itself "
-                "(plans are tied to the TensorRT version and GPU that build them).\n"
-                "# Or, with the TensorRT Python bindings installed there: mambaesr-export --device "
-                + profile.name + "\nset -e\ncd \"$(dirname \"$0\")\"\n" + "\n".join(commands) + "\n")
+                "(plans are tied to the TensorRT version and GPU that build them), with the trtexec of TensorRT 8.5 "
+                "or 10.x\n# (11.x has no --fp16: there, run mambaesr-export " + selector + " --plans-only).\n"
+                "# Or, with the TensorRT Python bindings installed: mambaesr-export " + selector + " --plans-only\n"
+                "set -e\ncd \"$(dirname \"$0\")\"\n" + "\n".join(a.trtexec for a in pending) + "\n"
+                "# The runtime loads a plan only with its manifest, written after the parity check against ONNX "
+                "Runtime (needs\n# the TensorRT Python bindings and PyCUDA, as the runtime itself):\n# " + adopt
+                + "\n")
         atomic_write(script, lambda tmp: Path(tmp).write_text(body))
         script.chmod(0o755)
         print(f"\nTensorRT is not installed here: the ONNX files and manifests are ready. On the "
               f"{profile.name} device, build the engines with (also in {script}):")
         print(f"  cd {out}")
-        for c in commands:
-            print(f"  {c}")
+        for a in pending:
+            print(f"  {a.trtexec}")
+        print(f"then check them and write their manifests (the runtime needs them):\n  {adopt}")
     return 0
 
 

@@ -6,6 +6,8 @@ on ONNX Runtime, CPU; no torch needed).
     mambaesr-run shots/ -o shots_x4/            every image (and video) in the folder, names kept
     mambaesr-run clip.mp4 -o clip_x4.mp4        every frame; same frame count and rate
     mambaesr-run --camera 0 --frames 300 -o cam_x4.mp4
+    mambaesr-run --camera "nvarguscamerasrc ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert !
+                 video/x-raw,format=BGR ! appsink" -o csi_x4.mp4 --device orin-nano    a Jetson CSI camera
     mambaesr-run photo.png --device orin        TensorRT plans from engines/orin (mambaesr-export), else ONNX Runtime
     mambaesr-run photo.png --backend torch      the reference PyTorch model (needs the torch extra)
 
@@ -101,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--monitor", default="auto", choices=["auto", "jtop", "nvml", "psutil", "replay"],
                         help="telemetry source for --adaptive (default: the best available)")
     parser.add_argument("--replay", help="a recorded telemetry trace (mambaesr-monitor --record) for --adaptive")
-    parser.add_argument("--camera", type=int, help="read camera N instead of files (needs -o video file)")
+    parser.add_argument("--camera", help="read camera N, or a GStreamer pipeline ending in appsink (a Jetson CSI "
+                                         "camera), instead of files (needs -o video file)")
     parser.add_argument("--frames", type=int, help="stop a video or camera after this many frames")
     parser.add_argument("--max-megapixels", type=float, default=100.0, help="refuse larger outputs (default 100)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -114,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.camera is not None:
             if args.inputs or not args.output:
                 raise MambaESRError("--camera N takes no input files and needs -o out.mp4")
-            jobs = [(args.camera, Path(args.output))]
+            jobs = [(int(args.camera) if args.camera.isdigit() else args.camera, Path(args.output))]
         elif not args.inputs:
             raise MambaESRError("give input images, videos or folders (or --camera N)")
         from ..runtime.upscaler import Upscaler
@@ -146,9 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     bar, failed = _Bar(len(jobs)), 0
     with upscaler:
         for src, dst in jobs:
-            name = f"camera {src}" if isinstance(src, int) else src.name
+            live = not isinstance(src, Path)  # a camera index or a GStreamer pipeline
+            name = (f"camera {src}" if isinstance(src, int) else "GStreamer pipeline") if live else src.name
             try:
-                if isinstance(src, int) or src.suffix.lower() in VIDEO_SUFFIXES:
+                if live or src.suffix.lower() in VIDEO_SUFFIXES:
                     from ..runtime.video import upscale_video
 
                     _, n = upscale_video(upscaler, src, dst, args.overwrite, args.frames,
@@ -159,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                     note = ""
                 if not args.quiet:
                     print(file=sys.stderr)
-                print(f"{name if isinstance(src, int) else src} -> {dst}{note}")
+                print(f"{name if live else src} -> {dst}{note}")
             except MambaESRError as exc:
                 if not args.quiet:
                     print(file=sys.stderr)

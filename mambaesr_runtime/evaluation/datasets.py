@@ -16,13 +16,12 @@ import shutil
 import urllib.error
 import urllib.request
 import zipfile
-from importlib import resources
 from pathlib import Path
 
 import cv2
 
 from ..errors import MambaESRError
-from ..fileio import atomic_write, sha256_file
+from ..fileio import atomic_write, package_dir, sha256_file
 from ..imaging.imresize import imresize
 
 CHUNK = 1 << 16
@@ -33,7 +32,7 @@ class DownloadError(MambaESRError):
 
 
 def default_sources() -> dict:
-    return json.loads(resources.files(__package__).joinpath("dataset_sources.json").read_text())
+    return json.loads((package_dir(__package__) / "dataset_sources.json").read_text())
 
 
 def fetch(url: str, dest: Path, sha256: str | None, allow_unverified: bool = False, timeout: float = 60,

@@ -82,7 +82,7 @@ class EngineManifest:
             raise ConfigError(f"{source}: kind is {body['kind']!r}; valid values are {list(KINDS)}")
         for key in ("input_shape", "output_shape"):
             shape = body[key]
-            if not (isinstance(shape, list | tuple) and len(shape) == 4 and all(
+            if not (isinstance(shape, (list, tuple)) and len(shape) == 4 and all(
                     isinstance(d, int) and d > 0 for d in shape)):
                 raise ConfigError(f"{source}: {key} must be 4 positive integers (N, C, H, W), got {shape!r}")
             body[key] = tuple(shape)

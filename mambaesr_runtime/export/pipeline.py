@@ -7,8 +7,10 @@ For each tier of a device profile (needs torch, onnx and onnxsim):
 3. verify: ONNX Runtime vs PyTorch on random tiles and real image tiles (fp32 max abs error <= ``FP32_TOLERANCE``),
    and, for fp16 profiles, the model in half precision stays finite and within ``FP16_MIN_PSNR`` dB of fp32;
 4. for TensorRT profiles, check the graph against the parser's supported-op table of the profile's TensorRT;
-5. if ``tensorrt`` imports, build the plan (timing cache reused across builds) and time one inference; otherwise
-   give the exact ``trtexec`` command that builds the same engine on the device.
+5. if ``tensorrt`` imports, build the plan (timing cache reused across builds), run it next to ONNX Runtime fp32 on
+   real tiles and a saturated one (:mod:`.plan_parity`), and install it with its manifest only if it is within
+   40 dB on every tile; otherwise give the exact ``trtexec`` command that builds the same engine on the device
+   (:func:`adopt_plan` then checks and installs such a plan the same way).
 
 Every artifact gets an :class:`~.manifest.EngineManifest` beside it; re-running skips artifacts whose manifest says
 they were made from the same weights by the same tool versions. Every file is written atomically.
@@ -20,17 +22,17 @@ import datetime as _dt
 import logging
 import os
 import platform
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from .. import __version__
 from ..errors import CheckpointError, ConfigError, ExportError, require_torch
-from ..fileio import atomic_write, sha256_file
+from ..fileio import atomic_write, package_dir, sha256_file
 from ..profiles import DeviceProfile, Tier
 from .manifest import (
     EngineManifest,
@@ -67,7 +69,7 @@ class TierArtifacts:
 
 
 def shipped_weights_dir() -> Path:
-    return Path(str(resources.files("mambaesr_runtime").joinpath("weights")))
+    return package_dir("mambaesr_runtime") / "weights"
 
 
 def resolve_weights(variants: set[str], given: list[str | os.PathLike] = (), scale: int = 4) -> dict[str, Path]:
@@ -109,7 +111,7 @@ def real_tiles(tile: int, count: int, seed: int = 0) -> np.ndarray:
     and transposes so they differ: float32 (count, 3, tile, tile) in [0, 1]."""
     from ..runtime.imageio import decode, read_image
 
-    img = decode(read_image(resources.files("mambaesr_runtime").joinpath("data", "sample.png"))).rgb
+    img = decode(read_image(package_dir("mambaesr_runtime") / "data" / "sample.png")).rgb
     if min(img.shape[:2]) < tile:
         pad = max(0, tile - img.shape[0]), max(0, tile - img.shape[1])
         img = np.pad(img, ((0, pad[0]), (0, pad[1]), (0, 0)), mode="reflect" if max(pad) < min(img.shape[:2])
@@ -171,7 +173,7 @@ def simplify(src: Path, dst_tmp: str) -> None:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")  # datetime.UTC is 3.11+
 
 
 def _up_to_date(path: Path, expect: dict) -> EngineManifest | None:
@@ -248,35 +250,86 @@ def export_tier(model, weights: Path, profile: DeviceProfile, tier: Tier, out_di
     return TierArtifacts(tier, onnx_path, manifest)
 
 
-def build_plan(art: TierArtifacts, profile: DeviceProfile, trt, cuda=None, force: bool = False) -> TierArtifacts:
-    """Build (or reuse) the TensorRT plan of a tier from its verified ONNX, and time one inference with it."""
-    from ..backends.tensorrt import TrtBackend
+def build_plan(art: TierArtifacts, profile: DeviceProfile, trt, cuda=None, force: bool = False,
+               threads: int = 2) -> TierArtifacts:
+    """Build (or reuse) the TensorRT plan of a tier from its verified ONNX, check it against ONNX Runtime fp32 and
+    install it with its manifest. A plan that fails the check is refused (:class:`ExportError`) and nothing is
+    written: not the plan, not its manifest, not the timing cache."""
+    from .plan_parity import check_plan_parity
     from .tensorrt_build import build_engine
 
     plan = plan_name(art.onnx, profile.precision, profile.dla_core)
     expect = {"kind": "plan", "onnx_sha256": art.manifest.onnx_sha256, "precision": profile.precision,
               "dla_core": profile.dla_core}
     found = None if force else _up_to_date(plan, expect)
-    if found is not None and found.versions.get("tensorrt") == trt.__version__:
+    if (found is not None and found.versions.get("tensorrt") == trt.__version__
+            and "plan_vs_ort_psnr_db" in found.verification):
         log.info("%s is up to date; skipped", plan)
         return replace(art, plan=plan, plan_manifest=found)
     cache = art.onnx.parent / "timing.cache"
-    info = build_engine(art.onnx, plan, target=profile.tensorrt, input_shape=art.manifest.input_shape,
-                        precision=profile.precision, workspace_mb=profile.workspace_mb, dla_core=profile.dla_core,
-                        timing_cache=cache, trt=trt, cuda=cuda)
+    # Built and checked in a scratch folder beside the plan (same file system: the install is a rename).
+    with tempfile.TemporaryDirectory(prefix=f".{plan.name}.", dir=plan.parent) as work:
+        candidate, cache_copy = Path(work) / plan.name, Path(work) / cache.name
+        if cache.is_file():
+            shutil.copyfile(cache, cache_copy)
+        info = build_engine(art.onnx, candidate, target=profile.tensorrt, input_shape=art.manifest.input_shape,
+                            precision=profile.precision, workspace_mb=profile.workspace_mb,
+                            dla_core=profile.dla_core, timing_cache=cache_copy, trt=trt, cuda=cuda)
+        manifest = replace(art.manifest, kind="plan", artifact=plan.name, artifact_sha256=info["plan_sha256"],
+                           precision=profile.precision, dla_core=profile.dla_core, device=info.get("device"),
+                           versions={**art.manifest.versions, "tensorrt": trt.__version__}, build_time=_now(),
+                           verification={"built_by": "mambaesr-export", "build_s": round(info["build_seconds"], 1),
+                                         "strongly_typed": info["strongly_typed"]})
+        parity = check_plan_parity(candidate, manifest, art.onnx, trt=trt, cuda=cuda, threads=threads)
+        manifest = replace(manifest, verification={**manifest.verification, **parity})
+        _install_plan(candidate, plan, manifest)
+        if info["timing_cache"] is not None and cache_copy.is_file():
+            os.replace(cache_copy, cache)
+    return replace(art, plan=plan, plan_manifest=manifest)
+
+
+def _install_plan(candidate: Path, plan: Path, manifest: EngineManifest) -> None:
+    """Move a checked plan into place, then write its manifest. The old manifest goes first: an interruption leaves
+    the old pair, or a plan without a manifest (which the runtime refuses), never a plan with another's manifest."""
+    manifest_path(plan).unlink(missing_ok=True)
+    os.replace(candidate, plan)
+    write_manifest(manifest, plan.parent)
+
+
+def adopt_plan(plan_path: str | os.PathLike, profile: DeviceProfile, trt=None, cuda=None,
+               threads: int = 2) -> TierArtifacts:
+    """Write the manifest of a plan built outside mambaesr-export (the ``trtexec`` commands of ``build_engines.sh``)
+    after the same parity check as :func:`build_plan`, so the runtime will load it.
+
+    The plan must carry the name those commands give it, beside the verified ONNX it was built from (the tier is
+    found by that name). It is run on this device with the installed TensorRT, which the manifest records with this
+    GPU. A plan that fails the check gets no manifest (:class:`ExportError`); the plan file itself is left alone.
+    """
+    from .plan_parity import check_plan_parity
+    from .tensorrt_build import gpu_name
+    from .trt_compat import require_pycuda, require_tensorrt, tensorrt_family
+
+    plan = Path(plan_path)
+    if not plan.is_file():
+        raise ExportError(f"plan {plan} not found; build it with the trtexec commands in build_engines.sh first")
+    trt, cuda = require_tensorrt(trt), require_pycuda(cuda)
+    if tensorrt_family(trt.__version__) != profile.tensorrt:
+        raise ExportError(f"TensorRT {trt.__version__} is installed but profile {profile.name} targets TensorRT "
+                          f"{profile.tensorrt}; adopt plans on the device the profile describes")
+    names = {plan_name(f"{artifact_stem(t.variant, 4, t.tile, t.batch)}.onnx", profile.precision,
+                       profile.dla_core).name: t for t in profile.tiers}
+    if plan.name not in names:
+        raise ExportError(f"{plan.name} is not the name of a plan of profile {profile.name}; its tiers' plans are "
+                          f"{sorted(names)} (the names the trtexec commands in build_engines.sh write)")
+    art = verified_onnx(profile, names[plan.name], plan.parent)
     manifest = replace(art.manifest, kind="plan", artifact=plan.name, artifact_sha256=sha256_file(plan),
-                       precision=profile.precision, dla_core=profile.dla_core, device=info.get("device"),
+                       precision=profile.precision, dla_core=profile.dla_core, device=gpu_name(cuda),
                        versions={**art.manifest.versions, "tensorrt": trt.__version__}, build_time=_now(),
-                       verification={"build_s": round(info["build_seconds"], 1)})
+                       verification={"built_by": "trtexec (adopted by mambaesr-export --adopt-plan)"})
+    parity = check_plan_parity(plan, manifest, art.onnx, trt=trt, cuda=cuda, threads=threads)
+    manifest = replace(manifest, verification={**manifest.verification, **parity})
     write_manifest(manifest, plan.parent)
-    with TrtBackend(plan, trt=trt, cuda=cuda) as backend:
-        x = np.random.default_rng(0).random(backend.input_shape, dtype=np.float32)
-        backend.infer(x)  # the first call pays for lazy initialisation
-        start = time.perf_counter()
-        backend.infer(x)
-        ms = 1000 * (time.perf_counter() - start)
-    manifest = replace(manifest, verification={**manifest.verification, "infer_ms": round(ms, 2)})
-    write_manifest(manifest, plan.parent)
+    log.info("adopted %s: %s", plan, parity)
     return replace(art, plan=plan, plan_manifest=manifest)
 
 
@@ -370,7 +423,7 @@ def export_profile(profile: DeviceProfile, out_dir: str | os.PathLike | None = N
                                       timing_cache=Path("timing.cache"))
             art = replace(art, trtexec=command)
             if trt is not None:
-                say(f"{profile.name}/{tier.name}: building the TensorRT plan")
-                art = build_plan(art, profile, trt, cuda, force)
+                say(f"{profile.name}/{tier.name}: building the TensorRT plan and checking it against ONNX Runtime")
+                art = build_plan(art, profile, trt, cuda, force, threads)
         results.append(art)
     return results

@@ -1,8 +1,10 @@
-"""Build a TensorRT engine (plan) from a static ONNX graph, with TensorRT 8.5 (JetPack 5) or 10.x (JetPack 6).
+"""Build a TensorRT engine (plan) from a static ONNX graph, with TensorRT 8.5 (JetPack 5), 10.x (JetPack 6, desktop)
+or 11.x (desktop).
 
 ``tensorrt`` is imported lazily (pass ``trt=`` to use another module, as the tests do with a recording stand-in). The
-API generation is chosen from ``trt.__version__`` (8.x vs >= 10), never from the profile; the profile's target must
-name the same family or the build is refused. The calls follow the documented Python API of both versions:
+API generation is chosen from ``trt.__version__`` (8.x, 10.x, 11.x), never from the profile; the profile's target must
+name the same family (``"10"`` covers 10.x and 11.x) or the build is refused. The calls follow the documented Python
+API of each version:
 
 - ``Builder.create_network(1 << int(NetworkDefinitionCreationFlag.EXPLICIT_BATCH))`` on 8.5 (implicit batch is the
   default there); ``create_network(0)`` on 10.x, where the flag is deprecated and ignored (TensorRT 10 migration
@@ -18,13 +20,26 @@ name the same family or the build is refused. The calls follow the documented Py
   explicit shapes");
 - ``create_timing_cache(bytes)`` / ``set_timing_cache(cache, ignore_mismatch)`` / ``get_timing_cache().serialize()``
   (Python bindings ``python/src/infer/pyCore.cpp`` in NVIDIA/TensorRT);
-- ``build_serialized_network(network, config)``, which returns ``None`` on failure; ``platform_has_fast_fp16`` and
-  ``num_DLA_cores`` (https://docs.nvidia.com/deeplearning/tensorrt/api/c_api/classnvinfer1_1_1_i_builder.html;
-  ``platformHasFastFp16`` is marked deprecated from 10.5 but still answers).
+  ``create_timing_cache`` returns ``None`` for a blob it cannot read (a cache file of another TensorRT version), as
+  trtexec checks (``samples/utils/timingCache.cpp``, "TimingCache creation failed"): then the build warns and starts
+  a fresh cache;
+- ``build_serialized_network(network, config)``, which returns an ``IHostMemory`` (a buffer: ``nbytes``, no
+  ``len()``) or ``None`` on failure; ``platform_has_fast_fp16`` and ``num_DLA_cores``
+  (https://docs.nvidia.com/deeplearning/tensorrt/api/c_api/classnvinfer1_1_1_i_builder.html;
+  ``platformHasFastFp16`` is marked deprecated from 10.5 but still answers);
+- TensorRT 11 removed weak typing: no ``BuilderFlag.FP16``, no ``platform_has_fast_fp16``, no ``EXPLICIT_BATCH``
+  (``include/NvInfer.h`` and ``python/src/infer/pyCore.cpp`` @ release/11.0; "Migrating from TensorRT 10.x to
+  11.x"). Every network is strongly typed and computes in the ONNX graph's types, so an fp16 engine is built from the
+  verified fp32 graph converted to fp16 with float32 I/O (:func:`.fp16_onnx.convert_to_fp16`), and an fp32 engine
+  from the graph as it is.
+
+Every builder and runtime gets the process's one TensorRT logger (:func:`.trt_compat.trt_logger`).
 
 The trtexec flags of :func:`trtexec_command` are from trtexec's ``--help`` text in NVIDIA/TensorRT
 ``samples/common/sampleOptions.cpp``: 8.5 reads ``--memPoolSize=workspace:<size in MiB>`` (a bare number), 10.x
 accepts unit suffixes (``1024M``); ``--useDLACore``, ``--allowGPUFallback``, ``--timingCacheFile``, ``--fp16``.
+TensorRT 11's trtexec has no ``--fp16`` (``samples/common/sampleOptions.cpp`` @ release/11.0): with 11, build the fp16
+plans with ``mambaesr-export --plans-only`` instead.
 """
 
 from __future__ import annotations
@@ -39,11 +54,14 @@ from pathlib import Path
 from ..errors import ConfigError, ExportError
 from ..fileio import atomic_write
 from .trt_compat import (
+    SUPPORTED_TENSORRT,
     TARGETS,
-    make_trt_logger,
+    TRT_LOG_NAME,
     require_tensorrt,
+    strongly_typed,
     tensorrt_family,
     tensorrt_major,
+    trt_logger,
 )
 
 __all__ = ["PRECISIONS", "build_engine", "trtexec_command"]
@@ -80,7 +98,8 @@ def _check_request(target: str, input_shape, precision: str, workspace_mb: int, 
 
 def trtexec_command(onnx_path, plan_path, *, target: str, input_shape, precision: str, workspace_mb: int,
                     dla_core: int | None = None, timing_cache=None, input_name: str | None = None) -> str:
-    """The trtexec command line that builds the same engine as :func:`build_engine` (run it on the device).
+    """The trtexec command line that builds the same engine as :func:`build_engine` with TensorRT 8.5 or 10.x (run it
+    on the device, then ``mambaesr-export --adopt-plan`` writes the plan's manifest after the parity check).
 
     ``input_name``: give it only for an ONNX file whose input has dynamic dims, to pin them with ``--shapes``;
     trtexec refuses ``--shapes`` for static graphs, which is what ``export_onnx`` writes.
@@ -101,7 +120,7 @@ def trtexec_command(onnx_path, plan_path, *, target: str, input_shape, precision
     return shlex.join(args)
 
 
-def _device_name(cuda, index: int = 0) -> str | None:
+def gpu_name(cuda, index: int = 0) -> str | None:
     """The GPU's name via PyCUDA when available (recorded in the manifest; a plan is tied to its GPU)."""
     if cuda is None:
         try:
@@ -128,13 +147,36 @@ def _parser_errors(parser) -> list[str]:
     return lines
 
 
+def _attach_timing_cache(config, cache_path: Path, version: str) -> bool:
+    """Load ``cache_path`` (if it exists) into ``config``. A cache TensorRT cannot read, or one that does not match
+    this GPU/TensorRT, is replaced by a fresh one with a warning. False when TensorRT could create no cache at all."""
+    blob = cache_path.read_bytes() if cache_path.is_file() else b""
+    cache = config.create_timing_cache(blob)
+    if cache is not None and config.set_timing_cache(cache, False):
+        return True
+    if cache is None and blob:
+        # createTimingCache returns nullptr (None in Python) for a blob it cannot deserialize, e.g. another version's.
+        log.warning("timing cache %s could not be read by TensorRT %s (written by another version?); starting a "
+                    "fresh one, which replaces it after the build", cache_path, version)
+    elif cache is not None:
+        log.warning("timing cache %s does not match this GPU/TensorRT; building with an empty one", cache_path)
+    cache = config.create_timing_cache(b"") if blob or cache is not None else None
+    if cache is None:
+        log.warning("TensorRT could not create a timing cache; building without one (%s is left as it is)",
+                    cache_path)
+        return False
+    config.set_timing_cache(cache, False)
+    return True
+
+
 def build_engine(onnx_path, plan_path, *, target: str, input_shape, precision: str, workspace_mb: int,
                  dla_core: int | None = None, timing_cache=None, trt=None, cuda=None, precheck: bool = True) -> dict:
     """Build ``onnx_path`` into a serialized TensorRT engine at ``plan_path`` (written atomically); return build info.
 
     ``target``: the profile's TensorRT family (``"8.5"`` / ``"10"``), which must match the installed TensorRT.
     ``input_shape``: the static (N, 3, h, w) the engine runs. ``precision``: ``fp32`` or ``fp16`` (never silently
-    downgraded: fp16 on a GPU without fast fp16 is an error; int8 is refused, there is no calibration data).
+    downgraded: fp16 on a GPU without fast fp16 is an error; int8 is refused, there is no calibration data). With
+    TensorRT 11 an fp16 engine is built from the graph converted to fp16 (needs the onnx package).
     ``workspace_mb``: the builder's workspace pool. ``dla_core``: run on that DLA core with GPU fallback.
     ``timing_cache``: a file read if it exists and written back after the build, so rebuilds reuse kernel timings.
     ``trt`` / ``cuda``: the ``tensorrt`` and ``pycuda.driver`` modules (imported when ``None``; PyCUDA is optional
@@ -142,7 +184,8 @@ def build_engine(onnx_path, plan_path, *, target: str, input_shape, precision: s
 
     Returns ``tensorrt`` (version), ``target``, ``device`` (GPU name or ``None``), ``build_seconds``, ``plan``,
     ``plan_sha256``, ``plan_bytes``, ``input_name``, ``input_shape``, ``output_name``, ``output_shape``,
-    ``precision``, ``workspace_mb``, ``dla_core``, ``timing_cache``.
+    ``precision``, ``strongly_typed``, ``workspace_mb``, ``dla_core``, ``timing_cache`` (``None`` also when TensorRT
+    could create no cache at all).
     """
     shape = _check_request(target, input_shape, precision, workspace_mb, dla_core)
     onnx_path, plan_path = Path(onnx_path), Path(plan_path)
@@ -150,27 +193,40 @@ def build_engine(onnx_path, plan_path, *, target: str, input_shape, precision: s
         raise ExportError(f"ONNX file {onnx_path} not found; export it first (mambaesr-export or export_onnx)")
     trt = require_tensorrt(trt)
     family = tensorrt_family(trt.__version__)
+    if family is None:
+        raise ExportError(f"TensorRT {trt.__version__} is not a version MambaESR builds with; it supports "
+                          f"{SUPPORTED_TENSORRT}. Install one of those (JetPack 5.1 or 6.1+ on a Jetson; "
+                          f"pip install tensorrt on a desktop)")
     if family != str(target):
         raise ExportError(f"TensorRT {trt.__version__} is installed but the profile targets TensorRT {target}; "
                           f"build on the device the profile describes (JetPack 5.1 = TensorRT 8.5, JetPack 6.1+ or "
-                          f"pip tensorrt = TensorRT 10) or choose the profile whose tensorrt target is {family!r}")
+                          f"pip tensorrt = TensorRT 10/11) or choose the profile whose tensorrt target is {family!r}")
     if precheck:
         try:
             from .trt_compat import check_graph
 
-            check_graph(onnx_path, str(target), require_static=False)
+            check_graph(onnx_path, str(target), require_static=False, tensorrt_version=str(trt.__version__))
         except ImportError:  # DependencyError is an ImportError: onnx is missing on this device
             log.warning("onnx is not installed, so the TensorRT op check is skipped; the TensorRT parser will "
                         "report unsupported ops itself")
 
     legacy = tensorrt_major(trt.__version__) < 10
-    logger = make_trt_logger(trt, "mambaesr_runtime.tensorrt.build")
+    typed = strongly_typed(trt.__version__)
+    model_bytes = onnx_path.read_bytes()
+    if typed and precision == "fp16":
+        # Strongly typed: the engine computes in the graph's types, so an fp16 engine needs an fp16 graph.
+        from .fp16_onnx import convert_to_fp16, load_onnx
+
+        model_bytes = convert_to_fp16(load_onnx(onnx_path)).SerializeToString()
+        log.info("TensorRT %s builds strongly typed networks: building %s from its fp16 conversion (float32 I/O)",
+                 trt.__version__, onnx_path.name)
+    logger = trt_logger(trt)
     builder = trt.Builder(logger)
-    # Explicit batch is mandatory for ONNX on 8.x and the only mode (flag deprecated, ignored) on 10.x.
+    # Explicit batch is mandatory for ONNX on 8.x and the only mode on 10.x (flag deprecated) and 11.x (flag removed).
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH) if legacy else 0
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse(onnx_path.read_bytes(), str(onnx_path)):
+    if not parser.parse(model_bytes, str(onnx_path)):
         errors = _parser_errors(parser) or ["(the parser reported failure without an error message)"]
         raise ExportError(f"TensorRT {trt.__version__} could not parse {onnx_path.name} ({len(errors)} error(s)):\n- "
                           + "\n- ".join(errors) + "\nSee trt_compat.check_graph for the ops each target supports")
@@ -194,7 +250,7 @@ def build_engine(onnx_path, plan_path, *, target: str, input_shape, precision: s
                           f"ONNX at the tier's tile and batch (export_onnx(model, path, h, w, batch))")
 
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
-    if precision == "fp16":
+    if precision == "fp16" and not typed:
         if not builder.platform_has_fast_fp16:
             raise ExportError("this GPU has no fast fp16, and a profile's precision is never downgraded silently; "
                               "use a profile with precision fp32 on this device")
@@ -209,21 +265,16 @@ def build_engine(onnx_path, plan_path, *, target: str, input_shape, precision: s
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)  # layers DLA cannot run (the scan's MatMul/CumSum) go to the GPU
 
     cache_path = Path(timing_cache) if timing_cache is not None else None
-    if cache_path is not None:
-        blob = cache_path.read_bytes() if cache_path.is_file() else b""
-        cache = config.create_timing_cache(blob)
-        if not config.set_timing_cache(cache, False):
-            # A cache from another GPU or TensorRT version: start afresh (it is rewritten below), say so.
-            log.warning("timing cache %s does not match this GPU/TensorRT; building with an empty one", cache_path)
-            config.set_timing_cache(config.create_timing_cache(b""), False)
+    if cache_path is not None and not _attach_timing_cache(config, cache_path, trt.__version__):
+        cache_path = None  # TensorRT could create no cache at all: build without one, write none back
 
     start = time.perf_counter()
     plan = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - start
     if plan is None:
         raise ExportError(f"TensorRT {trt.__version__} failed to build {onnx_path.name} (build_serialized_network "
-                          f"returned None); the reason is in the log of 'mambaesr_runtime.tensorrt.build'. Common "
-                          f"causes: workspace_mb ({workspace_mb}) too small, a layer the chosen device cannot run")
+                          f"returned None); the reason is in the log of {TRT_LOG_NAME!r}. Common causes: "
+                          f"workspace_mb ({workspace_mb}) too small, a layer the chosen device cannot run")
     data = memoryview(plan)
     atomic_write(plan_path, lambda tmp: Path(tmp).write_bytes(data), suffix=".plan")
     if cache_path is not None:
@@ -231,10 +282,11 @@ def build_engine(onnx_path, plan_path, *, target: str, input_shape, precision: s
         atomic_write(cache_path, lambda tmp: Path(tmp).write_bytes(serialized), suffix=".cache")
 
     info = {
-        "tensorrt": str(trt.__version__), "target": str(target), "device": _device_name(cuda),
+        "tensorrt": str(trt.__version__), "target": str(target), "device": gpu_name(cuda),
         "build_seconds": round(seconds, 3), "plan": str(plan_path), "plan_sha256": hashlib.sha256(data).hexdigest(),
         "plan_bytes": data.nbytes, "input_name": inp.name, "input_shape": shape, "output_name": out.name,
-        "output_shape": tuple(out.shape), "precision": precision, "workspace_mb": workspace_mb, "dla_core": dla_core,
+        "output_shape": tuple(out.shape), "precision": precision, "strongly_typed": typed,
+        "workspace_mb": workspace_mb, "dla_core": dla_core,
         "timing_cache": str(cache_path) if cache_path is not None else None,
     }
     log.info("built %s (%d bytes, %s) with TensorRT %s in %.1f s", plan_path, data.nbytes, precision,

@@ -5,9 +5,15 @@ The ops table is data (``tensorrt_ops.json``), transcribed from onnx-tensorrt's 
 - target ``"8.5"`` (JetPack 5): ``onnx/onnx-tensorrt`` ``docs/operators.md`` @ ``6d0ab7be324d02c7feb3a306b6fdbeae84f71ddc``
   ("TensorRT 8.5 supports operators up to Opset 17"), cross-checked with ``docs/Changelog.md`` @ ``0f305925`` (the
   8.5 GA release commit);
-- target ``"10"`` (JetPack 6 / desktop): ``docs/operators.md`` and ``docs/Changelog.md`` @
+- target ``"10"`` (JetPack 6 / desktop, TensorRT 10.x and 11.x): ``docs/operators.md`` and ``docs/Changelog.md`` @
   ``0137504e2b25fe5253bd85d26b073378fb67805b`` (TensorRT 10.6 GA), minus the ops its changelog adds after 10.0, with
-  the opset ceiling of the 10.0 page (``release/10.0``: "opset 9 to opset 20").
+  the opset ceiling of the 10.0 page (``release/10.0``: "opset 9 to opset 20") and the restrictions of the 10.0 GA
+  table that later releases lifted, each with the release that lifted it (``before``): Slice ``axes`` as a tensor
+  from 10.3, Pad ``axes`` from 10.4, Squeeze/Unsqueeze ``axes`` from 10.7.
+
+Each target has a ``floor``, the oldest release it covers (8.5, 10.0). Where the installed TensorRT is known (building
+on the device) the graph is checked against that exact release; elsewhere against the floor, so a graph exported for
+``"10"`` parses on every 10.x, including the 10.3 of JetPack 6.1/6.2.
 
 The int64 rule, from the same pages: TensorRT 8.5 "will attempt to cast down INT64 to INT32 ... clamping values to
 +-INT_MAX", and until 9.0 "ONNX models with INT64 I/O require INT32 bindings" (Changelog, 9.0 EA). So for 8.5:
@@ -20,9 +26,9 @@ The int64 rule, from the same pages: TensorRT 8.5 "will attempt to cast down INT
 TensorRT 10 has native INT64 (Changelog, 9.0 EA), so nothing int64 is refused there; the report still counts it.
 
 This module also holds the small helpers both the builder and the TensorRT backend need: the version family of an
-installed TensorRT, lazy imports of ``tensorrt`` / ``pycuda.driver`` with install hints, and a TensorRT logger that
-writes to :mod:`logging` (TensorRT's own ``trt.Logger`` prints to the console; a library must not).
-``trt.ILogger`` subclassing follows the Python API page "tensorrt.ILogger" (TensorRT 8.5 and 10.x docs).
+installed TensorRT, lazy imports of ``tensorrt`` / ``pycuda.driver`` with install hints, and the process's one
+TensorRT logger, which writes to :mod:`logging` (TensorRT's own ``trt.Logger`` prints to the console; a library must
+not). ``trt.ILogger`` subclassing follows the Python API page "tensorrt.ILogger" (TensorRT 8.5, 10.x, 11.x docs).
 """
 
 from __future__ import annotations
@@ -31,21 +37,24 @@ import json
 import logging
 import os
 import re
+import threading
 from collections import Counter
 from functools import lru_cache
-from importlib import resources
 
 import numpy as np
 
 from ..errors import ConfigError, DependencyError, ExportError
+from ..fileio import package_dir
 
-__all__ = ["TARGETS", "check_graph", "load_ops_table", "make_trt_logger", "require_pycuda", "require_tensorrt",
-           "target_table", "tensorrt_family"]
+__all__ = ["SUPPORTED_TENSORRT", "TARGETS", "check_graph", "load_ops_table", "require_pycuda", "require_tensorrt",
+           "strongly_typed", "target_table", "tensorrt_family", "trt_logger"]
 
 log = logging.getLogger(__name__)
 
 TARGETS = ("8.5", "10")
-"""TensorRT families a device profile can target (``profiles.TENSORRT_TARGETS``)."""
+"""TensorRT families a device profile can target (``profiles.TENSORRT_TARGETS``): ``"8.5"`` is TensorRT 8.5 (JetPack
+5.1), ``"10"`` is TensorRT 10.x (JetPack 6.1+, desktop) and 11.x (desktop; strongly typed networks only)."""
+SUPPORTED_TENSORRT = "8.5 (JetPack 5.1), 10.x (JetPack 6.1+, desktop) or 11.x (desktop)"
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 _INT32_MIN, _INT32_MAX = -(2 ** 31), 2 ** 31 - 1
 _ONNX_INT64 = 7  # onnx.TensorProto.INT64, kept literal so this module imports without onnx
@@ -54,8 +63,8 @@ _MAX_NAMES = 8  # node names listed per problem before "+N more"
 
 TENSORRT_INSTALL_HINT = (
     "on a Jetson, TensorRT and its Python bindings come with JetPack (JetPack 5.1 = TensorRT 8.5, JetPack 6.1+ = "
-    "TensorRT 10; apt install python3-libnvinfer if the bindings are missing); on a desktop NVIDIA GPU: "
-    "pip install tensorrt")
+    "TensorRT 10.3; apt install python3-libnvinfer if the bindings are missing); on a desktop NVIDIA GPU: "
+    "pip install tensorrt (11.x; or 'tensorrt>=10,<11' for 10.x)")
 PYCUDA_INSTALL_HINT = "pip install pycuda (on a Jetson, with the JetPack CUDA toolkit on PATH: /usr/local/cuda/bin)"
 
 
@@ -68,17 +77,24 @@ def _version_numbers(version: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
+def strongly_typed(version: str) -> bool:
+    """TensorRT 11 removed weak typing (``BuilderFlag.FP16``, ``platform_has_fast_fp16``, ``EXPLICIT_BATCH``): an
+    engine computes in the ONNX graph's own types (``include/NvInfer.h`` @ release/11.0)."""
+    return _version_numbers(version)[0] >= 11
+
+
 def tensorrt_major(version: str) -> int:
     """``"8.5.2.2"`` -> 8: picks the API generation (8.x bindings vs 10.x named tensors)."""
     return _version_numbers(version)[0]
 
 
 def tensorrt_family(version: str) -> str | None:
-    """The profile target a TensorRT version belongs to (``"8.5"``, ``"10"``), ``None`` for one we do not target."""
+    """The profile target a TensorRT version belongs to (``"8.5"``, ``"10"`` for 10.x and 11.x), ``None`` for one we
+    do not target (8.6, 9.x, and majors newer than this release knows, whose API it cannot promise)."""
     major, minor = _version_numbers(version)
     if (major, minor) == (8, 5):
         return "8.5"
-    if major >= 10:
+    if major in (10, 11):
         return "10"
     return None
 
@@ -107,9 +123,32 @@ def require_pycuda(cuda=None):
     return pycuda.driver
 
 
-def make_trt_logger(trt, name: str = "mambaesr_runtime.tensorrt"):
+#: The logger every TensorRT message goes to (builder and runtime alike: TensorRT has one logger per process).
+TRT_LOG_NAME = "mambaesr_runtime.tensorrt"
+_TRT_LOGGERS: dict = {}  # id(trt module) -> (module, logger); never emptied, see trt_logger
+_TRT_LOGGERS_LOCK = threading.Lock()
+
+
+def trt_logger(trt):
+    """The process's one ``trt.ILogger``, created on first use and never freed; pass it to every ``trt.Builder`` and
+    ``trt.Runtime``.
+
+    TensorRT keeps a single logger pointer while any builder, runtime or refitter exists and logs through it ("The
+    logger passed into createInferRuntime differs from one already provided ... TensorRT maintains only a single logger
+    pointer at any given time", NVIDIA/TensorRT#1475). A logger per builder/runtime lives only as long as its owner, so
+    closing the first of several engines (``Upscaler``'s LRU) would leave TensorRT logging through a freed object.
+    """
+    with _TRT_LOGGERS_LOCK:
+        entry = _TRT_LOGGERS.get(id(trt))
+        if entry is None or entry[0] is not trt:
+            entry = (trt, _logging_logger(trt, TRT_LOG_NAME))
+            _TRT_LOGGERS[id(trt)] = entry  # the module is kept too, so its id cannot be reused
+        return entry[1]
+
+
+def _logging_logger(trt, name: str):
     """A ``trt.ILogger`` that forwards TensorRT's messages to the Python logger ``name`` (TensorRT's ``Logger``
-    would print them). Keep a reference for as long as the builder/runtime that uses it lives."""
+    would print them)."""
     target = logging.getLogger(name)
     severity = trt.ILogger.Severity
     levels = {severity.INTERNAL_ERROR: logging.CRITICAL, severity.ERROR: logging.ERROR,
@@ -130,7 +169,7 @@ def make_trt_logger(trt, name: str = "mambaesr_runtime.tensorrt"):
 @lru_cache(maxsize=1)
 def load_ops_table() -> dict:
     """``tensorrt_ops.json``, parsed once."""
-    text = resources.files(__package__).joinpath("tensorrt_ops.json").read_text()
+    text = (package_dir(__package__) / "tensorrt_ops.json").read_text()
     return json.loads(text)
 
 
@@ -211,20 +250,46 @@ def _int64_values(onnx, node_or_tensor):
     return None
 
 
-def check_graph(model_or_path, target: str, *, require_static: bool = True) -> dict:
+def _rule_applies(rule: dict, version: tuple[int, int]) -> bool:
+    """A rule with ``before: "10.3"`` binds only releases older than 10.3."""
+    return "before" not in rule or version < _version_numbers(rule["before"])
+
+
+def _ranks(onnx, model) -> dict[str, int]:
+    """The rank of every tensor whose shape is known, with ONNX shape inference where the graph does not say."""
+    try:
+        model = onnx.shape_inference.infer_shapes(model)
+    except Exception as exc:  # noqa: BLE001 - a graph shape inference cannot follow keeps the ranks it declares
+        log.debug("ONNX shape inference failed (%s); using the declared shapes only", exc)
+    graph = model.graph
+    ranks = {t.name: len(t.dims) for t in graph.initializer}
+    for value in list(graph.input) + list(graph.value_info) + list(graph.output):
+        if value.type.tensor_type.HasField("shape"):
+            ranks[value.name] = len(value.type.tensor_type.shape.dim)
+    return ranks
+
+
+def check_graph(model_or_path, target: str, *, require_static: bool = True, tensorrt_version: str | None = None) -> dict:
     """Check an ONNX graph against what the TensorRT ``target`` parser accepts; return a report, raise on problems.
 
     ``model_or_path``: an ``onnx.ModelProto`` or a path. ``target``: ``"8.5"`` or ``"10"``. ``require_static``: refuse
     graph inputs/outputs with symbolic or unknown dims (our engines are static; the builder passes ``False`` because it
-    pins dynamic dims itself with an optimization profile).
+    pins dynamic dims itself with an optimization profile). ``tensorrt_version``: the installed TensorRT (building on
+    the device), whose exact release decides the version-bound restrictions; default: the target's ``floor``, the
+    oldest release the target covers.
 
-    The report: ``target``, ``opset``, ``ops`` (op -> count, custom domains as ``domain::Op``), ``num_nodes``,
+    The report: ``target``, ``checked_version`` (the release the version-bound rules were applied for), ``opset``, ``ops`` (op -> count, custom domains as ``domain::Op``), ``num_nodes``,
     ``inputs``/``outputs`` (name, shape, dtype), ``static_shapes``, ``int64`` (graph I/O, initializer, Constant and
     Cast-to-int64 counts, out-of-int32 values and whether the parser clamps them) and ``sources`` (the docs it rests
     on). Raises :class:`ExportError` listing every problem found: each unsupported op with its node names, each
     violated restriction, any non-static dim, an opset outside the parser's range, int64 tensors 8.5 cannot take.
     """
     table = target_table(target)
+    if tensorrt_version is not None and tensorrt_family(tensorrt_version) != str(target):
+        raise ConfigError(f"TensorRT {tensorrt_version} does not belong to target {target!r}; valid targets are "
+                          f"{list(TARGETS)} (8.5 = TensorRT 8.5, 10 = TensorRT 10.x and 11.x)")
+    checked = str(tensorrt_version) if tensorrt_version is not None else table["floor"]
+    version = _version_numbers(checked)
     onnx, model, label = _load_model(model_or_path)
     graph = model.graph
     problems: list[str] = []
@@ -253,6 +318,7 @@ def check_graph(model_or_path, target: str, *, require_static: bool = True) -> d
     counts: Counter = Counter()
     unsupported: dict[str, list[str]] = {}
     violations: dict[tuple[str, str], list[str]] = {}
+    ranks = None
     for node, index, scope in _walk(graph):
         domain = node.domain if node.domain not in _DEFAULT_DOMAINS else ""
         key = f"{domain}::{node.op_type}" if domain else node.op_type
@@ -262,6 +328,19 @@ def check_graph(model_or_path, target: str, *, require_static: bool = True) -> d
         if rule is None:
             unsupported.setdefault(key, []).append(node_label)
             continue
+        if not _rule_applies(rule, version):
+            continue
+        for idx, what in rule.get("absent_inputs", {}).items():
+            if len(node.input) > int(idx) and node.input[int(idx)]:
+                violations.setdefault((node.op_type, f"input `{what}` is unsupported"), []).append(node_label)
+        for idx, (low, high) in rule.get("input_rank", {}).items():
+            if len(node.input) > int(idx) and node.input[int(idx)]:
+                ranks = _ranks(onnx, model) if ranks is None else ranks
+                rank = ranks.get(node.input[int(idx)])
+                if rank is None or not low <= rank <= high:
+                    what = (f"input rank {rank if rank is not None else 'unknown'} "
+                            f"(supported: {low}..{high})")
+                    violations.setdefault((node.op_type, what), []).append(node_label)
         for idx, what in rule.get("const_inputs", {}).items():
             idx = int(idx)
             if len(node.input) > idx and node.input[idx] and node.input[idx] not in const_names:
@@ -292,7 +371,7 @@ def check_graph(model_or_path, target: str, *, require_static: bool = True) -> d
             problems.append(f"op {key} (nodes: {_names(labels)}) is not supported by the TensorRT {target} ONNX "
                             f"parser ({where}): {note}")
     for (op, what), labels in sorted(violations.items()):
-        problems.append(f"op {op} (nodes: {_names(labels)}): {what}; TensorRT {target} restriction: "
+        problems.append(f"op {op} (nodes: {_names(labels)}): {what}; TensorRT {checked} restriction: "
                         f"{table['ops'][op]['note']}")
 
     initializer_names = {t.name for t in graph.initializer}
@@ -333,7 +412,8 @@ def check_graph(model_or_path, target: str, *, require_static: bool = True) -> d
                         f"clamp to +-INT_MAX and change the result; keep shape arithmetic within int32")
 
     report = {
-        "target": str(target), "tensorrt": table["tensorrt"], "opset": opset, "ops": dict(sorted(counts.items())),
+        "target": str(target), "tensorrt": table["tensorrt"], "checked_version": checked, "opset": opset,
+        "ops": dict(sorted(counts.items())),
         "num_nodes": sum(counts.values()), "inputs": [{k: v for k, v in i.items() if k != "elem_type"} for i in inputs],
         "outputs": [{k: v for k, v in o.items() if k != "elem_type"} for o in outputs], "static_shapes": static,
         "int64": {"rule": table["int64"], "graph_io": int64_io, "initializers": n_initializers,
@@ -342,7 +422,7 @@ def check_graph(model_or_path, target: str, *, require_static: bool = True) -> d
         "sources": table["sources"],
     }
     if problems:
-        raise ExportError(f"{label} cannot be built by TensorRT {target}:\n- " + "\n- ".join(problems))
+        raise ExportError(f"{label} cannot be built by TensorRT {checked} (target {target}):\n- " + "\n- ".join(problems))
     log.info("%s passes the TensorRT %s parser check: %d nodes, %d op types, opset %s", label, target,
              report["num_nodes"], len(counts), opset)
     return report

@@ -28,15 +28,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from ..profiles import DeviceProfile, Tier
 from .monitor import BackgroundSampler, Monitor, ReplayMonitor, Telemetry, open_monitor
 from .policy import Decision, PolicyState, TierPolicy
-
-if TYPE_CHECKING:
-    from typing import Self
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +163,7 @@ class AdaptiveController:
             self._sampler.stop()
         self.monitor.close()
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> AdaptiveController:  # noqa: PYI034 - typing.Self needs Python 3.11
         return self
 
     def __exit__(self, *exc) -> None:

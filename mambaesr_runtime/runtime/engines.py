@@ -17,11 +17,11 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, replace
-from importlib import resources
 from pathlib import Path
 
 from ..errors import BackendError, ConfigError, DependencyError
 from ..export.manifest import artifact_stem, plan_name
+from ..fileio import package_dir
 from ..profiles import BACKENDS, DeviceProfile, Tier
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ SCALE = 4
 
 
 def shipped_dir() -> Path:
-    return Path(str(resources.files("mambaesr_runtime").joinpath("weights")))
+    return package_dir("mambaesr_runtime") / "weights"
 
 
 def search_dirs(profile: DeviceProfile, engines_dir: str | os.PathLike | None = None) -> list[Path]:

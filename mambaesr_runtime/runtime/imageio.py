@@ -12,11 +12,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ..errors import MambaESRError
 from ..fileio import atomic_write
+from .opencv import cv2
 
 WRITE_FORMATS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 SIXTEEN_BIT_FORMATS = (".png", ".tif", ".tiff")

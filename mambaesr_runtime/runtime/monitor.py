@@ -31,13 +31,10 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ..errors import ConfigError, DependencyError, MonitorError
 from ..fileio import atomic_write, atomic_write_json, read_json
-
-if TYPE_CHECKING:
-    from typing import Self
 
 log = logging.getLogger(__name__)
 
@@ -782,7 +779,7 @@ class BackgroundSampler:
         self.samples = 0
         self.errors = 0
 
-    def start(self) -> Self:
+    def start(self) -> BackgroundSampler:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="mambaesr-telemetry", daemon=True)
             self._thread.start()
@@ -821,7 +818,7 @@ class BackgroundSampler:
                 log.warning("telemetry sampler still inside %s after %.1f s; leaving it", self.monitor.describe(),
                             timeout)
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> BackgroundSampler:  # noqa: PYI034 - typing.Self needs Python 3.11
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -3,6 +3,11 @@
 The output is written under a temporary name beside the destination (same suffix, so OpenCV picks the container)
 and renamed only when every frame is in: an error leaves no partial video. A camera never ends by itself: it is
 read until ``max_frames`` or an interruption (Ctrl+C), and what was captured until then is a complete video.
+
+A source is a video file, a camera index, or a GStreamer pipeline ending in ``appsink`` (a Jetson CSI camera:
+``nvarguscamerasrc ! ... ! appsink``), opened with ``cv2.CAP_GSTREAMER``. An OpenCV built without GStreamer (PyPI's
+wheels) cannot open one: that is refused up front with the fix (:data:`.opencv.GSTREAMER_FIX`), not left to a
+capture that silently never opens.
 """
 
 from __future__ import annotations
@@ -13,10 +18,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ..errors import MambaESRError
+from .opencv import GSTREAMER_FIX, cv2, describe_opencv, gstreamer_status
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +43,39 @@ class VideoInfo:
     """Frame count the container reports (``None`` for cameras and streams)."""
 
 
+def is_gstreamer_pipeline(source) -> bool:
+    """A GStreamer pipeline description (elements joined by ``!``), as opposed to a file path or camera index."""
+    return isinstance(source, str) and "!" in source and not Path(source).exists()
+
+
 def is_camera(source: str | int) -> bool:
-    return isinstance(source, int) or (isinstance(source, str) and source.isdigit())
+    """A live source (camera index or GStreamer pipeline): no frame count, read until stopped."""
+    return isinstance(source, int) or (isinstance(source, str) and source.isdigit()) or is_gstreamer_pipeline(source)
+
+
+def open_gstreamer(pipeline: str) -> cv2.VideoCapture:
+    """``cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER)``, refused with the fix when this OpenCV has no GStreamer."""
+    status = gstreamer_status()
+    if status is False:
+        raise VideoError(f"cannot open the GStreamer pipeline {pipeline!r}: this OpenCV was built without GStreamer "
+                         f"(cv2.getBuildInformation() says 'GStreamer: NO'; {describe_opencv()}). {GSTREAMER_FIX}")
+    cap = cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER)
+    if not cap.isOpened():
+        unknown = "" if status else (f" This OpenCV's build information does not say whether it has GStreamer "
+                                     f"({describe_opencv()}); if it has not: {GSTREAMER_FIX}.")
+        raise VideoError(f"the GStreamer pipeline {pipeline!r} cannot be opened: try it with gst-launch-1.0 "
+                         f"(replace appsink by fakesink); it must end in appsink and deliver BGR frames "
+                         f"(videoconvert ! video/x-raw,format=BGR ! appsink); in a container, a CSI camera also "
+                         f"needs -v /tmp/argus_socket:/tmp/argus_socket.{unknown}")
+    return cap
 
 
 def open_source(source: str | int | os.PathLike) -> tuple[cv2.VideoCapture, VideoInfo]:
-    """A capture for a video file or a camera index, with its size and frame rate."""
-    if is_camera(source):
+    """A capture for a video file, a camera index or a GStreamer pipeline, with its size and frame rate."""
+    if is_gstreamer_pipeline(source):
+        cap = open_gstreamer(source)
+        what = "GStreamer pipeline"
+    elif is_camera(source):
         cap = cv2.VideoCapture(int(source))
         what = f"camera {int(source)}"
     else:

@@ -1,4 +1,4 @@
-"""The TensorRT backend against recording stand-ins of TensorRT 8.5 / 10.x and PyCUDA (no GPU here).
+"""The TensorRT backend against recording stand-ins of TensorRT 8.5 / 10.x / 11.x and PyCUDA (no GPU here).
 
 Plans come from ``build_engine`` with the same stand-ins, plus a manifest, as on a device. The fake engine upscales by
 nearest neighbour, so ``infer`` output is checked exactly; the fake CUDA driver checks that every call that needs a
@@ -8,13 +8,16 @@ current context has one, and that contexts are pushed and popped in balance.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import sys
 import threading
 
 import numpy as np
 import pytest
+from onnx import TensorProto
 from standins.tensorrt_standin import (
     TRT10_VERSION,
+    TRT11_VERSION,
     TRT85_VERSION,
     make_standins,
     write_static_sr_onnx,
@@ -32,11 +35,11 @@ from mambaesr_runtime.export.tensorrt_build import build_engine
 VERSIONS = {"8.5": TRT85_VERSION, "10": TRT10_VERSION}
 
 
-def _plan(tmp_path, target, dla_core=None, **manifest_changes):
+def _plan(tmp_path, target, dla_core=None, version=None, output_type=None, **manifest_changes):
     """Build a plan with the stand-ins and write its manifest; return (plan path, fake trt, fake cuda, recorder)."""
-    trt, cuda, rec = make_standins(VERSIONS[target])
+    trt, cuda, rec = make_standins(version or VERSIONS[target])
     rec.dla_cores = 1
-    onnx_file = write_static_sr_onnx(tmp_path / "tiny.onnx")
+    onnx_file = write_static_sr_onnx(tmp_path / "tiny.onnx", output_type=output_type)
     plan = tmp_path / "tiny.plan"
     info = build_engine(onnx_file, plan, target=target, input_shape=(1, 3, 16, 16), precision="fp16",
                         workspace_mb=256, dla_core=dla_core, trt=trt, cuda=cuda)
@@ -229,3 +232,93 @@ def test_without_tensorrt_the_backend_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pycuda", None)
     with pytest.raises(DependencyError, match="pip install pycuda"):
         TrtBackend(plan, trt=trt)
+
+
+def test_one_logger_serves_every_runtime_when_the_first_engine_closes_first(tmp_path):
+    """Upscaler's LRU closes its oldest engine first. TensorRT keeps the first logger it is given while any runtime
+    lives; a logger per backend was freed with the first backend while the others still logged through it (the
+    stand-in raises where a device would crash)."""
+    plan, trt, cuda, rec = _plan(tmp_path, "10")
+    first = TrtBackend(plan, trt=trt, cuda=cuda)
+    second = TrtBackend(plan, trt=trt, cuda=cuda)
+    first.close()
+    del first
+    gc.collect()
+    np.testing.assert_array_equal(second.infer(_x(5)), _expected(_x(5)))  # the engine logs on every enqueue
+    with TrtBackend(plan, trt=trt, cuda=cuda) as third:
+        np.testing.assert_array_equal(third.infer(_x(6)), _expected(_x(6)))
+    second.close()
+    assert len(rec.loggers) == 4 and len(set(rec.loggers)) == 1  # builder + 3 runtimes
+    assert not [m for _, m in rec.logged if "differs from one already provided" in m]
+
+
+def test_standin_logger_is_process_wide_like_tensorrt(tmp_path):
+    """The stand-in's behaviour the test above relies on: a second logger is ignored with TensorRT's warning, and
+    once the kept one is freed, logging through it fails."""
+    plan, trt, cuda, _ = _plan(tmp_path, "10")
+
+    class OwnLogger(trt.ILogger):
+        def __init__(self):
+            trt.ILogger.__init__(self)
+            self.messages = []
+
+        def log(self, severity, msg):
+            self.messages.append(msg)
+
+    ctx = cuda.Device(0).make_context()
+    first_logger = OwnLogger()
+    first = trt.Runtime(first_logger)
+    second = trt.Runtime(OwnLogger())
+    assert "differs from one already provided" in first_logger.messages[-1]  # reported through the kept logger
+    assert second.deserialize_cuda_engine(plan.read_bytes()) is not None
+    del first, first_logger
+    gc.collect()
+    with pytest.raises(RuntimeError, match="freed logger"):
+        second.deserialize_cuda_engine(plan.read_bytes())
+    ctx.pop()
+
+
+def test_standin_deserialize_and_execution_context_need_a_current_cuda_context(tmp_path):
+    from mambaesr_runtime.export.trt_compat import trt_logger
+
+    plan, trt, cuda, _ = _plan(tmp_path, "8.5")
+    runtime = trt.Runtime(trt_logger(trt))
+    with pytest.raises(RuntimeError, match="without a current context"):
+        runtime.deserialize_cuda_engine(plan.read_bytes())
+    ctx = cuda.Device(0).make_context()
+    engine = runtime.deserialize_cuda_engine(plan.read_bytes())
+    ctx.pop()
+    with pytest.raises(RuntimeError, match="without a current context"):
+        engine.create_execution_context()
+
+
+def test_engine_with_a_tensor_type_numpy_lacks_is_a_backend_error(tmp_path):
+    """trt.nptype raises TypeError for bf16 (and fp8, int4...): the backend names the tensor instead of crashing."""
+    plan, trt, cuda, rec = _plan(tmp_path, "10", output_type=TensorProto.BFLOAT16)
+    with pytest.raises(BackendError, match=r"tensor 'sr' is BF16; MambaESR engines take and return float32"):
+        TrtBackend(plan, trt=trt, cuda=cuda)
+    assert rec.ctx_stack == [] and rec.memory == {}
+
+
+def test_trt11_engine_runs_on_the_tensor_address_path(tmp_path):
+    plan, trt, cuda, rec = _plan(tmp_path, "10", version=TRT11_VERSION)
+    with TrtBackend(plan, trt=trt, cuda=cuda) as backend:
+        assert "tensor addresses" in backend.describe() and TRT11_VERSION in backend.describe()
+        np.testing.assert_allclose(backend.infer(_x()), _expected(_x()), atol=5e-4)  # fp16 inside (11: typed)
+    assert rec.ctx_stack == []
+
+
+def test_manifest_can_be_given_instead_of_read_and_describe_shows_the_parity(tmp_path):
+    plan, trt, cuda, _ = _plan(tmp_path, "10")
+    from mambaesr_runtime.export.manifest import read_manifest
+
+    manifest = read_manifest(plan)
+    manifest_path(plan).unlink()
+    checked = dataclasses.replace(manifest, verification={
+        "plan_vs_ort_psnr_db": 57.31, "plan_vs_ort_min_tile_psnr_db": 51.2, "plan_vs_ort_max_abs_err": 0.0021,
+        "parity_tiles": 4})
+    with TrtBackend(plan, trt=trt, cuda=cuda, manifest=checked) as backend:
+        text = backend.describe()
+    assert "parity vs ONNX Runtime fp32: 57.31 dB PSNR (worst tile 51.2 dB), max abs error 0.0021 on 4" in text
+    with TrtBackend(plan, trt=trt, cuda=cuda, manifest=manifest) as backend:
+        assert "no parity check recorded" in backend.describe()

@@ -233,3 +233,109 @@ def test_every_profile_tier_exports_without_loops_or_padding(tmp_path):
         graph = onnx.load(tmp_path / "s.onnx")
         assert forbidden_ops(graph) == [], (variant, batch, tile)
         assert "Pad" not in {n.op_type for n in graph.graph.node}, (variant, batch, tile)
+# --- build-time parity: the plan against ONNX Runtime fp32 on real tiles and a saturated one ------------------------
+
+def _jetson_export(tmp_path, tiny_ckpt, rec=None, version=None):
+    from standins.tensorrt_standin import TRT10_VERSION, make_standins
+
+    trt, cuda, rec = make_standins(version or TRT10_VERSION, rec)
+    profile = make_profile("test-jetson", precision="fp16", tensorrt="10")
+    pipeline.export_profile(profile, tmp_path, [tiny_ckpt], build=False)
+    return profile, trt, cuda, rec
+
+
+def test_parity_of_the_built_plan_is_recorded_in_its_manifest(tmp_path, tiny_ckpt):
+    from mambaesr_runtime.export.plan_parity import PLAN_MIN_PSNR
+
+    profile, trt, cuda, _ = _jetson_export(tmp_path, tiny_ckpt)
+    [art] = pipeline.export_profile(profile, tmp_path, trt=trt, cuda=cuda, plans_only=True)
+    v = read_manifest(art.plan).verification
+    # The stand-in engine computes the parsed graph, so it matches ONNX Runtime: the numbers are the measurement.
+    assert v["parity_reference"] == "onnxruntime fp32 CPU" and v["parity_min_psnr_db"] == PLAN_MIN_PSNR
+    assert v["parity_tiles"] == 4 and v["parity_tiles"] % art.manifest.input_shape[0] == 0  # whole batches
+    assert v["plan_vs_ort_psnr_db"] >= v["plan_vs_ort_min_tile_psnr_db"] >= PLAN_MIN_PSNR
+    assert v["plan_vs_ort_saturated_tile_psnr_db"] >= PLAN_MIN_PSNR and v["plan_vs_ort_max_abs_err"] < 1e-5
+    assert v["built_by"] == "mambaesr-export" and v["infer_ms"] >= 0 and v["strongly_typed"] is False
+
+
+def test_a_plan_that_computes_something_else_is_refused_and_nothing_is_written(tmp_path, tiny_ckpt):
+    profile, trt, cuda, rec = _jetson_export(tmp_path, tiny_ckpt)
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"FAKECACHE:5")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    rec.output_fault = lambda x, y: y + 0.05  # 26 dB: a broken plan
+    with pytest.raises(ExportError, match=r"only 2\d.\d dB PSNR from ONNX Runtime fp32 on .* must reach 40 dB on every "
+                                          r"tile. It was not installed \(nothing was written\)"):
+        pipeline.export_profile(profile, tmp_path, trt=trt, cuda=cuda, plans_only=True)
+    assert "trt.Builder.build_serialized_network" in rec.names()  # it was built, then refused
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no plan, no manifest, no scratch folder
+    assert cache.read_bytes() == b"FAKECACHE:5"  # the timing cache of a refused build is not kept either
+
+
+def test_a_refused_rebuild_keeps_the_installed_plan(tmp_path, tiny_ckpt):
+    profile, trt, cuda, rec = _jetson_export(tmp_path, tiny_ckpt)
+    [good] = pipeline.export_profile(profile, tmp_path, trt=trt, cuda=cuda, plans_only=True)
+    plan_bytes, manifest = good.plan.read_bytes(), read_manifest(good.plan)
+    rec.output_fault = lambda x, y: np.full_like(y, np.nan)
+    with pytest.raises(ExportError, match=r"produces inf/NaN .*\(nothing was written\)"):
+        pipeline.export_profile(profile, tmp_path, trt=trt, cuda=cuda, plans_only=True, force=True)
+    assert good.plan.read_bytes() == plan_bytes and read_manifest(good.plan) == manifest
+
+
+def test_the_saturated_tile_catches_what_real_tiles_miss(tmp_path, tiny_ckpt):
+    """A plan that goes wrong only on saturated, high-contrast content (where fp16 overflows first) is refused, and
+    the message names that tile."""
+    profile, trt, cuda, rec = _jetson_export(tmp_path, tiny_ckpt)
+
+    def fails_on_saturated(x, y):
+        saturated = ((x == 0) | (x == 1)).mean(axis=(1, 2, 3)) > 0.9
+        return np.where(saturated[:, None, None, None], 1.0 - y, y)
+
+    rec.output_fault = fails_on_saturated
+    with pytest.raises(ExportError, match="on the saturated tile"):
+        pipeline.export_profile(profile, tmp_path, trt=trt, cuda=cuda, plans_only=True)
+
+
+def test_saturated_tile_is_saturated_and_high_contrast():
+    from mambaesr_runtime.export.plan_parity import parity_tiles, saturated_tile
+
+    tile = saturated_tile(64)
+    assert tile.shape == (3, 64, 64) and tile.dtype == np.float32
+    assert set(np.unique(tile)) == {0.0, 1.0}  # every value at a clipping limit
+    assert (tile[:, :12] == 1).all() and (tile[:, -12:] == 0).all()
+    assert np.abs(np.diff(tile[:, 32], axis=-1)).mean() > 0.3  # hard edges along the checkerboard rows
+    tiles = parity_tiles(16, 3)
+    assert tiles.shape == (6, 3, 16, 16) and np.array_equal(tiles[-1], saturated_tile(16))
+
+
+def test_trt11_fp16_plan_passes_parity_through_its_fp16_graph(tmp_path, tiny_ckpt):
+    from standins.tensorrt_standin import TRT11_VERSION
+
+    profile, trt, cuda, _ = _jetson_export(tmp_path, tiny_ckpt, version=TRT11_VERSION)
+    [art] = pipeline.export_profile(profile, tmp_path, trt=trt, cuda=cuda, plans_only=True)
+    v = art.plan_manifest.verification
+    assert v["strongly_typed"] is True and art.plan_manifest.versions["tensorrt"] == TRT11_VERSION
+    assert v["plan_vs_ort_min_tile_psnr_db"] >= 40  # the tiny model, computed from its fp16 conversion
+
+
+def test_adopt_plan_checks_a_trtexec_plan_and_writes_its_manifest(tmp_path, tiny_ckpt):
+    from mambaesr_runtime.export.tensorrt_build import build_engine
+
+    profile, trt, cuda, rec = _jetson_export(tmp_path, tiny_ckpt)
+    plan = tmp_path / "tiny_x4_t16_b4_fp16.plan"  # the name build_engines.sh gives it
+    build_engine(tmp_path / "tiny_x4_t16_b4.onnx", plan, target="10", input_shape=(4, 3, 16, 16), precision="fp16",
+                 workspace_mb=64, trt=trt, cuda=cuda)  # what trtexec would have written
+    rec.output_fault = lambda x, y: y + 0.05
+    with pytest.raises(ExportError, match="nothing was written"):
+        pipeline.adopt_plan(plan, profile, trt=trt, cuda=cuda)
+    assert not manifest_path(plan).exists() and plan.is_file()  # the user's plan is left alone
+    rec.output_fault = None
+    art = pipeline.adopt_plan(plan, profile, trt=trt, cuda=cuda)
+    m = read_manifest(plan)
+    assert m == art.plan_manifest and m.kind == "plan" and m.artifact_sha256 == sha256_file(plan)
+    assert m.verification["built_by"].startswith("trtexec") and m.verification["plan_vs_ort_psnr_db"] >= 40
+    assert m.versions["tensorrt"] == trt.__version__ and m.device == rec.device_name
+    assert m.onnx_sha256 == read_manifest(tmp_path / "tiny_x4_t16_b4.onnx").onnx_sha256
+    with pytest.raises(ExportError, match=r"not the name of a plan of profile test-jetson; its tiers' plans are "
+                                          r"\['tiny_x4_t16_b4_fp16.plan'\]"):
+        pipeline.adopt_plan(plan.rename(tmp_path / "mine.plan"), profile, trt=trt, cuda=cuda)

@@ -1,19 +1,25 @@
-"""TensorRT engine building against recording stand-ins of the TensorRT 8.5 and 10.x Python APIs (no GPU here).
+"""TensorRT engine building against recording stand-ins of the TensorRT 8.5, 10.x and 11.x Python APIs (no GPU here).
 
 The stand-ins (tests/standins/tensorrt_standin.py) expose only members the real version documents, so these tests
-pin the exact calls each version gets; the device check is to run the same build on a Jetson.
+pin the exact calls each version gets; the device check is to run the same build on a Jetson (and a desktop GPU for
+11.x).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import subprocess
 import sys
 
+import numpy as np
+import onnx
 import pytest
 from standins.tensorrt_standin import (
+    _PLAN_MAGIC,
     TRT10_VERSION,
+    TRT11_VERSION,
     TRT85_VERSION,
     make_standins,
     write_static_sr_onnx,
@@ -30,11 +36,17 @@ def onnx_file(tmp_path):
     return write_static_sr_onnx(tmp_path / "tiny.onnx")
 
 
-def _build(target, onnx_file, plan, rec=None, **kw):
-    trt, cuda, rec = make_standins(VERSIONS[target], rec)
+def _build(target, onnx_file, plan, rec=None, trt_version=None, **kw):
+    trt, cuda, rec = make_standins(trt_version or VERSIONS[target], rec)
     args = {"target": target, "input_shape": (1, 3, 16, 16), "precision": "fp16", "workspace_mb": 256, "trt": trt,
             "cuda": cuda, **kw}
     return build_engine(onnx_file, plan, **args), rec
+
+
+def _plan_meta(path):
+    """The fake plan's header (what the fake builder saw) and the ONNX graph it stored."""
+    header, model = path.read_bytes()[len(_PLAN_MAGIC):].split(b"\n", 1)
+    return json.loads(header), onnx.load_model_from_string(model)
 
 
 BUILD_SEQUENCE = [
@@ -100,7 +112,7 @@ def test_failed_build_writes_no_plan_and_keeps_the_old_one(tmp_path, onnx_file, 
     plan.write_bytes(b"previous engine")
     trt, cuda, rec = make_standins(VERSIONS[target])
     rec.build_fails = True
-    with caplog.at_level(logging.ERROR, logger="mambaesr_runtime.tensorrt.build"), \
+    with caplog.at_level(logging.ERROR, logger="mambaesr_runtime.tensorrt"), \
             pytest.raises(ExportError, match="build_serialized_network returned None"):
         build_engine(onnx_file, plan, target=target, input_shape=(1, 3, 16, 16), precision="fp16", workspace_mb=256,
                      trt=trt, cuda=cuda, timing_cache=tmp_path / "t.cache")
@@ -185,11 +197,22 @@ def test_mismatched_timing_cache_is_replaced_with_a_warning(tmp_path, onnx_file,
     assert cache.read_bytes() == b"FAKECACHE:1"
 
 
-@pytest.mark.parametrize("version, target", [(TRT10_VERSION, "8.5"), (TRT85_VERSION, "10"), ("8.6.1.6", "8.5")])
+@pytest.mark.parametrize("version, target", [(TRT10_VERSION, "8.5"), (TRT11_VERSION, "8.5"), (TRT85_VERSION, "10")])
 def test_installed_tensorrt_must_match_the_profile_target(tmp_path, onnx_file, version, target):
     trt, cuda, rec = make_standins(version)
     with pytest.raises(ExportError, match=f"TensorRT {version} is installed but the profile targets TensorRT {target}"):
         build_engine(onnx_file, tmp_path / "e.plan", target=target, input_shape=(1, 3, 16, 16), precision="fp16",
+                     workspace_mb=256, trt=trt, cuda=cuda)
+    assert rec.calls == []
+
+
+@pytest.mark.parametrize("version", ["8.6.1.6", "9.3.0.1", "12.0.0.1"])
+def test_a_tensorrt_no_target_covers_is_refused_with_the_supported_ones(tmp_path, onnx_file, version):
+    trt, cuda, rec = make_standins(TRT10_VERSION)
+    trt.__version__ = version
+    with pytest.raises(ExportError, match=f"TensorRT {version} is not a version MambaESR builds with; it supports 8.5 "
+                                          r"\(JetPack 5.1\), 10.x .* or 11.x"):
+        build_engine(onnx_file, tmp_path / "e.plan", target="10", input_shape=(1, 3, 16, 16), precision="fp16",
                      workspace_mb=256, trt=trt, cuda=cuda)
     assert rec.calls == []
 
@@ -228,7 +251,7 @@ def test_precheck_refuses_an_unsupported_graph_before_tensorrt(tmp_path):
 
 
 def test_tensorrt_messages_go_to_logging_not_the_console(tmp_path, onnx_file, caplog, capsys):
-    with caplog.at_level(logging.WARNING, logger="mambaesr_runtime.tensorrt.build"):
+    with caplog.at_level(logging.WARNING, logger="mambaesr_runtime.tensorrt"):
         _build("8.5", onnx_file, tmp_path / "e.plan")
     assert "TensorRT: fake builder: tactic timing is simulated" in caplog.text
     assert capsys.readouterr() == ("", "")
@@ -269,3 +292,143 @@ def test_trtexec_command_for_each_target():
     assert dynamic.endswith("--shapes=lr:1x3x64x64")
     with pytest.raises(ExportError, match="calibration"):
         trtexec_command("m.onnx", "m.plan", target="10", **{**common, "precision": "int8"})
+
+
+# --- TensorRT 11: strongly typed networks ---------------------------------------------------------------------------
+
+BUILD_SEQUENCE_11 = [n for n in BUILD_SEQUENCE if n not in ("trt.Builder.platform_has_fast_fp16",
+                                                            "trt.IBuilderConfig.set_flag")]
+
+
+def test_trt11_standin_has_none_of_the_removed_weak_typing_names():
+    trt, _, _ = make_standins(TRT11_VERSION)
+    for flag in ("FP16", "INT8", "BF16", "FP8", "OBEY_PRECISION_CONSTRAINTS"):
+        assert not hasattr(trt.BuilderFlag, flag)
+    assert not hasattr(trt.Builder, "platform_has_fast_fp16")
+    assert not hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH")
+    with pytest.raises(AttributeError):  # what the 10.x code path did on 11: config.set_flag(trt.BuilderFlag.FP16)
+        _ = trt.BuilderFlag.FP16
+
+
+def test_trt11_fp16_engine_is_built_from_an_fp16_graph_with_float32_io(tmp_path, onnx_file):
+    info, rec = _build("10", onnx_file, tmp_path / "e.plan", timing_cache=tmp_path / "t.cache", trt_version=TRT11_VERSION)
+    assert rec.names("trt.") == BUILD_SEQUENCE_11  # no FP16 flag, no platform_has_fast_fp16
+    assert rec.args("trt.Builder.create_network") == [(0,)]
+    meta, model = _plan_meta(tmp_path / "e.plan")
+    assert meta["precision"] == "fp16" and meta["flags"] == []  # the types came from the graph
+    assert meta["input"][2] == meta["output"][2] == "FLOAT"  # the runtime still feeds and reads float32
+    assert {t.data_type for t in model.graph.initializer} == {onnx.TensorProto.FLOAT16}
+    assert info["strongly_typed"] and info["precision"] == "fp16" and info["tensorrt"] == TRT11_VERSION
+
+
+def test_trt11_fp32_engine_is_built_from_the_graph_as_it_is(tmp_path, onnx_file):
+    _, rec = _build("10", onnx_file, tmp_path / "e.plan", precision="fp32", trt_version=TRT11_VERSION)
+    meta, model = _plan_meta(tmp_path / "e.plan")
+    assert meta["precision"] == "fp32" and model == onnx.load(onnx_file)
+    assert "trt.IBuilderConfig.set_flag" not in rec.names()
+
+
+def test_trt11_fp16_engine_computes_what_the_fp32_graph_computes(tmp_path, onnx_file):
+    """The fp16 conversion keeps the function: the (ONNX Runtime backed) fake engine built on 11 still upscales by
+    nearest neighbour, up to fp16 rounding of the input."""
+    from mambaesr_runtime.backends.tensorrt import TrtBackend
+    from mambaesr_runtime.export.manifest import EngineManifest, write_manifest
+
+    trt, cuda, _ = make_standins(TRT11_VERSION)
+    plan = tmp_path / "e.plan"
+    info = build_engine(onnx_file, plan, target="10", input_shape=(1, 3, 16, 16), precision="fp16", workspace_mb=64,
+                        trt=trt, cuda=cuda)
+    write_manifest(EngineManifest(
+        kind="plan", artifact=plan.name, artifact_sha256=info["plan_sha256"], variant="tiny", scale=4,
+        input_shape=(1, 3, 16, 16), output_shape=(1, 3, 64, 64), precision="fp16", opset=17, onnx_sha256="-",
+        weights_sha256="-", profile="cuda", tier="t", tensorrt_target="10", versions={"tensorrt": TRT11_VERSION},
+        device=info["device"]), tmp_path)
+    x = np.random.default_rng(0).random((1, 3, 16, 16), dtype=np.float32)
+    with TrtBackend(plan, trt=trt, cuda=cuda) as backend:
+        y = backend.infer(x)
+    np.testing.assert_allclose(y, x.repeat(4, 2).repeat(4, 3), atol=5e-4)  # fp16 spacing near 1 is 4.9e-4
+
+
+def test_trt11_fp16_without_onnx_says_how_to_get_it(tmp_path, onnx_file, monkeypatch):
+    trt, cuda, rec = make_standins(TRT11_VERSION)
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(DependencyError, match="strongly typed.*pip install onnx"):
+        build_engine(onnx_file, tmp_path / "e.plan", target="10", input_shape=(1, 3, 16, 16), precision="fp16",
+                     workspace_mb=64, trt=trt, cuda=cuda)
+    assert "trt.Builder.build_serialized_network" not in rec.names() and not (tmp_path / "e.plan").exists()
+
+
+# --- stricter stand-ins: each behaves as the real library -----------------------------------------------------------
+
+def test_trt85_standin_refuses_to_parse_a_network_without_explicit_batch(onnx_file):
+    from mambaesr_runtime.export.trt_compat import trt_logger
+
+    trt, _, _ = make_standins(TRT85_VERSION)
+    builder = trt.Builder(trt_logger(trt))
+    parser = trt.OnnxParser(builder.create_network(0), trt_logger(trt))
+    assert not parser.parse(onnx_file.read_bytes())
+    assert "explicit batch dimension" in parser.get_error(0).desc()
+    explicit = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
+    assert trt.OnnxParser(explicit, trt_logger(trt)).parse(onnx_file.read_bytes())
+
+
+def test_standin_build_returns_a_buffer_only_host_memory(tmp_path, onnx_file):
+    from mambaesr_runtime.export.trt_compat import trt_logger
+
+    trt, _, _ = make_standins(TRT10_VERSION)
+    builder = trt.Builder(trt_logger(trt))
+    network = builder.create_network(0)
+    assert trt.OnnxParser(network, trt_logger(trt)).parse(onnx_file.read_bytes())
+    plan = builder.build_serialized_network(network, builder.create_builder_config())
+    with pytest.raises(TypeError):
+        len(plan)
+    with pytest.raises(TypeError):
+        plan[:4]
+    assert memoryview(plan).nbytes == plan.nbytes and bytes(memoryview(plan)).startswith(_PLAN_MAGIC)
+    assert plan.dtype == trt.DataType.UINT8
+
+
+def test_standin_nptype_raises_type_error_like_tensorrt():
+    trt, _, _ = make_standins(TRT10_VERSION)
+    assert trt.nptype(trt.DataType.HALF) is np.float16
+    with pytest.raises(TypeError, match="Could not resolve TensorRT datatype"):
+        trt.nptype(trt.DataType.BF16)
+
+
+def test_standin_enum_values_are_the_real_ones():
+    """Values of ``enum class BuilderFlag`` / ``NetworkDefinitionCreationFlag`` / ``DataType`` in NVIDIA/TensorRT
+    include/NvInfer*.h @ release/8.5, release/10.3, release/11.0: they moved between releases."""
+    t85, t10, t11 = (make_standins(v)[0] for v in (TRT85_VERSION, TRT10_VERSION, TRT11_VERSION))
+    assert (t85.BuilderFlag.FP16, t85.BuilderFlag.GPU_FALLBACK, t85.BuilderFlag.REFIT, t85.BuilderFlag.TF32) == (0, 3, 5, 7)
+    assert (t10.BuilderFlag.FP16, t10.BuilderFlag.GPU_FALLBACK, t10.BuilderFlag.REFIT, t10.BuilderFlag.TF32,
+            t10.BuilderFlag.BF16) == (0, 3, 4, 6, 17)
+    assert (t11.BuilderFlag.GPU_FALLBACK, t11.BuilderFlag.REFIT, t11.BuilderFlag.TF32,
+            t11.BuilderFlag.EDITABLE_TIMING_CACHE) == (3, 4, 6, 26)
+    assert t85.NetworkDefinitionCreationFlag.EXPLICIT_BATCH == t10.NetworkDefinitionCreationFlag.EXPLICIT_BATCH == 0
+    assert (t10.NetworkDefinitionCreationFlag.STRONGLY_TYPED, t11.NetworkDefinitionCreationFlag.STRONGLY_TYPED) == (1, 0)
+    assert (t10.DataType.BF16, t10.DataType.INT64, t11.DataType.FP4) == (7, 8, 10) and not hasattr(t85.DataType, "BF16")
+
+
+def test_standin_create_timing_cache_can_return_none_and_set_timing_cache_refuses_none():
+    from mambaesr_runtime.export.trt_compat import trt_logger
+
+    trt, _, rec = make_standins(TRT10_VERSION)
+    rec.timing_cache_unreadable = True
+    config = trt.Builder(trt_logger(trt)).create_builder_config()
+    assert config.create_timing_cache(b"FAKECACHE:3") is None
+    with pytest.raises(TypeError, match="incompatible function arguments"):
+        config.set_timing_cache(None, False)  # what the old build did with the None
+
+
+@pytest.mark.parametrize("version", [TRT10_VERSION, TRT11_VERSION])
+def test_unreadable_timing_cache_is_replaced_with_a_warning_not_a_type_error(tmp_path, onnx_file, caplog, version):
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"FAKECACHE:7")
+    trt, cuda, rec = make_standins(version)
+    rec.timing_cache_unreadable = True
+    with caplog.at_level(logging.WARNING):
+        info = build_engine(onnx_file, tmp_path / "e.plan", target="10", input_shape=(1, 3, 16, 16),
+                            precision="fp16", workspace_mb=256, timing_cache=cache, trt=trt, cuda=cuda)
+    assert rec.args("trt.IBuilderConfig.create_timing_cache") == [(b"FAKECACHE:7",), (b"",)]
+    assert "could not be read by TensorRT" in caplog.text and "starting a fresh one" in caplog.text
+    assert cache.read_bytes() == b"FAKECACHE:1" and info["timing_cache"] == str(cache)  # the fresh cache replaced it

@@ -145,8 +145,111 @@ def test_ops_table_is_data_with_its_sources():
     assert set(table) == set(TARGETS)
     for target in TARGETS:
         for source in table[target]["sources"]:
-            assert source["repo"] == "onnx/onnx-tensorrt" and source["path"].startswith("docs/") and source["ref"]
+            assert source["repo"] == "onnx/onnx-tensorrt" and source["ref"]
+            assert source["path"].startswith("docs/") or source["path"].endswith(".cpp")
     assert (table["8.5"]["opset_max"], table["10"]["opset_max"]) == (17, 20)
     assert "LayerNormalization" not in table["8.5"]["ops"] and "LayerNormalization" in table["10"]["ops"]
     assert {"Mod", "Trilu", "CumSum", "MatMul", "Einsum"} <= set(table["8.5"]["ops"]) & set(table["10"]["ops"])
     assert table["8.5"]["int64"] == "cast_to_int32" and table["10"]["int64"] == "native"
+
+
+# --- version-bound restrictions: what 10.0-10.3 and 8.5 parse --------------------------------------------------------
+
+def _slice_with_tensor_axes():
+    """Slice whose `axes` input is computed (Shape -> Gather), not an initializer or Constant."""
+    consts = [helper.make_node("Constant", [], [n], value=helper.make_tensor(n, TensorProto.INT64, [1], [v]))
+              for n, v in (("starts", 0), ("ends", 2), ("idx", 0))]
+    nodes = consts + [helper.make_node("Shape", ["ax"], ["ax_shape"], name="shape"),
+                      helper.make_node("Gather", ["ax_shape", "idx"], ["axes"], name="gather"),
+                      helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["y"], name="blocks.0/slice")]
+    return _model(nodes, [_io("x", [1, 3, 4, 4]), _io("ax", [1])], [_io("y", [1, 3, 2, 4])])
+
+
+def _pad_with_tensor_axes(opset=18):
+    consts = [helper.make_node("Constant", [], ["pads"], value=helper.make_tensor("p", TensorProto.INT64, [2],
+                                                                                  [1, 1]))]
+    nodes = consts + [helper.make_node("Pad", ["x", "pads", "", "axes"], ["y"], name="blocks.0/pad")]
+    return _model(nodes, [_io("x", [1, 3, 4, 4]), _io("axes", [1], TensorProto.INT64)], [_io("y", [1, 3, 4, 6])],
+                  opset=opset)
+
+
+@pytest.mark.parametrize("version, ok", [(None, False), ("10.2.0.19", False), ("10.3.0.30", True),
+                                         ("11.1.0.106", True)])
+def test_slice_axes_must_be_constant_before_10_3(version, ok):
+    """onnx-tensorrt 10.0 GA table: Slice `axes` must be an initializer; Changelog 10.3 GA lifts it. Without a version
+    the target's floor (10.0) decides, so an exported graph parses on every 10.x."""
+    model = _slice_with_tensor_axes()
+    if ok:
+        assert check_graph(model, "10", tensorrt_version=version)["checked_version"] == version
+    else:
+        with pytest.raises(ExportError, match=r"Slice \(nodes: blocks.0/slice\): input `axes` must be an initializer"):
+            check_graph(model, "10", tensorrt_version=version)
+
+
+@pytest.mark.parametrize("version, ok", [("10.3.0.30", False), ("10.4.0.26", True)])
+def test_pad_axes_must_be_constant_before_10_4(version, ok):
+    """JetPack 6.1/6.2 ship 10.3, which still needs Pad `axes` as an initializer (lifted in 10.4 GA)."""
+    model = _pad_with_tensor_axes()
+    if ok:
+        check_graph(model, "10", tensorrt_version=version)
+    else:
+        with pytest.raises(ExportError, match=r"(?s)TensorRT 10.3.0.30 .*Pad \(nodes: blocks.0/pad\): input `axes` must "
+                                              r"be an initializer"):
+            check_graph(model, "10", tensorrt_version=version)
+
+
+def test_pad_axes_are_refused_altogether_by_85():
+    with pytest.raises(ExportError, match=r"Pad \(nodes: blocks.0/pad\): input `axes` is unsupported"):
+        check_graph(_pad_with_tensor_axes(opset=17), "8.5")
+
+
+def test_reduce_sum_axes_must_be_constant_for_85():
+    consts = helper.make_node("Constant", [], ["one"], value=helper.make_tensor("o", TensorProto.INT64, [1], [1]))
+    nodes = [consts, helper.make_node("Shape", ["x"], ["s"], name="shape"),
+             helper.make_node("Gather", ["s", "one"], ["axes"], name="gather", axis=0),
+             helper.make_node("ReduceSum", ["x", "axes"], ["y"], name="blocks.0/sum", keepdims=1)]
+    model = _model(nodes, [_io("x", [1, 3, 4, 4])], [_io("y", [1, 1, 4, 4])])
+    with pytest.raises(ExportError, match=r"ReduceSum \(nodes: blocks.0/sum\): input `axes` must be an initializer"):
+        check_graph(model, "8.5")
+    const_axes = _model([consts, helper.make_node("ReduceSum", ["x", "one"], ["y"], name="sum", keepdims=1)],
+                        [_io("x", [1, 3, 4, 4])], [_io("y", [1, 1, 4, 4])])
+    assert check_graph(const_axes, "8.5")["ops"] == {"Constant": 1, "ReduceSum": 1}
+
+
+@pytest.mark.parametrize("rank, ok_85", [(2, True), (3, True), (4, False)])
+def test_trilu_rank_is_2_or_3_for_85(rank, ok_85):
+    shape = [4] * rank
+    model = _model([helper.make_node("Trilu", ["x"], ["y"], name="mask")], [_io("x", shape)], [_io("y", shape)])
+    assert check_graph(model, "10")  # N-D Trilu from 8.6
+    if ok_85:
+        check_graph(model, "8.5")
+    else:
+        with pytest.raises(ExportError, match=r"Trilu \(nodes: mask\): input rank 4 \(supported: 2..3\)"):
+            check_graph(model, "8.5")
+
+
+def test_trilu_rank_is_found_by_shape_inference_inside_the_graph():
+    nodes = [helper.make_node("Unsqueeze", ["x", "zero"], ["x4"], name="unsq"),
+             helper.make_node("Trilu", ["x4"], ["y"], name="mask")]
+    zero = numpy_helper.from_array(np.array([0], np.int64), "zero")
+    model = _model(nodes, [_io("x", [2, 4, 4])], [_io("y", [1, 2, 4, 4])], [zero])
+    with pytest.raises(ExportError, match=r"Trilu \(nodes: mask\): input rank 4"):
+        check_graph(model, "8.5")
+
+
+def test_a_version_of_another_family_is_refused():
+    relu = _model([helper.make_node("Relu", ["x"], ["y"], name="r")], [_io("x", [1, 3, 4, 4])], [_io("y", [1, 3, 4, 4])])
+    with pytest.raises(ConfigError, match="TensorRT 8.5.2.2 does not belong to target '10'"):
+        check_graph(relu, "10", tensorrt_version="8.5.2.2")
+    assert check_graph(relu, "8.5")["checked_version"] == "8.5"
+    assert check_graph(relu, "10")["checked_version"] == "10.0"
+
+
+def test_every_version_bound_row_names_its_release_and_floor():
+    for target, table in load_ops_table()["targets"].items():
+        assert table["floor"].startswith(target.split(".")[0])
+        for op, rule in table["ops"].items():
+            if "before" in rule:
+                assert rule["before"] in rule["note"], op  # the note says which release lifted it
+    ops10 = load_ops_table()["targets"]["10"]["ops"]
+    assert (ops10["Slice"]["before"], ops10["Pad"]["before"], ops10["Squeeze"]["before"]) == ("10.3", "10.4", "10.7")
