@@ -10,8 +10,9 @@
 # stops by itself, validated and saved, before the budget ends.
 # Installs nothing: it runs the checkout with the machine's python3 (PyTorch, NumPy, OpenCV, safetensors, PyYAML).
 # VARIANTS (default "student fast") train side by side, one process each: a small model leaves the GPU mostly idle.
-# Defaults: bf16 autocast on CUDA, batch 64 of 64x64 LR crops, lr 1e-3 after a 300-step warm-up (2e-3 made the line-layout student spike at its peak on the CPU), validation on the
-# pack's validation sets (Set5, Set14) every 500 steps; later options override them (e.g. --batch 4 --patch 16 for a smoke test).
+# Defaults: bf16 autocast on CUDA, batch 64 of 64x64 LR crops, lr 1e-3 after a 300-step warm-up (2e-3 made the
+# line-layout student's loss spike at its peak on the CPU), validation on the pack's sets (Set5, Set14) every 500
+# steps; later options override them (e.g. --batch 4 --patch 16 for a smoke test).
 set -euo pipefail
 start=$(date +%s)
 usage="usage: scripts/gpu_train.sh PACK OUT [BUDGET] [mambaesr-train options...]"
