@@ -6,6 +6,8 @@ import json
 import re
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from mambaesr_runtime.cli.train import main, parse_duration
@@ -51,8 +53,12 @@ def test_errors_exit_non_zero_with_the_reason(tmp_path, capsys):
     assert main(["student", "--train-dir", str(tmp_path / "missing"), "--runs", str(tmp_path)]) == 2
     assert "image folder" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # no run folder left behind
-    t91 = str(Path(__file__).resolve().parents[3] / "shared" / "data" / "train" / "T91")
-    assert main(["student", "--perceptual-weight", "0.1", "--train-dir", t91, "--max-images", "1",
+    data = tmp_path.parent / "synthetic"  # made here: this test must run without ../shared too
+    for seed, folder in enumerate(("train", "Set5/HR")):  # two different images (a copy would be refused)
+        (data / folder).mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(data / folder / "a.png"), np.random.default_rng(seed).integers(0, 256, (64, 64, 3), np.uint8))
+    assert main(["student", "--perceptual-weight", "0.1", "--train-dir", str(data / "train"),
+                 "--val-dir", str(data / "Set5"), "--guard-dir", str(data / "Set5"),
                  "--runs", str(tmp_path), "--cache-dir", str(tmp_path.parent / "lr_cache")]) == 2
     assert "nothing is downloaded" in capsys.readouterr().err and not list(tmp_path.iterdir())
     with pytest.raises(SystemExit) as exc:
