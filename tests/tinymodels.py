@@ -1,8 +1,9 @@
 """Small models for tests: the ``tiny`` variant in both scan layouts, with every weight random.
 
-The shipped initialisation zeroes the last conv (training starts from the nearest-neighbour upscale), which would
-make every fresh model's output independent of its body and hide a broken body from any comparison; tests that
-compare outputs (export parity, backends, checkpoints) use :func:`untrained` instead of ``build_model``.
+The shipped initialisation zeroes the last conv (training starts from the nearest-neighbour upscale) and the line
+mixers' out convs (they start silent), which would make a fresh model's output independent of its body (or of its
+scans) and hide a broken part from any comparison; tests that compare outputs (export parity, backends, checkpoints)
+use :func:`untrained` instead of ``build_model``.
 """
 
 from __future__ import annotations
@@ -19,9 +20,14 @@ TINY = {"raster": {}, "lines": LINES}
 
 
 def untrained(name: str = "tiny", seed: int = 0, **overrides):
-    """``build_model(variant(name, **overrides))`` in eval mode, seeded, with a random last conv."""
+    """``build_model(variant(name, **overrides))`` in eval mode, seeded, with every zero-initialised conv random."""
+    from mambaesr_runtime.model.net import LineMixer
+
     torch.manual_seed(seed)
     model = build_model(variant(name, **overrides))
     with torch.no_grad():
         model.upsample.weight.normal_(std=0.05)
+        for module in model.modules():
+            if isinstance(module, LineMixer):
+                module.out.weight.normal_(std=0.05)
     return model.eval()

@@ -118,6 +118,11 @@ class LineMixer(nn.Module):
         self.params = nn.Linear(d, 1 + 2 * n * len(self.dirs))
         self.gate = nn.Linear(d, d)
         self.out = nn.Conv2d(d, c, 1)
+        # The mixer starts silent (its residual branch adds exactly 0): a random branch adds random context to the
+        # conv path, which the conv-only ablation out-trained at equal steps; from zero, the scan joins in as it
+        # learns to help.
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
         A_log, dt_bias = _init_decays(1, 1)
         self.A_log, self.dt_bias = nn.Parameter(A_log[0]), nn.Parameter(dt_bias[0])
         self.D = nn.Parameter(torch.ones(d))

@@ -216,3 +216,15 @@ def test_mixers_run_in_fp16_with_activations_that_would_overflow_a_plain_norm(la
     assert min(seen) > 1000, seen  # what the norm sees squares past fp16's 65504
     assert torch.isfinite(got).all()
     assert _psnr(got, want) >= 40
+
+
+def test_line_mixers_start_silent_and_still_learn():
+    """A fresh line mixer adds exactly 0 to its block (the conv path trains undisturbed), yet its out conv gets a
+    gradient at once, so the scan joins in as soon as it helps."""
+    model = build_model(variant("tiny", **TINY["lines"])).train()
+    mixer = model.blocks[0].mixers[0]
+    x = torch.rand(2, model.cfg.embed_dim, 8, 10)
+    out = mixer(x)
+    assert torch.equal(out, torch.zeros_like(out))
+    out.square().add(out).sum().backward()
+    assert mixer.out.weight.grad.abs().sum() > 0
