@@ -7,6 +7,7 @@ damaged instead of loading garbage. Reading the JSON needs no torch (the runtime
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import struct
@@ -109,6 +110,7 @@ def read_weight_shapes(weights: str | os.PathLike) -> dict:
     return shapes
 
 
+@functools.lru_cache(maxsize=32)
 def _expected_shapes(cfg: ModelConfig) -> dict:
     torch = require_torch()
     from .net import build_model
@@ -131,9 +133,11 @@ def _describe_mismatch(found: dict, cfg: ModelConfig) -> str:
     if shapes:
         k = shapes[0]
         parts.append(f"{len(shapes)} keys with other shapes (e.g. {k}: file {found[k]}, config {expected[k]})")
-    like = [f"{name} x{cfg2.scale}" for name in VARIANTS for cfg2 in (VARIANTS[name].replace(scale=s) for s in (2, 3, 4))
-            if _expected_shapes(cfg2) == found]
-    hint = (f"the weights match variant {like[0]}: the JSON config does not belong to these weights" if like
+    # The config's own scale first: the first match ends the search (each candidate is a meta-device build).
+    scales = [cfg.scale] + [s for s in (2, 3, 4) if s != cfg.scale]
+    like = next((f"{name} x{s}" for s in scales for name in VARIANTS
+                 if _expected_shapes(VARIANTS[name].replace(scale=s)) == found), None)
+    hint = (f"the weights match variant {like}: the JSON config does not belong to these weights" if like
             else "the weights match no built-in variant")
     return "; ".join(parts) + f"; {hint}"
 

@@ -143,7 +143,7 @@ def test_a_config_within_limits_is_checked_against_the_weights_header_first(save
     monkeypatch.setattr(checkpoint, "sha256_file", lambda p: pytest.fail("the weights were hashed"))
     with pytest.raises(CheckpointError, match="do not fit its config: .*keys with other shapes"):
         load_checkpoint(weights)
-    assert devices and set(devices) == {"meta"}
+    assert set(devices) <= {"meta"}  # (shapes already built for a config are cached: maybe no build at all)
 
 
 def test_a_lying_safetensors_header_is_refused(saved):
