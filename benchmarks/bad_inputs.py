@@ -3,8 +3,8 @@ for their own items ``mambaesr-monitor`` and ``scripts/download_datasets.py``) i
 it left. Cases from issue 14's "already passes" list and from its failures alike; every fixture is made here, on
 the fly (bombs are a few bytes of header or a compressed PNG built row by row), nothing is stored.
 
-Per case: the exit code (against the expected one), the child's peak RSS (``wait4`` rusage: its own maximum
-resident set, model and ONNX Runtime included), the wall time, and the files left behind (anything new in the case
+Per case: the exit code (against the expected one), the command's peak RSS (``wait4`` rusage taken by a small
+launcher, so the figure is the command's own maximum resident set, model and ONNX Runtime included), the wall time, and the files left behind (anything new in the case
 folder other than the outputs the case expects). A case passes when the exit code is the expected one, nothing else
 is left behind, its own checks hold (outputs written, victims untouched, the message names the file), and for the
 decompression bombs the peak RSS stays under 200 MB. Prints the table and writes benchmarks/results/bad_inputs.md
@@ -75,12 +75,33 @@ def img(path: Path, shape=(20, 24, 3), dtype=np.uint8, value=90) -> Path:
     return path
 
 
+# A child's ru_maxrss starts at the peak of the process that forked it (Linux carries the high-water mark across
+# fork and exec), so the command is started by this small launcher, whose own peak is ~10 MB, and the launcher
+# reports the command's wait4 rusage on the pipe named by its first argument. It ignores SIGINT itself (the
+# command gets it from the process group).
+LAUNCHER = """
+import os, signal, sys
+fd = int(sys.argv[1])
+pid = os.fork()
+if pid == 0:
+    os.close(fd)
+    os.execvp(sys.argv[2], sys.argv[2:])
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+_, status, usage = os.wait4(pid, 0)
+os.write(fd, str(usage.ru_maxrss).encode())
+sys.exit(os.waitstatus_to_exitcode(status) % 256 if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))
+"""
+
+
 def run_cmd(argv: list[str], cwd: Path, timeout: float, interrupt_after: Path | None = None):
-    """(exit code, peak RSS MB, seconds, stdout, stderr) of one child, measured with wait4."""
+    """(exit code, peak RSS MB of the command itself, seconds, stdout, stderr)."""
     out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    read_fd, write_fd = os.pipe()
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=err, env=env, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(write_fd), *argv], cwd=cwd, stdout=out, stderr=err,
+                            env=env, stdin=subprocess.DEVNULL, pass_fds=(write_fd,), start_new_session=True)
+    os.close(write_fd)
     stop = threading.Event()
 
     def watchdog():
@@ -88,22 +109,22 @@ def run_cmd(argv: list[str], cwd: Path, timeout: float, interrupt_after: Path | 
         while not stop.wait(0.05):
             waited += 0.05
             if interrupt_after is not None and interrupt_after.exists():
-                proc.send_signal(signal.SIGINT)
+                os.killpg(proc.pid, signal.SIGINT)
                 return
             if waited > timeout:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
                 return
 
     thread = threading.Thread(target=watchdog, daemon=True)
     thread.start()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    code = proc.wait()
     stop.set()
     seconds = time.perf_counter() - start
+    with os.fdopen(read_fd, "rb") as fh:
+        reported = fh.read().decode() or "0"
     out.seek(0)
     err.seek(0)
-    code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
-    return code, usage.ru_maxrss / 1024, seconds, out.read().decode(errors="replace"), err.read().decode(
+    return code, int(reported) / 1024, seconds, out.read().decode(errors="replace"), err.read().decode(
         errors="replace")
 
 
@@ -531,8 +552,9 @@ def main(argv: list[str] | None = None) -> int:
              f"Measured {stamp} on {platform.machine()} ({os.cpu_count()} cores, shared), Python "
              f"{platform.python_version()}. Command: `python benchmarks/bad_inputs.py`. Each case: a fresh folder, "
              f"one subprocess (mambaesr-run with the default cpu profile, i.e. the shipped student on ONNX Runtime, "
-             f"unless the case names another model or tool), OMP_NUM_THREADS=1. Peak RSS: the child's own maximum "
-             f"resident set (wait4), model and ONNX Runtime included. Left behind: files in the case folder other "
+             f"unless the case names another model or tool), OMP_NUM_THREADS=1. Peak RSS: the command's own maximum "
+             f"resident set (wait4 in a ~10 MB launcher: a child's ru_maxrss would start at its parent's peak), "
+             f"model and ONNX Runtime included. Left behind: files in the case folder other "
              f"than the outputs the case expects (temporaries, partial outputs, anything written by a bomb). old = a "
              f"case issue 14 found passing, new = one of its failures.", "",
              f"**{len(results) - len(failed)} of {len(results)} cases pass.** Decompression bombs: peak RSS "
