@@ -11,6 +11,7 @@ descriptors). Anything else is not an image this runtime reads. Torch-free; runs
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
 import struct
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from ..errors import MambaESRError
 
-__all__ = ["FORMATS", "ImageError", "ImageHeader", "read_header"]
+__all__ = ["FORMATS", "ImageError", "ImageHeader", "header_of_bytes", "read_header"]
 
 #: What the runtime reads (GIF only as a still: an animation is refused, see ``ImageHeader.frames``).
 FORMATS = ("png", "jpeg", "webp", "tiff", "bmp", "gif")
@@ -120,25 +121,35 @@ def read_header(path: str | os.PathLike) -> ImageHeader:
     path = Path(path)
     fh, size = _open_regular(path)
     with fh:
-        r = _Reader(fh, path, size)
-        head = r.at(0, min(size, 32))
-        if head.startswith(b"\x89PNG\r\n\x1a\n"):
-            header = _png(r)
-        elif head.startswith(b"\xff\xd8"):
-            header = _jpeg(r)
-        elif head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-            header = _webp(r)
-        elif head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-            header = _tiff(r)
-        elif head[:2] == b"BM":
-            header = _bmp(r)
-        elif head[:6] in (b"GIF87a", b"GIF89a"):
-            header = _gif(r)
-        else:
-            raise ImageError(f"{path}: not a readable image (not PNG, JPEG, WebP, TIFF or BMP by its first bytes; "
-                             f"a text file, a truncated download or another format)")
+        return _parse(_Reader(fh, path, size))
+
+
+def header_of_bytes(data: bytes, source: str | os.PathLike = "image") -> ImageHeader:
+    """The header of an encoded image held in memory (``source`` names it in errors)."""
+    if not data:
+        raise ImageError(f"{source}: the file is empty (0 bytes)")
+    return _parse(_Reader(io.BytesIO(data), Path(source), len(data)))
+
+
+def _parse(r: _Reader) -> ImageHeader:
+    head = r.at(0, min(r.size, 32))
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        header = _png(r)
+    elif head.startswith(b"\xff\xd8"):
+        header = _jpeg(r)
+    elif head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        header = _webp(r)
+    elif head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        header = _tiff(r)
+    elif head[:2] == b"BM":
+        header = _bmp(r)
+    elif head[:6] in (b"GIF87a", b"GIF89a"):
+        header = _gif(r)
+    else:
+        raise ImageError(f"{r.path}: not a readable image (not PNG, JPEG, WebP, TIFF or BMP by its first bytes; "
+                         f"a text file, a truncated download or another format)")
     if header.width < 1 or header.height < 1:
-        raise ImageError(f"{path}: the {header.format.upper()} header declares a {header.width}x{header.height} "
+        raise ImageError(f"{r.path}: the {header.format.upper()} header declares a {header.width}x{header.height} "
                          f"image; the file is corrupt")
     return header
 

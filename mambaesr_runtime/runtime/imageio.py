@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from ..fileio import atomic_write, probe_writable
-from .imageheader import ImageError, ImageHeader, read_header
+from .imageheader import ImageError, ImageHeader, header_of_bytes, read_header
 
 __all__ = ["Decoded", "ImageError", "ImageHeader", "check_output", "decode", "encode", "inspect_image",
            "read_image", "write_image"]
@@ -147,8 +147,16 @@ def read_image(path: str | os.PathLike, header: ImageHeader | None = None) -> np
     path = Path(path)
     if header is None:
         header = inspect_image(path)
+    # Decode the very bytes whose header is checked here: a file replaced since inspect_image (a bomb swapped in
+    # under the same name) is refused, not decoded. inspect_image has bounded the file's size.
     try:
-        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    if header_of_bytes(data, path) != header:
+        raise ImageError(f"{path}: the file changed while it was being read; run again once it is complete")
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:  # OpenCV's own limits (CV_IO_MAX_IMAGE_PIXELS) and decoder assertions
         raise ImageError(f"{path}: OpenCV refused to decode the {header.describe()} ({_oneline(exc)})") from exc
     except MemoryError as exc:
@@ -160,7 +168,7 @@ def read_image(path: str | os.PathLike, header: ImageHeader | None = None) -> np
     if img.shape[:2] != (header.height, header.width):
         raise ImageError(f"{path}: decoded as {img.shape[1]}x{img.shape[0]} but its header declares "
                          f"{header.width}x{header.height}; the file is corrupt")
-    if header.format == "png" and _truncated_png(path):
+    if header.format == "png" and b"IEND" not in data[-32:]:  # libpng only warns; half an image is no image
         raise ImageError(f"{path}: the PNG is truncated (no IEND chunk); re-export or re-download it")
     if header.gray_alpha and img.ndim == 3 and img.shape[2] == 4:
         img = np.ascontiguousarray(img[:, :, (0, 3)])  # OpenCV expands gray+alpha to BGRA; keep the file's kind
@@ -170,13 +178,6 @@ def read_image(path: str | os.PathLike, header: ImageHeader | None = None) -> np
 def _oneline(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text[-200:]
-
-
-def _truncated_png(path: Path) -> bool:
-    """libpng decodes a PNG that lost its tail with a warning only; we refuse it rather than upscale half an image."""
-    with open(path, "rb") as fh:
-        fh.seek(max(0, path.stat().st_size - 32))
-        return b"IEND" not in fh.read()
 
 
 def check_output(path: str | os.PathLike, *, sixteen_bit: bool = False, alpha: bool = False,

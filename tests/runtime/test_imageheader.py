@@ -46,7 +46,8 @@ def test_header_bombs_are_refused_without_decoding(tmp_path, name, monkeypatch):
     """Before: the 65535x65535 PNG header gave a cv2.error traceback; every bomb was handed to the decoder."""
     path = tmp_path / name
     path.write_bytes(hostile.header_bombs()[name])
-    monkeypatch.setattr(imageio.cv2, "imread", lambda *a: pytest.fail("a bomb reached the decoder"))
+    for decoder in ("imread", "imdecode"):
+        monkeypatch.setattr(imageio.cv2, decoder, lambda *a: pytest.fail("a bomb reached the decoder"))
     header = read_header(path)
     assert header.pixels > 100e6
     with Upscaler() as up:
@@ -78,6 +79,16 @@ def test_a_compressed_bomb_is_refused_in_bounded_memory(tmp_path):
     peak_mb = int(done.stdout.split()[-1]) / 1024
     assert peak_mb < 200, f"refusing the bomb peaked at {peak_mb:.0f} MB"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.png"]
+
+
+def test_a_file_swapped_for_a_bomb_after_its_check_is_not_decoded(tmp_path, monkeypatch):
+    """The bytes decoded are the bytes whose header was checked: a bomb moved in under the checked name is refused."""
+    path = write_image(tmp_path / "x.png", np.zeros((8, 8, 3), np.uint8))
+    header = inspect_image(path)
+    path.write_bytes(hostile.png_bomb(8000, 8000))
+    monkeypatch.setattr(imageio.cv2, "imdecode", lambda *a: pytest.fail("the swapped file reached the decoder"))
+    with pytest.raises(ImageError, match="x.png: the file changed while it was being read"):
+        read_image(path, header)
 
 
 def test_corrupt_and_foreign_headers_are_named(tmp_path):
