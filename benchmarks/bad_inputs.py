@@ -4,10 +4,10 @@ it left. Cases from issue 14's "already passes" list and from its failures alike
 the fly (bombs are a few bytes of header or a compressed PNG built row by row), nothing is stored.
 
 Per case: the exit code (against the expected one), the command's peak RSS (``wait4`` rusage taken by a small
-launcher, so the figure is the command's own maximum resident set, model and ONNX Runtime included), the wall time, and the files left behind (anything new in the case
-folder other than the outputs the case expects). A case passes when the exit code is the expected one, nothing else
-is left behind, its own checks hold (outputs written, victims untouched, the message names the file), and for the
-decompression bombs the peak RSS stays under 200 MB. Prints the table and writes benchmarks/results/bad_inputs.md
+launcher, so the figure is the command's own maximum resident set, model and ONNX Runtime included), the wall
+time, and the files left behind (anything new in the case folder other than the outputs the case expects). A case
+passes when the exit code is the expected one, nothing else is left behind, its own checks hold (outputs written,
+victims untouched, the message names the file), and for the decompression bombs the peak RSS stays under 200 MB. Prints the table and writes benchmarks/results/bad_inputs.md
 (+ .json); exit 1 if any row fails.
 
     python benchmarks/bad_inputs.py [--only SUBSTRING] [--keep DIR]
@@ -294,7 +294,8 @@ def catalogue() -> list[Case]:
     for out_name, words, dtype, shape in (
             ("missing/x.png", "does not exist", np.uint8, (20, 24, 3)),
             ("/proc/x.png", "is not writable", np.uint8, (20, 24, 3)),
-            ("x.xyz", "cannot write .xyz", np.uint8, (20, 24, 3)), ("x.gif", "cannot write .gif", np.uint8, (20, 24, 3)),
+            ("x.xyz", "cannot write .xyz", np.uint8, (20, 24, 3)),
+            ("x.gif", "cannot write .gif", np.uint8, (20, 24, 3)),
             ("noext", "without an extension", np.uint8, (20, 24, 3)),
             ("x.jpg", "cannot hold 16-bit", np.uint16, (20, 24, 3)),
             ("rgba.jpg", "has no alpha channel", np.uint8, (20, 24, 4))):

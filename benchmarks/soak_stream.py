@@ -11,13 +11,17 @@ Pass/fail (exit 1 on a failure): RSS from frame 1,000 to the end grows by less t
 ``--max-open-engines`` (default: one per tier) and, when every tier may stay open, no engine is opened twice; every
 frame came out, in order, equal to its reference.
 
-Engines: ``--engines shipped`` runs the ``cpu`` profile as shipped (student / fast, 136x136 tiles; about 0.1-0.6 s
-per tile on a 2-core CPU, so 10,000 frames take hours there); ``--engines tiny`` exports the same two-tier layout for
-the ``tiny`` test variant with the real export pipeline (needs torch) so a full-length soak fits a shared 2-core
-machine. The runtime code under test (controller, engine cache, tiling, blending, encode) is the same either way.
+Engines: ``--engines shipped`` runs the ``cpu`` profile as shipped (student / fast, 136x136 tiles; about 0.1-0.3 s
+per tile on one thread of a shared 2-core CPU: with 320x180 frames, 6 tiles each, 10,000 frames take hours there, so
+the committed shipped run uses one-tile frames, 64x64 and 136x100: 27 minutes); ``--engines tiny`` exports the same
+two-tier layout for the ``tiny`` test variant with the real export pipeline (needs torch), which runs the 64x64 /
+320x180 alternation in about 15 minutes. The runtime code under test (controller, engine cache, tiling, blending,
+encode) is the same either way.
 
-    python benchmarks/soak_stream.py --engines tiny --frames 10000
-    python benchmarks/soak_stream.py --engines shipped --frames 2000 --sizes 64x64,136x100
+    python benchmarks/soak_stream.py --engines shipped --sizes 64x64,136x100        # results/soak_stream_shipped
+    python benchmarks/soak_stream.py --engines tiny                                 # results/soak_stream_tiny
+    python benchmarks/soak_stream.py --engines tiny --max-open-engines 1 \\
+        --out benchmarks/results/soak_stream_tiny_max_open_1
 """
 
 from __future__ import annotations
