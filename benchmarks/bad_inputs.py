@@ -7,8 +7,8 @@ Per case: the exit code (against the expected one), the command's peak RSS (``wa
 launcher, so the figure is the command's own maximum resident set, model and ONNX Runtime included), the wall
 time, and the files left behind (anything new in the case folder other than the outputs the case expects). A case
 passes when the exit code is the expected one, nothing else is left behind, its own checks hold (outputs written,
-victims untouched, the message names the file), and for the decompression bombs the peak RSS stays under 200 MB. Prints the table and writes benchmarks/results/bad_inputs.md
-(+ .json); exit 1 if any row fails.
+victims untouched, the message names the file), and for the decompression bombs the peak RSS stays under 200 MB.
+Prints the table and writes benchmarks/results/bad_inputs.md (+ .json); exit 1 if any row fails.
 
     python benchmarks/bad_inputs.py [--only SUBSTRING] [--keep DIR]
 """
