@@ -57,6 +57,16 @@ def atomic_write(path: str | os.PathLike, write, suffix: str = ".tmp") -> Path:
     return path
 
 
+def probe_writable(folder: str | os.PathLike) -> None:
+    """Raise ``OSError`` unless a file can be created in ``folder`` now (create and remove an empty temporary file).
+
+    ``os.access`` cannot answer this: it says yes to root everywhere, including read-only mounts and ``/proc``.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=".mambaesr-probe.", dir=folder)
+    os.close(fd)
+    os.unlink(tmp)
+
+
 def read_json(path: str | os.PathLike, what: str, fix: str, error: type[Exception]):
     """The parsed JSON of ``path``, or ``error`` naming ``what`` the file is, the problem (missing, unreadable, not
     JSON) and ``fix``: the shared first step of every JSON file the package reads back."""

@@ -22,6 +22,11 @@ ORT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecu
 PRECISIONS = ("fp32", "fp16", "int8")
 TENSORRT_TARGETS = ("8.5", "10")
 _DATA = "mambaesr_runtime.profiles_data"
+#: ONNX Runtime intra-op threads a profile or caller may ask for. Far above any board we target; a request for
+#: 100,000 made ONNX Runtime crash the process (segfault) while creating its thread pool.
+MAX_THREADS = 256
+#: A profile is a page of YAML; a larger file is not one (and parsing is where a hostile file would spend memory).
+MAX_PROFILE_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -195,7 +200,27 @@ def profile_from_dict(data: dict, source: str = "profile") -> DeviceProfile:
         opset=_number(data["opset"], f"{where} opset", 13, integer=True),
         workspace_mb=_number(data["workspace_mb"], f"{where} workspace_mb", integer=True),
         dla_core=_number(data["dla_core"], f"{where} dla_core", allow_none=True, integer=True),
-        threads=_number(data["threads"], f"{where} threads", integer=True), tiers=tuple(tiers), telemetry=telemetry)
+        threads=check_threads(data["threads"], f"{where} threads"), tiers=tuple(tiers), telemetry=telemetry)
+
+
+def check_threads(value, where: str = "threads") -> int:
+    """``value`` as a thread count for ONNX Runtime: an integer from 0 (its default) to :data:`MAX_THREADS`."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_THREADS:
+        raise ConfigError(f"{where} must be an integer from 0 (ONNX Runtime's default) to {MAX_THREADS}, got "
+                          f"{value!r}")
+    return value
+
+
+class _ProfileLoader(yaml.SafeLoader):
+    """``safe_load`` without anchors and aliases: a profile never needs them, and a few lines of nested aliases
+    ("billion laughs") expand into gigabytes and minutes of parsing."""
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.YAMLError(f"line {event.start_mark.line + 1}: anchors and aliases (&name, *name) are not "
+                                 f"allowed in a profile; write the values out")
+        return super().compose_node(parent, index)
 
 
 def builtin_profiles() -> list[str]:
@@ -209,14 +234,21 @@ def load_profile(name_or_path: str | os.PathLike) -> DeviceProfile:
     if path.suffix in (".yaml", ".yml") or os.sep in source:
         if not path.is_file():
             raise ConfigError(f"profile file {path} not found")
-        text = path.read_text()
+        size = path.stat().st_size
+        if size > MAX_PROFILE_BYTES:
+            raise ConfigError(f"profile file {path} is {size} bytes; a profile is at most {MAX_PROFILE_BYTES} "
+                              f"(see profiles/README.md for what one holds)")
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"profile file {path} cannot be read as text ({exc})") from exc
     else:
         names = builtin_profiles()
         if source not in names:
             raise ConfigError(f"unknown device {source!r}; built-in devices are {names} (or pass a YAML file)")
         text = (package_dir(_DATA) / f"{source}.yaml").read_text()
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_ProfileLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"profile {source} is not valid YAML: {exc}") from exc
     return profile_from_dict(data, f"profile {source}")

@@ -97,3 +97,27 @@ def test_unknown_device_and_missing_file(tmp_path):
         load_profile(bad)
     with pytest.raises(ConfigError, match="no tier 'ultra'"):
         load_profile("cpu").tier("ultra")
+
+
+def test_yaml_alias_bombs_and_oversized_files_are_refused_before_parsing(tmp_path):
+    """Before: a profile of nested aliases ("billion laughs") took 68 s and 3.2 GB in yaml.safe_load."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    assert bomb.stat().st_size < 1000  # expands to 10**9 strings
+    with pytest.raises(ConfigError, match="line 1: anchors and aliases .* are not allowed in a profile"):
+        load_profile(bomb)
+    alias_only = tmp_path / "alias.yaml"
+    alias_only.write_text("name: *x\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_profile(alias_only)
+    big = tmp_path / "big.yaml"
+    big.write_text("# padding\n" * 10000)
+    with pytest.raises(ConfigError, match="big.yaml is 100000 bytes; a profile is at most 65536"):
+        load_profile(big)
+
+
+def test_a_profile_with_an_absurd_thread_count_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="threads must be an integer from 0 .* to 256, got 100000"):
+        load_profile(_write(tmp_path, lambda d: d.update(threads=100000)))

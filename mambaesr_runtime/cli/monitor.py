@@ -58,6 +58,27 @@ def line(t, decision, index: int) -> str:
             f"gpu={_value(t.gpu_percent, '.0f')} tier={decision.tier.name} | {decision.reason}")
 
 
+def _check_record_path(record: str) -> None:
+    """Everything about ``--record`` that can fail at save time, checked before the first sample is taken."""
+    from pathlib import Path
+
+    from ..fileio import probe_writable
+
+    path = Path(record)
+    if not record.lower().endswith((".json", ".csv")):
+        raise MambaESRError(f"--record {record}: give a .json or .csv file name")
+    if path.is_dir():
+        raise MambaESRError(f"--record {record} is a folder; give a .json or .csv file name")
+    folder = path.parent
+    if not folder.is_dir():
+        raise MambaESRError(f"--record {record}: the folder {folder} does not exist; create it first")
+    try:
+        probe_writable(folder)
+    except OSError as exc:
+        raise MambaESRError(f"--record {record}: cannot create files in {folder} ({exc.strerror or exc}); "
+                            f"choose a writable folder") from exc
+
+
 def main(argv: list[str] | None = None) -> int:
     from ..runtime.monitor import SOURCES
 
@@ -99,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             monitor = open_monitor(source, interval_s=profile.telemetry.interval_s, replay=args.replay,
                                    replay_mode=args.replay_mode)
             why = monitor.describe()
-        if args.record and not args.record.lower().endswith((".json", ".csv")):
-            raise MambaESRError(f"--record {args.record}: give a .json or .csv file name")
+        if args.record:
+            _check_record_path(args.record)
     except (MambaESRError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -13,13 +13,16 @@ on ONNX Runtime, CPU; no torch needed).
 
 Exit codes: 0 all done; 1 some inputs failed (the others were written); 2 bad arguments or nothing could run;
 130 interrupted (nothing partial is left). Outputs are written atomically and never replace an existing file
-unless --overwrite is given; inputs are never modified.
+unless --overwrite is given; inputs are never modified. A failing file is reported by name and the run goes on.
+Without -o, outputs are named <name>_x4.<ext> beside their input, so a folder run skips files named like the output
+of another file in the folder (a_x4.png beside a.png): running it twice never upscales its own outputs.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -29,8 +32,17 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm")  # kept in step with runtime.video
 
 
-def _jobs(inputs: list[str], out: str | None, scale: int) -> list[tuple[Path, Path]]:
-    """(source, destination) pairs; raises MambaESRError for arguments that cannot work."""
+def _own_output(f: Path, scale: int) -> bool:
+    """``f`` is named like the default output of another file beside it (``a_x4.png`` beside ``a.png``)."""
+    tag = f"_x{scale}"
+    return f.stem.endswith(tag) and len(f.stem) > len(tag) and \
+        os.path.lexists(f.with_name(f.stem[:-len(tag)] + f.suffix))
+
+
+def _jobs(inputs: list[str], out: str | None, scale: int,
+          skipped: list[Path] | None = None) -> list[tuple[Path, Path]]:
+    """(source, destination) pairs; raises MambaESRError for arguments that cannot work. Without ``out``, files of
+    an input folder that are the default outputs of their neighbours are left out (and listed in ``skipped``)."""
     jobs = []
     many = len(inputs) > 1 or any(Path(i).is_dir() for i in inputs) or (out is not None and Path(out).is_dir())
     if many and out is not None and Path(out).suffix.lower() in IMAGE_SUFFIXES:
@@ -41,8 +53,13 @@ def _jobs(inputs: list[str], out: str | None, scale: int) -> list[tuple[Path, Pa
             files = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
             if not files:
                 raise MambaESRError(f"{src} holds no images or videos ({', '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)})")
-        elif src.exists():
-            files = [src]
+            if out is None:
+                own = [f for f in files if _own_output(f, scale)]
+                files = [f for f in files if f not in own]
+                if skipped is not None:
+                    skipped.extend(own)
+        elif os.path.lexists(src):
+            files = [src]  # a broken or looping link fails as that file, with its reason, not as a bad argument
         else:
             raise MambaESRError(f"{src}: no such file or folder")
         for f in files:
@@ -114,6 +131,26 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s",
                         stream=sys.stderr)
     try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+def _check_arguments(args) -> None:
+    """Numbers the parser accepts as types but that cannot work: refused before anything is opened."""
+    if args.scale < 1:
+        raise MambaESRError(f"--scale must be a positive integer (the shipped models are x4), got {args.scale}")
+    if args.frames is not None and args.frames < 1:
+        raise MambaESRError(f"--frames must be at least 1, got {args.frames}")
+    if args.camera is not None and args.camera < 0:
+        raise MambaESRError(f"--camera must be a camera index >= 0, got {args.camera}")
+
+
+def _run(args) -> int:
+    skipped: list[Path] = []
+    try:
+        _check_arguments(args)
         if args.camera is not None:
             if args.inputs or not args.output:
                 raise MambaESRError("--camera N takes no input files and needs -o out.mp4")
@@ -138,11 +175,23 @@ def main(argv: list[str] | None = None) -> int:
                                                           start_tier=upscaler.tier)
             print(f"adaptive: {upscaler.controller.describe()}", file=sys.stderr)
         if args.camera is None:
-            jobs = _jobs(args.inputs, args.output, upscaler.scale)
+            jobs = _jobs(args.inputs, args.output, upscaler.scale, skipped)
         if args.output and any(dst.parent == Path(args.output) for _, dst in jobs):
             Path(args.output).mkdir(parents=True, exist_ok=True)  # an output folder may be new
     except (MambaESRError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - a library we call failed in a way we did not foresee: still exit 2
+        logging.getLogger(__name__).info("setup failed", exc_info=True)
+        print(f"error: could not start: {type(exc).__name__}: {' '.join(str(exc).split())[-300:]} (-v shows where)",
+              file=sys.stderr)
+        return 2
+    for f in skipped:
+        print(f"skipped {f}: named like the output of {f.name.replace(f'_x{upscaler.scale}.', '.', 1)} beside it "
+              f"(an earlier run's result); pass it on its own or use -o to upscale it anyway", file=sys.stderr)
+    if not jobs:
+        print("error: nothing to do: every file given is an earlier run's output", file=sys.stderr)
+        upscaler.close()
         return 2
     if args.verbose:
         print(upscaler.describe(), file=sys.stderr)
@@ -164,14 +213,14 @@ def main(argv: list[str] | None = None) -> int:
                 if not args.quiet:
                     print(file=sys.stderr)
                 print(f"{name if live else src} -> {dst}{note}")
-            except MambaESRError as exc:
-                if not args.quiet:
-                    print(file=sys.stderr)
-                print(f"error: {exc}", file=sys.stderr)
-                failed += 1
             except KeyboardInterrupt:
                 print(f"\ninterrupted: {dst} was not written", file=sys.stderr)
                 return 130
+            except Exception as exc:  # noqa: BLE001 - one bad file never ends the run; it is reported and counted
+                if not args.quiet:
+                    print(file=sys.stderr)
+                print(f"error: {_describe_failure(src, exc)}", file=sys.stderr)
+                failed += 1
             bar.done += 1
     if upscaler.controller is not None:
         upscaler.controller.close()
@@ -182,6 +231,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{failed} of {len(jobs)} inputs failed", file=sys.stderr)
         return 1 if failed < len(jobs) else 2
     return 0
+
+
+def _describe_failure(src, exc: Exception) -> str:
+    """One line for a failed input: our errors already name the file; anything else gets its name and kind."""
+    name = f"camera {src}" if isinstance(src, int) else str(src)
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, MambaESRError):
+        return text if name in text else f"{name}: {text}"
+    if isinstance(exc, MemoryError):
+        return f"{name}: out of memory while processing it; free memory, lower --max-megapixels or crop it"
+    return f"{name}: failed with {type(exc).__name__}: {text[-300:]}"
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@ damaged instead of loading garbage. Reading the JSON needs no torch (the runtime
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+import struct
 from pathlib import Path
 
 from ..errors import CheckpointError, ConfigError, require_torch
@@ -16,6 +19,13 @@ from .config import VARIANTS, ModelConfig
 
 FORMAT = "mambaesr-checkpoint"
 FORMAT_VERSION = 1
+#: Upper bounds on a checkpoint's model config, checked before anything is built: several times every variant (the
+#: teacher is 96 / 8 / 2 / 192 / 16 / 2 / 32 / 192), far below what would take minutes or gigabytes to build. A
+#: checksum covers only the weights, so the JSON config is untrusted until it has passed these and the weights' shapes.
+CONFIG_LIMITS = {"embed_dim": 512, "num_blocks": 32, "mixers_per_block": 4, "inner_dim": 1024, "state_dim": 128,
+                 "heads": 32, "chunk": 1024, "ffn_dim": 2048}
+#: A safetensors header is a JSON table of tensor names, dtypes, shapes and offsets: small for any model of ours.
+MAX_HEADER_BYTES = 16 << 20
 
 
 def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
@@ -67,9 +77,40 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict:
         info["config"] = ModelConfig.from_dict(info.get("config") or {})
     except (ConfigError, TypeError) as exc:
         raise CheckpointError(f"checkpoint config {meta} has an invalid model config: {exc}") from exc
+    over = [f"{k} {getattr(info['config'], k)} (limit {limit})" for k, limit in CONFIG_LIMITS.items()
+            if getattr(info["config"], k) > limit]
+    if over:
+        raise CheckpointError(f"checkpoint config {meta} asks for a model far larger than any MambaESR variant: "
+                              f"{', '.join(over)}; the JSON was edited or belongs to something else. Restore it "
+                              f"(or re-save the checkpoint with save_checkpoint)")
     return info
 
 
+def read_weight_shapes(weights: str | os.PathLike) -> dict:
+    """{tensor name: shape} from a safetensors file's header alone (its first 8 + N bytes; no tensor is read).
+    Needs no torch."""
+    weights = Path(weights)
+    bad = (f"checkpoint weights {weights} are truncated or not a safetensors file ({{}}); restore the file or "
+           f"re-save the checkpoint")
+    try:
+        size = weights.stat().st_size
+        with open(weights, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                raise CheckpointError(bad.format(f"{size} bytes"))
+            n = struct.unpack("<Q", head)[0]
+            if n > min(size - 8, MAX_HEADER_BYTES):
+                raise CheckpointError(bad.format(f"its header claims {n} bytes of a {size}-byte file"))
+            table = json.loads(fh.read(n))
+        shapes = {k: tuple(v["shape"]) for k, v in table.items() if k != "__metadata__"}
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise CheckpointError(bad.format(f"unreadable header: {exc}")) from exc
+    if not all(isinstance(d, int) and d >= 0 for shape in shapes.values() for d in shape):
+        raise CheckpointError(bad.format("a tensor shape in its header is not a list of sizes"))
+    return shapes
+
+
+@functools.lru_cache(maxsize=32)
 def _expected_shapes(cfg: ModelConfig) -> dict:
     torch = require_torch()
     from .net import build_model
@@ -92,9 +133,11 @@ def _describe_mismatch(found: dict, cfg: ModelConfig) -> str:
     if shapes:
         k = shapes[0]
         parts.append(f"{len(shapes)} keys with other shapes (e.g. {k}: file {found[k]}, config {expected[k]})")
-    like = [f"{name} x{cfg2.scale}" for name in VARIANTS for cfg2 in (VARIANTS[name].replace(scale=s) for s in (2, 3, 4))
-            if _expected_shapes(cfg2) == found]
-    hint = (f"the weights match variant {like[0]}: the JSON config does not belong to these weights" if like
+    # The config's own scale first: the first match ends the search (each candidate is a meta-device build).
+    scales = [cfg.scale] + [s for s in (2, 3, 4) if s != cfg.scale]
+    like = next((f"{name} x{s}" for s in scales for name in VARIANTS
+                 if _expected_shapes(VARIANTS[name].replace(scale=s)) == found), None)
+    hint = (f"the weights match variant {like}: the JSON config does not belong to these weights" if like
             else "the weights match no built-in variant")
     return "; ".join(parts) + f"; {hint}"
 
@@ -111,11 +154,17 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu"):
 
     from .net import build_model
 
-    info = read_checkpoint_meta(path)
+    info = read_checkpoint_meta(path)  # the config within CONFIG_LIMITS
     weights, _ = checkpoint_paths(path)
     if not weights.is_file():
         raise CheckpointError(f"checkpoint weights {weights} not found (its config {weights.with_suffix('.json')} "
                               f"exists); copy the .safetensors file beside it")
+    cfg = info["config"]
+    # Config against the weights' shapes (safetensors header vs the model built on the meta device: no memory)
+    # before the checksum, the tensor load and the real build: an edited config costs milliseconds to refuse.
+    found = read_weight_shapes(weights)
+    if found != _expected_shapes(cfg):
+        raise CheckpointError(f"checkpoint weights {weights} do not fit its config: {_describe_mismatch(found, cfg)}")
     if info.get("weights_sha256") and sha256_file(weights) != info["weights_sha256"]:
         raise CheckpointError(f"checkpoint weights {weights} are corrupt or were replaced: sha256 differs from the "
                               f"one recorded in its JSON; restore the file or re-save the checkpoint")
@@ -124,10 +173,9 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu"):
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"checkpoint weights {weights} are truncated or not a safetensors file ({exc}); "
                               f"restore the file or re-save the checkpoint") from exc
-    cfg = info["config"]
     model = build_model(cfg)
     found = {k: tuple(v.shape) for k, v in state.items()}
-    if found != {k: tuple(v.shape) for k, v in model.state_dict().items()}:
+    if found != {k: tuple(v.shape) for k, v in model.state_dict().items()}:  # the header lied about its tensors
         raise CheckpointError(f"checkpoint weights {weights} do not fit its config: {_describe_mismatch(found, cfg)}")
     model.load_state_dict(state, strict=True)
     return model.to(device).eval(), info

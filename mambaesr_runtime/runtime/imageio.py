@@ -1,35 +1,44 @@
-"""Image I/O at the runtime's edge: decode and validate, split colour and alpha, encode atomically.
+"""Image I/O at the runtime's edge: inspect the header, decode and validate, split colour and alpha, encode
+atomically.
 
 Inside the runtime an image is float32 RGB in [0, 1], (H, W, 3). At the edge we keep what the user gave us: gray,
-RGB or RGBA, 8- or 16-bit. Gray is upscaled as RGB and converted back; alpha is upscaled separately (bicubic) and
-reattached; the output keeps the input's bit depth. Every failure is an :class:`ImageError` that names the file, the
-problem and the fix; nothing is written unless the whole image is ready (temporary file, then rename).
+gray+alpha, RGB or RGBA, 8- or 16-bit. Gray is upscaled as RGB and converted back; alpha is upscaled separately
+(bicubic) and reattached; the output keeps the input's kind and bit depth. A file is judged by its header first
+(:func:`inspect_image`: size, pages, sample type) and a destination by everything that can be known before any work
+(:func:`check_output`), so a refusal costs milliseconds, not a decode or an upscale. Every failure is an
+:class:`ImageError` that names the file, the problem and the fix; nothing is written unless the whole image is ready
+(temporary file, then rename).
 """
 
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import MambaESRError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, probe_writable
+from .imageheader import ImageError, ImageHeader, header_of_bytes, read_header
 from .opencv import cv2
+
+__all__ = ["Decoded", "ImageError", "ImageHeader", "check_output", "decode", "encode", "inspect_image",
+           "read_image", "write_image"]
 
 WRITE_FORMATS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 SIXTEEN_BIT_FORMATS = (".png", ".tif", ".tiff")
-
-
-class ImageError(MambaESRError):
-    """An input image is missing, unreadable or of an unsupported kind, or an output cannot be written."""
+ALPHA_FORMATS = (".png", ".webp", ".tif", ".tiff", ".bmp")
+GRAY_ALPHA_FORMATS = (".png",)  # written by our own encoder: OpenCV writes no 2-channel images
+#: A file may carry metadata besides its pixels, but not this much more than its decoded size.
+EXTRA_BYTES_ALLOWED = 64 << 20
 
 
 @dataclass(frozen=True)
 class Decoded:
     """A decoded image ready for the model: ``rgb`` float32 (H, W, 3) in [0, 1], plus how to restore the original
-    kind on output (``mode`` 'gray' | 'rgb' | 'rgba', ``dtype`` uint8 | uint16) and the alpha plane, if any."""
+    kind on output (``mode`` 'gray' | 'graya' | 'rgb' | 'rgba', ``dtype`` uint8 | uint16) and the alpha plane."""
 
     rgb: np.ndarray
     mode: str
@@ -38,7 +47,8 @@ class Decoded:
 
 
 def decode(img: np.ndarray, source: str = "image") -> Decoded:
-    """Validate an array as OpenCV returns it (BGR/BGRA order, gray 2D) and convert it for the model."""
+    """Validate an array as OpenCV returns it (gray 2-D, gray+alpha (H, W, 2), BGR, BGRA) and convert it for the
+    model. ``source`` names the image in errors (the file name, when there is one)."""
     if not isinstance(img, np.ndarray) or img.size == 0:
         raise ImageError(f"{source}: empty image")
     if img.dtype not in (np.uint8, np.uint16):
@@ -47,13 +57,16 @@ def decode(img: np.ndarray, source: str = "image") -> Decoded:
         img = img[:, :, 0]
     if img.ndim == 2:
         mode, bgr, alpha = "gray", np.repeat(img[:, :, None], 3, axis=2), None
+    elif img.ndim == 3 and img.shape[2] == 2:
+        mode, bgr, alpha = "graya", np.repeat(img[:, :, :1], 3, axis=2), img[:, :, 1]
     elif img.ndim == 3 and img.shape[2] == 3:
         mode, bgr, alpha = "rgb", img, None
     elif img.ndim == 3 and img.shape[2] == 4:
         mode, bgr, alpha = "rgba", img[:, :, :3], img[:, :, 3]
     else:
         channels = img.shape[2] if img.ndim == 3 else f"{img.ndim}-D"
-        raise ImageError(f"{source}: {channels} channels are not supported; give gray, RGB or RGBA images")
+        raise ImageError(f"{source}: {channels} channels are not supported; give gray, gray+alpha, RGB or RGBA "
+                         f"images")
     peak = float(np.iinfo(img.dtype).max)
     rgb = np.ascontiguousarray(bgr[:, :, ::-1], dtype=np.float32) / peak
     return Decoded(rgb, mode, img.dtype, None if alpha is None else alpha.astype(np.float32) / peak)
@@ -62,7 +75,7 @@ def decode(img: np.ndarray, source: str = "image") -> Decoded:
 def output_array(decoded: Decoded, scale: int) -> np.ndarray:
     """An empty output of the input's kind and depth, ``scale`` x larger (OpenCV layout: gray 2-D, BGR, BGRA)."""
     h, w = decoded.rgb.shape[:2]
-    channels = {"gray": (), "rgb": (3,), "rgba": (4,)}[decoded.mode]
+    channels = {"gray": (), "graya": (2,), "rgb": (3,), "rgba": (4,)}[decoded.mode]
     return np.empty((h * scale, w * scale, *channels), decoded.dtype)
 
 
@@ -70,10 +83,10 @@ def encode_rows(out: np.ndarray, y0: int, rows_rgb: np.ndarray, decoded: Decoded
     """Write float RGB output rows (k, W*s, 3) into ``out`` (from :func:`output_array`) at row ``y0``."""
     peak = float(np.iinfo(decoded.dtype).max)
     k = rows_rgb.shape[0]
-    if decoded.mode == "gray":
+    if decoded.mode in ("gray", "graya"):
         # Gray in, gray out: the mean of the three channels the net produced from three equal ones.
         values = rows_rgb.mean(axis=2)
-        target = out[y0:y0 + k]
+        target = out[y0:y0 + k] if decoded.mode == "gray" else out[y0:y0 + k, :, 0]
     else:
         values = rows_rgb[:, :, ::-1]
         target = out[y0:y0 + k, :, :3]
@@ -81,13 +94,14 @@ def encode_rows(out: np.ndarray, y0: int, rows_rgb: np.ndarray, decoded: Decoded
 
 
 def encode_alpha(out: np.ndarray, decoded: Decoded) -> None:
-    """Fill the alpha plane of an RGBA output: the input's alpha upscaled bicubic (the net sees colour only)."""
-    if decoded.mode != "rgba":
+    """Fill the alpha plane of an RGBA or gray+alpha output: the input's alpha upscaled bicubic (the net sees colour
+    only)."""
+    if decoded.alpha is None:
         return
     peak = float(np.iinfo(decoded.dtype).max)
     h, w = out.shape[:2]
     alpha = cv2.resize(decoded.alpha, (w, h), interpolation=cv2.INTER_CUBIC)
-    out[:, :, 3] = np.clip(np.round(alpha * peak), 0, peak)
+    out[:, :, -1] = np.clip(np.round(alpha * peak), 0, peak)
 
 
 def encode(sr_rgb: np.ndarray, decoded: Decoded, scale: int) -> np.ndarray:
@@ -98,49 +112,121 @@ def encode(sr_rgb: np.ndarray, decoded: Decoded, scale: int) -> np.ndarray:
     return out
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """The file as OpenCV decodes it with ``IMREAD_UNCHANGED`` (no conversion), or an :class:`ImageError`."""
+def inspect_image(path: str | os.PathLike) -> ImageHeader:
+    """The header of ``path`` (see :mod:`.imageheader`), refusing what this runtime would lose or cannot read:
+    animations and multi-page files (only one picture would come out), float or >16-bit samples, and files far
+    larger than the pixels they declare. Reads a few hundred bytes; decodes nothing."""
     path = Path(path)
-    if not path.exists():
-        raise ImageError(f"{path}: no such file")
-    if path.is_dir():
-        raise ImageError(f"{path} is a folder; give an image file (or use a folder as input to process all in it)")
-    if path.stat().st_size == 0:
-        raise ImageError(f"{path}: the file is empty (0 bytes)")
-    data = np.fromfile(str(path), dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    header = read_header(path)
+    if header.frames > 1:
+        if header.format == "tiff":
+            raise ImageError(f"{path}: a multi-page TIFF ({header.frames} pages); only its first page would be "
+                             f"upscaled. Split the pages into files first (e.g. tiffsplit, or ImageMagick)")
+        count = "" if header.format == "webp" else f" ({header.frames} frames)"
+        raise ImageError(f"{path}: an animated {header.format.upper()}{count}; only its first frame would be "
+                         f"upscaled. Convert it to a video (e.g. ffmpeg -i in.{header.format} in.mp4) and upscale "
+                         f"that, or save the frame you want as PNG")
+    if header.format == "tiff" and header.gray_alpha:
+        raise ImageError(f"{path}: a gray+alpha TIFF, whose alpha OpenCV drops when decoding; convert it to PNG "
+                         f"(gray+alpha is kept) or to an RGBA TIFF")
+    if header.float_samples or header.bits > 16:
+        kind = "floating-point" if header.float_samples else "integer"
+        raise ImageError(f"{path}: {header.bits}-bit {kind} samples ({header.describe()}) are not supported; give 8- "
+                         f"or 16-bit images (convert, e.g. with ImageMagick: -depth 16)")
+    size = path.stat().st_size
+    if size > 4 * header.decoded_bytes() + EXTRA_BYTES_ALLOWED:
+        raise ImageError(f"{path}: the file is {size / 2**20:.0f} MB but its header declares only "
+                         f"{header.describe()}; it carries something besides the image. Re-export it")
+    return header
+
+
+def read_image(path: str | os.PathLike, header: ImageHeader | None = None) -> np.ndarray:
+    """The file as OpenCV decodes it with ``IMREAD_UNCHANGED`` (gray+alpha as (H, W, 2)), or an
+    :class:`ImageError`. The header is inspected first (``header``: one :func:`inspect_image` already returned);
+    the caller decides about the size before calling this: decoding allocates what the header declares."""
+    path = Path(path)
+    if header is None:
+        header = inspect_image(path)
+    # Decode the very bytes whose header is checked here: a file replaced since inspect_image (a bomb swapped in
+    # under the same name) is refused, not decoded. inspect_image has bounded the file's size.
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    if header_of_bytes(data, path) != header:
+        raise ImageError(f"{path}: the file changed while it was being read; run again once it is complete")
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # OpenCV's own limits (CV_IO_MAX_IMAGE_PIXELS) and decoder assertions
+        raise ImageError(f"{path}: OpenCV refused to decode the {header.describe()} ({_oneline(exc)})") from exc
+    except MemoryError as exc:
+        raise ImageError(f"{path}: not enough memory to decode the {header.describe()}; free memory or crop the "
+                         f"image") from exc
     if img is None:
         raise ImageError(f"{path}: not a readable image (truncated, corrupt or not an image format OpenCV knows: "
                          f"PNG, JPEG, WebP, TIFF, BMP)")
-    if _truncated_png(data):
+    if img.shape[:2] != (header.height, header.width):
+        raise ImageError(f"{path}: decoded as {img.shape[1]}x{img.shape[0]} but its header declares "
+                         f"{header.width}x{header.height}; the file is corrupt")
+    if header.format == "png" and b"IEND" not in data[-32:]:  # libpng only warns; half an image is no image
         raise ImageError(f"{path}: the PNG is truncated (no IEND chunk); re-export or re-download it")
+    if header.gray_alpha and img.ndim == 3 and img.shape[2] == 4:
+        img = np.ascontiguousarray(img[:, :, (0, 3)])  # OpenCV expands gray+alpha to BGRA; keep the file's kind
     return img
 
 
-def _truncated_png(data: np.ndarray) -> bool:
-    """libpng decodes a PNG that lost its tail with a warning only; we refuse it rather than upscale half an image."""
-    head = data[:8].tobytes()
-    return head == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-32:].tobytes()
+def _oneline(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[-200:]
 
 
-def write_image(path: str | os.PathLike, img: np.ndarray, overwrite: bool = False, quality: int = 95) -> Path:
-    """Encode ``img`` (OpenCV order) to ``path`` atomically; refuses an existing file unless ``overwrite``."""
+def check_output(path: str | os.PathLike, *, sixteen_bit: bool = False, alpha: bool = False,
+                 gray_alpha: bool = False, overwrite: bool = False) -> Path:
+    """Refuse an output that could not be written, before anything is computed for it: an unknown or missing
+    extension, a format that cannot hold the image's depth or alpha, an existing file (without ``overwrite``), a
+    missing folder, a folder where no file can be created (tried, not guessed from permission bits)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in WRITE_FORMATS:
         raise ImageError(f"{path}: cannot write {suffix or 'files without an extension'}; use one of {WRITE_FORMATS}")
-    if img.dtype == np.uint16 and suffix not in SIXTEEN_BIT_FORMATS:
+    if sixteen_bit and suffix not in SIXTEEN_BIT_FORMATS:
         raise ImageError(f"{path}: {suffix} cannot hold 16-bit samples; write .png or .tif (or convert to 8-bit)")
-    if path.exists() and not overwrite:
+    if gray_alpha and suffix not in GRAY_ALPHA_FORMATS:
+        raise ImageError(f"{path}: {suffix} cannot hold gray+alpha here; write .png")
+    if alpha and suffix not in ALPHA_FORMATS:
+        raise ImageError(f"{path}: {suffix} has no alpha channel and the image has one; write .png, .webp or .tif "
+                         f"(or remove the alpha first)")
+    if os.path.lexists(path) and not overwrite:
         raise ImageError(f"{path} exists; pass --overwrite to replace it, or choose another output")
-    if not path.parent.exists():
-        raise ImageError(f"{path.parent}: output folder does not exist")
-    if not os.access(path.parent, os.W_OK):
-        raise ImageError(f"{path.parent}: output folder is not writable")
+    if path.is_dir():
+        raise ImageError(f"{path} is a folder; give an output file name")
+    if not path.parent.is_dir():
+        raise ImageError(f"{path}: the output folder {path.parent} does not exist; create it or choose another "
+                         f"output")
+    try:
+        probe_writable(path.parent)
+    except OSError as exc:
+        raise ImageError(f"{path}: the output folder {path.parent} is not writable ({exc.strerror or exc})") \
+            from exc
+    return path
+
+
+def write_image(path: str | os.PathLike, img: np.ndarray, overwrite: bool = False, quality: int = 95) -> Path:
+    """Encode ``img`` (OpenCV order; gray+alpha as (H, W, 2)) to ``path`` atomically; refuses an existing file
+    unless ``overwrite``."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    two = img.ndim == 3 and img.shape[2] == 2
+    check_output(path, sixteen_bit=img.dtype == np.uint16, alpha=img.ndim == 3 and img.shape[2] in (2, 4),
+                 gray_alpha=two, overwrite=overwrite)
     params = {".jpg": [cv2.IMWRITE_JPEG_QUALITY, quality], ".jpeg": [cv2.IMWRITE_JPEG_QUALITY, quality],
               ".webp": [cv2.IMWRITE_WEBP_QUALITY, quality]}.get(suffix, [])
 
     def write(tmp):
+        if two:
+            with open(tmp, "wb") as fh:
+                fh.write(_png_gray_alpha(img))
+            return
         ok, buf = cv2.imencode(suffix, img, params)
         if not ok:
             raise ImageError(f"{path}: OpenCV could not encode a {img.shape} {img.dtype} image as {suffix}")
@@ -150,3 +236,18 @@ def write_image(path: str | os.PathLike, img: np.ndarray, overwrite: bool = Fals
         return atomic_write(path, write, suffix=suffix)
     except OSError as exc:
         raise ImageError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+
+
+def _png_gray_alpha(img: np.ndarray) -> bytes:
+    """A gray+alpha PNG (colour type 4, 8 or 16 bit) of an (H, W, 2) array: OpenCV writes 1, 3 or 4 channels only."""
+    h, w, _ = img.shape
+    depth = 16 if img.dtype == np.uint16 else 8
+    samples = img.astype(">u2") if depth == 16 else img
+    rows = np.ascontiguousarray(samples).view(np.uint8).reshape(h, -1)
+    raw = np.concatenate([np.zeros((h, 1), np.uint8), rows], axis=1)  # filter type 0 on every row
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, 4, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw.tobytes(), 6)) + chunk(b"IEND", b""))

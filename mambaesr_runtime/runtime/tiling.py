@@ -162,11 +162,22 @@ class Blender:
         return self._out
 
 
+class NonFiniteOutput(ArithmeticError):
+    """The engine returned NaN or infinity for a tile: ``index`` (from 0) of ``total``, at LR ``(tile.y, tile.x)``
+    of shape ``shape`` (h, w). The caller knows the engine and names it in the error it raises."""
+
+    def __init__(self, index: int, total: int, tile: Tile, shape: tuple[int, int]):
+        self.index, self.total, self.tile, self.shape = index, total, tile, shape
+        super().__init__(f"tile {index + 1} of {total} (LR rows {tile.y}-{tile.y + shape[0] - 1}, columns "
+                         f"{tile.x}-{tile.x + shape[1] - 1}) came out with NaN or infinite values")
+
+
 def upscale_tiled(infer, img: np.ndarray, scale: int, tile: int | tuple[int, int], overlap: int,
                   batch: int = 1, progress=None, emit=None) -> np.ndarray | None:
     """Upscale an (H, W, 3) float32 image in [0, 1] through ``infer`` (float32 (batch, 3, th, tw) -> (batch, 3,
     s*th, s*tw)), tile by tile, blended. The last batch is filled up with repeats so every call has the static
-    shape. ``progress(done, total)`` is called after each batch.
+    shape. ``progress(done, total)`` is called after each batch. An output that is not finite raises
+    :class:`NonFiniteOutput` before it reaches the blend (a NaN would otherwise become a black patch).
 
     Returns the (H*s, W*s, 3) float32 result, or, with ``emit(y0, rows)``, streams the finished output rows to it
     (see :class:`Blender`) and returns ``None``: then memory grows with the tile size, not with the image.
@@ -182,6 +193,10 @@ def upscale_tiled(infer, img: np.ndarray, scale: int, tile: int | tuple[int, int
         if real < batch:
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - real, axis=0)])
         out = infer(chunk)
+        finite = np.isfinite(out[:real]).reshape(real, -1).all(axis=1)
+        if not finite.all():
+            bad = int(np.argmin(finite))
+            raise NonFiniteOutput(start + bad, len(plan.tiles), group[bad], plan.tile)
         for i in range(real):
             blender.add(group[i], out[i])
         if progress is not None:

@@ -16,24 +16,27 @@ adaptive controller inside ``stream``) happens between images, never inside one.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, MambaESRError
-from ..profiles import DeviceProfile, Tier, load_profile
+from ..errors import BackendError, ConfigError, MambaESRError
+from ..profiles import DeviceProfile, Tier, check_threads, load_profile
 from .engines import EngineSelection, open_backend, open_engine, with_overrides
 from .imageio import (
+    check_output,
     decode,
     encode_alpha,
     encode_rows,
+    inspect_image,
     output_array,
     read_image,
     write_image,
 )
-from .tiling import upscale_tiled
+from .tiling import NonFiniteOutput, upscale_tiled
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,13 @@ class Upscaler:
                  overlap: int | None = None, precision: str | None = None,
                  engines_dir: str | os.PathLike | None = None, threads: int | None = None,
                  max_output_megapixels: float = 100.0, controller=None, max_open_engines: int | None = None):
+        # Arguments first: a bad number must be an error here, not a crash inside an engine library later.
+        if threads is not None:
+            check_threads(threads)
+        if isinstance(max_output_megapixels, bool) or not isinstance(max_output_megapixels, (int, float)) or \
+                not math.isfinite(max_output_megapixels) or max_output_megapixels <= 0:
+            raise ConfigError(f"max_output_megapixels (--max-megapixels) must be a positive number, got "
+                              f"{max_output_megapixels!r}")
         self.profile = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
         self._backend, self._precision, self._engines_dir, self._threads = backend, precision, engines_dir, threads
         self._tile, self._overlap = tile, overlap
@@ -171,24 +181,35 @@ class Upscaler:
     def output_size(self, h: int, w: int) -> tuple[int, int]:
         return h * self.scale, w * self.scale
 
-    def check_size(self, h: int, w: int) -> None:
+    def check_size(self, h: int, w: int, source: str | os.PathLike = "image") -> None:
+        """Refuse an ``h`` x ``w`` input whose output would pass ``max_output_megapixels`` (``source`` names it)."""
         oh, ow = self.output_size(h, w)
         mp = oh * ow / 1e6
         if mp > self.max_output_megapixels:
-            raise MambaESRError(f"a {w}x{h} input makes a {ow}x{oh} output ({mp:.0f} MP), above the "
-                                f"{self.max_output_megapixels:.0f} MP limit; blending it needs about "
+            raise MambaESRError(f"{source}: a {w}x{h} input makes a {ow}x{oh} output ({mp:.1f} MP), above the "
+                                f"{self.max_output_megapixels:g} MP limit; blending it needs about "
                                 f"{oh * ow * 16 / 2**30:.1f} GiB. Raise the limit (--max-megapixels) or crop")
 
-    def upscale(self, img: np.ndarray, progress=None) -> np.ndarray:
-        """An image as OpenCV reads it (gray, BGR or BGRA; uint8 or uint16) -> the same kind, ``scale`` x larger."""
+    def upscale(self, img: np.ndarray, progress=None, source: str | os.PathLike = "image") -> np.ndarray:
+        """An image as OpenCV reads it (gray, gray+alpha (H, W, 2), BGR or BGRA; uint8 or uint16) -> the same kind,
+        ``scale`` x larger. ``source`` names the image in errors."""
         sel = self.engine  # taken once: a tier switch by another thread cannot change engines mid-image
-        decoded = decode(img)
-        self.check_size(*decoded.rgb.shape[:2])
+        if isinstance(img, np.ndarray) and img.ndim >= 2:
+            self.check_size(img.shape[0], img.shape[1], source)  # before decode() makes its float copies
+        decoded = decode(img, str(source))
         n, _, th, tw = sel.backend.input_shape
         out = output_array(decoded, sel.backend.scale)
         # Finished rows go straight into the output's own dtype: the float blend never holds the whole image.
-        upscale_tiled(sel.backend.infer, decoded.rgb, sel.backend.scale, (th, tw), sel.tier.overlap, n, progress,
-                      emit=lambda y0, rows: encode_rows(out, y0, rows, decoded))
+        try:
+            upscale_tiled(sel.backend.infer, decoded.rgb, sel.backend.scale, (th, tw), sel.tier.overlap, n,
+                          progress, emit=lambda y0, rows: encode_rows(out, y0, rows, decoded))
+        except NonFiniteOutput as exc:
+            hint = (f"; the engine runs in {sel.precision}, whose range the model overflowed: use the fp32 engine "
+                    f"(--precision fp32)" if sel.precision in ("fp16", "int8") else
+                    "; the engine file is damaged or was not exported from a MambaESR checkpoint: re-export it "
+                    "with mambaesr-export")
+            raise BackendError(f"{source}: engine {sel.path.name} ({sel.kind}, {sel.precision}, tier "
+                               f"{sel.tier.name}): {exc}{hint}") from exc
         encode_alpha(out, decoded)
         return out
 
@@ -217,16 +238,23 @@ class Upscaler:
 
     def upscale_file(self, src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool = False,
                      progress=None) -> Path:
-        """Read, upscale, write atomically. The input is never modified; the output appears only when complete."""
+        """Read, upscale, write atomically. The input is never modified; the output appears only when complete.
+
+        Everything that can be known before the upscale is checked before it, from the file's header and the
+        destination alone (milliseconds): the input's size against ``max_output_megapixels`` (a decompression bomb
+        is never decoded), pages and sample type, and whether ``dst`` can take this image (format, depth, alpha,
+        existing file, folder). ``write_image`` checks the destination again at write time.
+        """
         src, dst = Path(src), Path(dst)
-        # Checked before the (slow) upscale, so a refusal costs nothing; write_image checks again at write time.
-        if dst.exists() and not overwrite:
-            raise MambaESRError(f"{dst} exists; pass --overwrite to replace it, or choose another output")
-        if dst.resolve() == src.resolve():
+        header = inspect_image(src)
+        self.check_size(header.height, header.width, src)
+        if os.path.realpath(dst) == os.path.realpath(src):
             raise MambaESRError(f"{dst} is the input itself; choose another output (inputs are never overwritten)")
+        check_output(dst, sixteen_bit=header.sixteen_bit, alpha=header.alpha, gray_alpha=header.gray_alpha,
+                     overwrite=overwrite)
         self._choose_tier()  # between files, like between frames
         start = time.perf_counter()
-        out = self.upscale(read_image(src), progress)
+        out = self.upscale(read_image(src, header), progress, source=src)
         self._report(start)
         return write_image(dst, out, overwrite=overwrite)
 

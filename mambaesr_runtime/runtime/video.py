@@ -119,10 +119,18 @@ def upscale_video(upscaler, source: str | int | os.PathLike, dst: str | os.PathL
         raise VideoError(f"{dst} is the input itself; choose another output (inputs are never overwritten)")
     cap, info = open_source(source)
     total = info.frames if max_frames is None else min(max_frames, info.frames or max_frames)
-    upscaler.check_size(info.height, info.width)
-    oh, ow = upscaler.output_size(info.height, info.width)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=dst.suffix, dir=dst.parent)
+    try:
+        upscaler.check_size(info.height, info.width, "camera %d" % int(source) if is_camera(source) else source)
+        oh, ow = upscaler.output_size(info.height, info.width)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=dst.suffix, dir=dst.parent)
+    except OSError as exc:
+        cap.release()
+        raise VideoError(f"{dst}: cannot create the output there ({exc.strerror or exc}); choose another folder") \
+            from exc
+    except BaseException:
+        cap.release()
+        raise
     os.close(fd)
     writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*codec), info.fps, (ow, oh))
     written, done = 0, False

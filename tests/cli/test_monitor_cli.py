@@ -83,11 +83,18 @@ def test_the_panel_shows_every_reading_against_its_threshold():
     (["--device", "jetson-tx1", "--count", "1"], "error: unknown device 'jetson-tx1'; built-in devices are"),
     (["--source", "psutil", "--count", "1", "--record", "trace.txt"], "give a .json or .csv file name"),
     (["--source", "psutil", "--start-tier", "ultra", "--count", "1"], "no tier 'ultra'; its tiers are"),
+    # Before: these failed only at save time, after the whole session, losing the samples.
+    (["--source", "psutil", "--count", "1", "--record", "/proc/r.json"], "cannot create files in /proc"),
+    (["--source", "psutil", "--count", "1", "--record", "no/such/r.json"], "the folder no/such does not exist"),
+    (["--source", "psutil", "--count", "1", "--record", "."], "give a .json or .csv file name"),
 ])
 def test_bad_arguments_exit_2_with_the_fix(argv, words, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("mambaesr_runtime.runtime.monitor.PsutilMonitor.sample",
+                        lambda self: pytest.fail("sampled before the arguments were checked"))
     assert main(argv) == 2
     assert words in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("argv", [["--source", "tegrastats"], ["--count", "0"], ["--interval", "-1"],

@@ -99,3 +99,56 @@ def test_missing_weights_file_names_the_fix(saved):
 
 def test_save_leaves_no_temporary_files(saved, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.json", "tiny.safetensors"]
+
+
+@pytest.mark.parametrize("change, words", [({"embed_dim": 1000000}, "embed_dim 1000000 \\(limit 512\\)"),
+                                           ({"num_blocks": 1000000}, "num_blocks 1000000 \\(limit 32\\)"),
+                                           ({"state_dim": 4096, "chunk": 10**6}, "state_dim 4096 .*chunk 1000000")])
+def test_an_edited_config_is_refused_before_anything_is_built(saved, monkeypatch, change, words):
+    """Before: the checksum covered only the weights, so embed_dim 1000000 allocated 5 GB before a torch traceback
+    and num_blocks 1000000 took 141 s. Now the limits refuse it before any model, even a meta one, is built."""
+    from mambaesr_runtime.model import net
+
+    _, weights, meta = saved
+    info = json.loads(meta.read_text())
+    info["config"].update(change)
+    meta.write_text(json.dumps(info))
+    monkeypatch.setattr(net, "build_model", lambda cfg: pytest.fail("a model was built"))
+    with pytest.raises(CheckpointError, match=f"far larger than any MambaESR variant: {words}"):
+        load_checkpoint(weights)
+    with pytest.raises(CheckpointError, match="far larger"):
+        read_checkpoint_meta(meta)  # the torch-free reader refuses it too
+
+
+def test_a_config_within_limits_is_checked_against_the_weights_header_first(saved, monkeypatch):
+    """An edited config of plausible size is compared with the safetensors header's shapes on the meta device:
+    no tensor is read and no real model is built."""
+    from safetensors import torch as st_torch
+
+    from mambaesr_runtime.model import checkpoint, net
+
+    _, weights, meta = saved
+    info = json.loads(meta.read_text())
+    info["config"]["embed_dim"] = 64
+    meta.write_text(json.dumps(info))
+    devices = []
+    real_build = net.build_model
+
+    def build(cfg):
+        devices.append(str(torch.get_default_device()))
+        return real_build(cfg)
+
+    monkeypatch.setattr(net, "build_model", build)
+    monkeypatch.setattr(st_torch, "load_file", lambda *a, **k: pytest.fail("tensors were read"))
+    monkeypatch.setattr(checkpoint, "sha256_file", lambda p: pytest.fail("the weights were hashed"))
+    with pytest.raises(CheckpointError, match="do not fit its config: .*keys with other shapes"):
+        load_checkpoint(weights)
+    assert set(devices) <= {"meta"}  # (shapes already built for a config are cached: maybe no build at all)
+
+
+def test_a_lying_safetensors_header_is_refused(saved):
+    _, weights, meta = saved
+    data = weights.read_bytes()
+    weights.write_bytes((10**12).to_bytes(8, "little") + data[8:])  # a header "a terabyte long"
+    with pytest.raises(CheckpointError, match="header claims 1000000000000 bytes"):
+        load_checkpoint(weights)

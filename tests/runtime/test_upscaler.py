@@ -45,7 +45,8 @@ def test_modes_and_depths_come_back_as_they_went_in(tiny_onnx, shape, dtype):
 
 def test_huge_outputs_are_refused_up_front(tiny_onnx):
     with Upscaler(model=tiny_onnx[0], overlap=4, max_output_megapixels=0.01) as up:
-        with pytest.raises(MambaESRError, match="above the 0 MP limit; blending it needs about"):
+        with pytest.raises(MambaESRError, match="image: a 100x100 input makes a 400x400 output .0.2 MP., above the "
+                                                "0.01 MP limit; blending it needs about"):
             up.upscale(np.zeros((100, 100, 3), np.uint8))
 
 
@@ -102,3 +103,17 @@ def test_the_readme_main_job_runs_without_torch(tmp_path):
     assert done.returncode == 0, done.stderr
     out = read_image(tmp_path / "sample_x4.png")
     assert out.shape == (512, 512, 3) and out.dtype == np.uint8
+
+
+def test_non_finite_output_of_an_fp16_engine_names_the_fp32_fix(tmp_path):
+    """The tile check lives in the runtime, so it holds for every backend; for fp16/int8 engines the fix is fp32."""
+    import dataclasses
+
+    import hostile
+
+    with Upscaler(model=hostile.onnx_graph(tmp_path / "nan.onnx", "nan", 16), overlap=2) as up:
+        up._engines["model"] = dataclasses.replace(up._engines["model"], precision="fp16")
+        with pytest.raises(MambaESRError, match=r"frame: engine nan.onnx \(onnxruntime, fp16, tier model\): tile 1 of "
+                                                r"1 .* NaN or infinite values; the engine runs in fp16, whose range the "
+                                                r"model overflowed: use the fp32 engine \(--precision fp32\)"):
+            up.upscale(np.zeros((10, 10, 3), np.uint8), source="frame")

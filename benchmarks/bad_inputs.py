@@ -1,0 +1,588 @@
+"""The hostile-input catalogue, run as a user would: each case is a fresh folder, a command (``mambaesr-run``, and
+for their own items ``mambaesr-monitor`` and ``scripts/download_datasets.py``) in a subprocess, and checks of what
+it left. Cases from issue 14's "already passes" list and from its failures alike; every fixture is made here, on
+the fly (bombs are a few bytes of header or a compressed PNG built row by row), nothing is stored.
+
+Per case: the exit code (against the expected one), the command's peak RSS (``wait4`` rusage taken by a small
+launcher, so the figure is the command's own maximum resident set, model and ONNX Runtime included), the wall
+time, and the files left behind (anything new in the case folder other than the outputs the case expects). A case
+passes when the exit code is the expected one, nothing else is left behind, its own checks hold (outputs written,
+victims untouched, the message names the file), and for the decompression bombs the peak RSS stays under 200 MB.
+Prints the table and writes benchmarks/results/bad_inputs.md (+ .json); exit 1 if any row fails.
+
+    python benchmarks/bad_inputs.py [--only SUBSTRING] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import pickle
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+import hostile  # noqa: E402  (tests/hostile.py: the generators the tests use too)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BIN = Path(sys.executable).parent
+BOMB_RSS_MB = 200
+
+
+@dataclass
+class Case:
+    name: str
+    kind: str  # "old" (issue 14's already-passing list) or "new" (its failures)
+    setup: object  # setup(folder) -> (argv, expected outputs (names relative to folder), checks)
+    expect: int
+    bomb: bool = False
+    timeout: float = 120.0
+    interrupt_after: str | None = None  # send SIGINT once this file appears
+
+
+@dataclass
+class Result:
+    case: Case
+    code: int | None
+    rss_mb: float
+    seconds: float
+    left: list[str]
+    problems: list[str] = field(default_factory=list)
+    message: str = ""
+
+
+def img(path: Path, shape=(20, 24, 3), dtype=np.uint8, value=90) -> Path:
+    array = np.full(shape, value, dtype)
+    array[::3] = value // 2  # a little structure
+    cv2.imwrite(str(path), array)
+    return path
+
+
+# A child's ru_maxrss starts at the peak of the process that forked it (Linux carries the high-water mark across
+# fork and exec), so the command is started by this small launcher, whose own peak is ~10 MB, and the launcher
+# reports the command's wait4 rusage on the pipe named by its first argument. It ignores SIGINT itself (the
+# command gets it from the process group).
+LAUNCHER = """
+import os, signal, sys
+fd = int(sys.argv[1])
+pid = os.fork()
+if pid == 0:
+    os.close(fd)
+    os.execvp(sys.argv[2], sys.argv[2:])
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+_, status, usage = os.wait4(pid, 0)
+os.write(fd, str(usage.ru_maxrss).encode())
+sys.exit(os.waitstatus_to_exitcode(status) % 256 if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))
+"""
+
+
+def run_cmd(argv: list[str], cwd: Path, timeout: float, interrupt_after: Path | None = None):
+    """(exit code, peak RSS MB of the command itself, seconds, stdout, stderr)."""
+    out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    read_fd, write_fd = os.pipe()
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(write_fd), *argv], cwd=cwd, stdout=out, stderr=err,
+                            env=env, stdin=subprocess.DEVNULL, pass_fds=(write_fd,), start_new_session=True)
+    os.close(write_fd)
+    stop = threading.Event()
+
+    def watchdog():
+        waited = 0.0
+        while not stop.wait(0.05):
+            waited += 0.05
+            if interrupt_after is not None and interrupt_after.exists():
+                os.killpg(proc.pid, signal.SIGINT)
+                return
+            if waited > timeout:
+                os.killpg(proc.pid, signal.SIGKILL)
+                return
+
+    thread = threading.Thread(target=watchdog, daemon=True)
+    thread.start()
+    code = proc.wait()
+    stop.set()
+    seconds = time.perf_counter() - start
+    with os.fdopen(read_fd, "rb") as fh:
+        reported = fh.read().decode() or "0"
+    out.seek(0)
+    err.seek(0)
+    return code, int(reported) / 1024, seconds, out.read().decode(errors="replace"), err.read().decode(
+        errors="replace")
+
+
+def files_under(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() or p.is_symlink()}
+
+
+# -- the catalogue -------------------------------------------------------------------------------------------------
+RUN = [str(BIN / "mambaesr-run")]
+
+
+def single(make, expect_words: str | None = None, extra: list[str] = (), out: str | None = None):
+    """Upscale one made-up input; ``make(folder) -> path``; the output (if any) must be ``out``."""
+    def setup(folder: Path):
+        src = make(folder)
+        argv = RUN + [str(src), "-q", *extra]
+        checks = [lambda res: expect_words is None or expect_words in res.message or
+                  f"message lacks {expect_words!r}"]
+        return argv, [out] if out else [], checks
+    return setup
+
+
+def write(name: str, data: bytes):
+    def make(folder: Path) -> Path:
+        (folder / name).write_bytes(data)
+        return folder / name
+    return make
+
+
+def good(name: str, shape=(20, 24, 3), dtype=np.uint8):
+    return lambda folder: img(folder / name, shape, dtype)
+
+
+def checks_output(out: str, shape: tuple, dtype=np.uint8):
+    def check(folder: Path):
+        got = cv2.imread(str(folder / out), cv2.IMREAD_UNCHANGED)
+        if got is None or got.shape != shape or got.dtype != dtype:
+            return f"{out}: {None if got is None else (got.shape, got.dtype)}, expected {shape} {dtype.__name__}"
+        return True
+    return check
+
+
+def with_files(files: dict, setup):
+    """Write ``files`` (name -> bytes) into the case folder, then run ``setup``."""
+    def wrapped(folder: Path):
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+        return setup(folder)
+    return wrapped
+
+
+def link(name: str, target: str, words: str):
+    def setup(folder: Path):
+        (folder / name).symlink_to(target)
+        return single(lambda f: f / name, words)(folder)
+    return setup
+
+
+def catalogue() -> list[Case]:
+    cases: list[Case] = []
+    add = cases.append
+
+    # --- old: the cases issue 14 found passing --------------------------------------------------------------
+    add(Case("empty file", "old", single(write("empty.png", b""), "empty.png: the file is empty"), 2))
+    add(Case("text file named .png", "old", single(write("text.png", b"hello\n"), "text.png: not a readable"), 2))
+    png = cv2.imencode(".png", np.full((20, 20, 3), 7, np.uint8))[1].tobytes()
+    add(Case("truncated PNG", "old", single(write("cut.png", png[:len(png) - 20]), "cut.png"), 2))
+    add(Case("magic-only PNG", "old", single(write("magic.png", png[:8]), "magic.png"), 2))
+    add(Case("16-bit RGB PNG", "old", single(good("d16.png", (20, 24, 3), np.uint16), out="d16_x4.png"), 0))
+    add(Case("gray PNG", "old", single(good("gray.png", (20, 24)), out="gray_x4.png"), 0))
+    add(Case("RGBA PNG", "old", single(good("rgba.png", (20, 24, 4)), out="rgba_x4.png"), 0))
+    add(Case("1x1 image", "old", single(good("one.png", (1, 1, 3)), out="one_x4.png"), 0))
+    add(Case("1xN image", "old", single(good("line.png", (1, 37, 3)), out="line_x4.png"), 0))
+    add(Case("output = input", "old", single(good("same.png"), "is the input itself",
+                                             ["-o", "same.png", "--overwrite"]), 2))
+
+    def symlinked_output(folder):
+        src = img(folder / "src.png")
+        (folder / "link.png").symlink_to(src)
+        return RUN + [str(src), "-o", str(folder / "link.png"), "--overwrite", "-q"], [], [
+            lambda res: "is the input itself" in res.message or "not refused as the input"]
+    add(Case("output is a symlink to the input", "old", symlinked_output, 2))
+    for label, name in (("name with spaces", "a b c.png"), ("unicode name", "ünï cödé 图.png"),
+                        ("name with $(...)", "$(touch pwned).png")):
+        add(Case(label, "old", single(good(name), out=name[:-4] + "_x4.png"), 0))
+
+    def sigint(folder):
+        src = folder / "in"
+        src.mkdir()
+        for i in range(6):
+            img(src / f"f{i}.png", (120, 120, 3))
+        return RUN + [str(src), "-o", str(folder / "out"), "-q"], None, [
+            lambda res: "interrupted" in res.message or "no 'interrupted' message"]
+    add(Case("SIGINT in a folder run", "old", sigint, 130, interrupt_after="out/f0.png"))
+    add(Case("corrupt ONNX", "old", with_files({"bad.onnx": b"\x08\x07garbage" * 50}, single(
+        good("in.png"), "cannot load", ["--model", "bad.onnx"])), 2))
+    add(Case("dynamic-shape ONNX", "old", lambda f: (single(good("in.png"), "dynamic shapes",
+                                                            ["--model", str(dynamic_onnx(f))])(f)), 2))
+    add(Case("plan without manifest", "old", with_files({"engine.plan": b"\x00" * 1000}, single(
+        good("in.png"), "manifest", ["--model", "engine.plan"])), 2))
+    add(Case("truncated safetensors", "old", torch_model_case("truncated or not a safetensors file",
+                                                              lambda w, m: w.write_bytes(w.read_bytes()[:100])), 2))
+    add(Case("pickle renamed .safetensors", "old", pickle_case(".safetensors"), 2))
+    add(Case("pickle renamed .pt", "old", pickle_case(".pt"), 2))
+    add(Case("profile with an unknown key", "old", profile_case("unknown keys", "colour: blue\n"), 2))
+    add(Case("profile with !!python/object", "old",
+             profile_case("not valid YAML", "x: !!python/object/apply:os.system ['touch pwned']\n"), 2))
+    for flag, value, words in (("--tile", "7", "tile"), ("--overlap", "-3", "overlap"), ("--scale", "3", "x4"),
+                               ("--device", "toaster", "unknown device")):
+        add(Case(f"bad {flag} {value}", "old", single(good("in.png"), words, [flag, value]), 2))
+
+    def bad_trace(folder):
+        (folder / "trace.json").write_text("{not json")
+        return single(good("in.png"), "trace", ["--replay", str(folder / "trace.json")])(folder)
+    add(Case("malformed replay trace", "old", bad_trace, 2))
+
+    # --- new: issue 14's failures ----------------------------------------------------------------------------
+    for name, data in hostile.header_bombs().items():
+        add(Case(f"header bomb {name.split('_')[1].upper()} ({len(data)} bytes)", "new",
+                 single(write(name, data), f"{name}: a "), 2, bomb=True))
+    add(Case("GIF header bomb 65535x65535", "new",
+             single(write("bomb.gif", hostile.gif_header(65535, 65535)), "bomb.gif: a 65535x65535"), 2, bomb=True))
+    add(Case("8000x8000 gray PNG bomb (62 KB)", "new",
+             single(write("bomb8k.png", hostile.png_bomb(8000, 8000)), "bomb8k.png: a 8000x8000"), 2, bomb=True))
+    add(Case("30000x30000 gray PNG bomb (875 KB)", "new",
+             single(write("bomb30k.png", BOMB30K), "bomb30k.png: a 30000x30000"), 2, bomb=True))
+    add(Case("bomb with --max-megapixels 1e9 (OpenCV's own limit)", "new",
+             single(write("hdr.png", hostile.png_header(65535, 65535)), "hdr.png",
+                    ["--max-megapixels", "1e9"]), 2, bomb=True))
+
+    def folder_with_bomb(folder):
+        src = folder / "in"
+        src.mkdir()
+        img(src / "a.png")
+        (src / "b.png").write_bytes(hostile.png_header(65535, 65535))
+        img(src / "c.png")
+        return RUN + [str(src), "-o", str(folder / "out"), "-q"], ["out/a.png", "out/c.png"], [
+            lambda res: "b.png: a 65535x65535" in res.message or "bomb not named"]
+    add(Case("folder: good, header bomb, good", "new", folder_with_bomb, 1))  # upscales two files: no bomb bar
+
+    def folder_with_loop(folder):
+        src = folder / "in"
+        src.mkdir()
+        img(src / "a.png")
+        (src / "l1.png").symlink_to(src / "l2.png")
+        (src / "l2.png").symlink_to(src / "l1.png")
+        return RUN + [str(src), "-o", str(folder / "out"), "-q"], ["out/a.png"], [
+            lambda res: "loop of symbolic links" in res.message or "loop not named"]
+    add(Case("folder with a symlink loop", "new", folder_with_loop, 1))
+
+    def fifo(folder):
+        os.mkfifo(folder / "pipe.png")
+        return RUN + [str(folder / "pipe.png"), "-q"], [], [
+            lambda res: "not a regular file" in res.message or "FIFO not refused"]
+    add(Case("FIFO named .png", "new", fifo, 2, timeout=20))
+    add(Case("link to /dev/zero named .png", "new", link("zero.png", "/dev/zero", "not a regular file"), 2,
+             timeout=20))
+    add(Case("checkpoint config embed_dim 1000000", "new",
+             torch_model_case("embed_dim 1000000 (limit", lambda w, m: edit_config(m, embed_dim=1000000)), 2))
+    add(Case("checkpoint config num_blocks 1000000", "new",
+             torch_model_case("num_blocks 1000000 (limit", lambda w, m: edit_config(m, num_blocks=1000000)), 2))
+    add(Case("checkpoint config not fitting its weights", "new",
+             torch_model_case("do not fit its config", lambda w, m: edit_config(m, embed_dim=64)), 2))
+    add(Case("ONNX whose output is NaN", "new", lambda f: single(
+        good("in.png"), "came out with NaN", ["--model", str(hostile.onnx_graph(f / "nan.onnx", "nan", 16)),
+                                               "--overlap", "4"])(f), 2))
+    for out_name, words, dtype, shape in (
+            ("missing/x.png", "does not exist", np.uint8, (20, 24, 3)),
+            ("/proc/x.png", "is not writable", np.uint8, (20, 24, 3)),
+            ("x.xyz", "cannot write .xyz", np.uint8, (20, 24, 3)),
+            ("x.gif", "cannot write .gif", np.uint8, (20, 24, 3)),
+            ("noext", "without an extension", np.uint8, (20, 24, 3)),
+            ("x.jpg", "cannot hold 16-bit", np.uint16, (20, 24, 3)),
+            ("rgba.jpg", "has no alpha channel", np.uint8, (20, 24, 4))):
+        add(Case(f"output {out_name}" + (" (16-bit input)" if dtype == np.uint16 else ""), "new",
+                 single(good("in.png", shape, dtype), words, ["-o", out_name]), 2))
+    add(Case("--model 2-D-input ONNX", "new", lambda f: single(
+        good("in.png"), "a MambaESR engine maps", ["--model", str(hostile.onnx_graph(f / "2d.onnx", "two_d"))])(f), 2))
+    add(Case("--model shrinking ONNX with --scale 0", "new", lambda f: single(
+        good("in.png"), "--scale must be a positive", ["--model", str(hostile.onnx_graph(f / "s.onnx", "shrink")),
+                                                       "--scale", "0"])(f), 2))
+    add(Case("--model shrinking ONNX", "new", lambda f: single(
+        good("in.png"), "not an integer upscale", ["--model", str(hostile.onnx_graph(f / "s.onnx", "shrink"))])(f), 2))
+    for flag, value, words in (("--threads", "100000", "threads must be"), ("--threads", "-1", "threads must be"),
+                               ("--max-megapixels", "nan", "positive number"),
+                               ("--max-megapixels", "-5", "positive number"), ("--scale", "0", "--scale must be")):
+        add(Case(f"{flag} {value}", "new", single(good("in.png"), words, [flag, value]), 2))
+
+    def monitor_record(folder):
+        return [str(BIN / "mambaesr-monitor"), "--source", "psutil", "--count", "2", "--record", "/proc/r.json"], \
+            [], [lambda res: "cannot create files in /proc" in res.message or "not refused up front"]
+    add(Case("mambaesr-monitor --record /proc/r.json", "new", monitor_record, 2))
+    for label, name, words in (("float32 TIFF", "float.tif", "float.tif: 32-bit floating-point"),
+                               ("multi-page TIFF", "pages.tif", "pages.tif: a multi-page TIFF (3 pages)"),
+                               ("animated GIF", "anim.gif", "anim.gif: an animated GIF (2 frames)")):
+        maker = {"float.tif": hostile.float_tiff, "pages.tif": hostile.multipage_tiff,
+                 "anim.gif": hostile.animated_gif}[name]
+        add(Case(label, "new", single(lambda f, maker=maker, name=name: maker(f / name), words), 2))
+    add(Case("animated PNG", "new", single(write("anim.png", hostile.apng(3)), "anim.png: an animated PNG"), 2))
+
+    def gray_alpha(folder):
+        src = hostile.gray_alpha_png(folder / "ga.png", 8, (20, 24))
+        return RUN + [str(src), "-q"], ["ga_x4.png"], [
+            lambda res: (hostile_png_color(folder / "ga_x4.png") == 4) or "output is not gray+alpha"]
+    add(Case("gray+alpha PNG keeps its kind", "new", gray_alpha, 0))
+
+    def twice(folder):
+        img(folder / "a.png")
+        first = run_cmd(RUN + [str(folder), "-q"], folder, 60)
+        return RUN + [str(folder), "-q", "--overwrite"], ["a_x4.png"], [
+            lambda res: first[0] == 0 or f"first run exit {first[0]}",
+            lambda res: "skipped" in res.message or "own output not skipped"]
+    add(Case("second run without -o", "new", twice, 0))
+
+    def swapped(folder):
+        weights = folder / "weights"
+        shutil.copytree(ROOT / "mambaesr_runtime" / "weights", weights,
+                        ignore=shutil.ignore_patterns("*.safetensors", "*.md"))
+        shutil.copyfile(weights / "fast_x4_t136_b1.onnx", weights / "student_x4_t136_b1.onnx")
+        src = img(folder / "in.png")
+        return RUN + [str(src), "--model", str(weights / "student_x4_t136_b1.onnx"), "-q"], \
+            [], [lambda res: "was replaced or damaged" in res.message or "swap not refused"]
+    add(Case("shipped-name ONNX with another graph", "new", swapped, 2))
+    add(Case("YAML alias bomb profile", "new", profile_case("anchors and aliases", "\n".join(
+        ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+        + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]) + "\n"), 2))
+    add(Case("oversized profile (100 KB)", "new", profile_case("a profile is at most", "# pad\n" * 17000), 2))
+    cases += downloader_cases()
+    return cases
+
+
+BOMB30K = b""  # made once in main (3-4 s)
+
+
+def hostile_png_color(path: Path) -> int | None:
+    data = path.read_bytes()[:26] if path.exists() else b""
+    return data[25] if len(data) == 26 else None
+
+
+def dynamic_onnx(folder: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, "h", "w"])
+    model = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "dyn", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(folder / "dyn.onnx"))
+    return folder / "dyn.onnx"
+
+
+def edit_config(meta: Path, **changes) -> None:
+    info = json.loads(meta.read_text())
+    info["config"].update(changes)
+    meta.write_text(json.dumps(info))
+
+
+def torch_model_case(words: str, damage):
+    """--backend torch --model a copy of the shipped fast checkpoint, damaged by ``damage(weights, meta)``."""
+    def setup(folder: Path):
+        for suffix in (".safetensors", ".json"):
+            shutil.copyfile(ROOT / "mambaesr_runtime" / "weights" / f"fast_x4{suffix}", folder / f"m{suffix}")
+        damage(folder / "m.safetensors", folder / "m.json")
+        return single(good("in.png"), words, ["--backend", "torch", "--model", str(folder / "m.safetensors")])(folder)
+    return setup
+
+
+class _Boom:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def pickle_case(suffix: str):
+    def setup(folder: Path):
+        (folder / f"evil{suffix}").write_bytes(pickle.dumps({"w": _Boom()}))
+        argv = RUN + [str(img(folder / "in.png")), "--model", str(folder / f"evil{suffix}"), "-q"]
+        if suffix == ".safetensors":
+            argv += ["--backend", "torch"]
+        return argv, [], [lambda res: not (folder / "PWNED").exists() or "the pickle was loaded"]
+    return setup
+
+
+def profile_case(words: str, text: str):
+    def setup(folder: Path):
+        (folder / "board.yaml").write_text(text)
+        return single(good("in.png"), words, ["--profile", str(folder / "board.yaml")])(folder)
+    return setup
+
+
+# -- the dataset downloader's items, against a local HTTP server ---------------------------------------------------
+class _Handler(BaseHTTPRequestHandler):
+    def __init__(self, *a, files=None, cut=None, **k):
+        self.files, self.cut = files, cut
+        super().__init__(*a, **k)
+
+    def do_GET(self):
+        body = self.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        rng = self.headers.get("Range")
+        start = int(rng.split("=")[1].split("-")[0]) if rng else 0
+        self.send_response(206 if rng else 200)
+        if rng:
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        self.send_header("Content-Length", str(len(body) - start))
+        self.end_headers()
+        self.wfile.write(body[start:start + self.cut.pop(self.path, len(body))])
+
+    def log_message(self, *a):
+        pass
+
+
+SERVER: dict = {}
+
+
+def downloader_cases() -> list[Case]:
+    script = [sys.executable, str(ROOT / "scripts" / "download_datasets.py")]
+
+    def sources(folder: Path, dest_name="HR/c.png", url_path="/c.png", pinned=True) -> Path:
+        body = SERVER["files"]["/c.png"]
+        entry = {"url": SERVER["base"] + url_path, "dest": dest_name}
+        if pinned:
+            entry["sha256"] = hashlib.sha256(body).hexdigest()
+        path = folder / "sources.json"
+        path.write_text(json.dumps({"sets": {"Tiny": {"files": [entry]}}}))
+        return path
+
+    def planted_part(folder):
+        (folder / "victim.txt").write_text("precious\n")
+        (folder / "data" / "Tiny" / "HR").mkdir(parents=True)
+        (folder / "data" / "Tiny" / "HR" / "c.png.part").symlink_to(folder / "victim.txt")
+        argv = script + ["Tiny", "--dest", str(folder / "data"), "--sources", str(sources(folder))]
+        return argv, [], [lambda res: (folder / "victim.txt").read_text() == "precious\n" or "victim modified",
+                          lambda res: "is not a plain file" in res.message or "link not refused"]
+
+    def escaping(dest_name):
+        def setup(folder):
+            argv = script + ["Tiny", "--dest", str(folder / "a" / "data"),
+                             "--sources", str(sources(folder, dest_name))]
+            return argv, [], [lambda res: "leaves the destination folder" in res.message or "escape not refused"]
+        return setup
+
+    def truncated(folder):
+        SERVER["cut"]["/c.png"] = 100
+        argv = script + ["Tiny", "--dest", str(folder / "data"), "--allow-unverified",
+                         "--sources", str(sources(folder, pinned=False))]
+        return argv, ["data/Tiny/HR/c.png.part"], [
+            lambda res: "run again to resume" in res.message or "short transfer not refused",
+            lambda res: not (folder / "data" / "Tiny" / "HR" / "c.png").exists() or "the short file became final"]
+
+    return [Case("downloader: planted <dest>.part symlink", "new", planted_part, 2),
+            Case("downloader: sources dest with ../", "new", escaping("../../escaped.png"), 2),
+            Case("downloader: sources dest absolute", "new", escaping("/tmp/mambaesr-escaped.png"), 2),
+            Case("downloader: truncated unverified transfer", "new", truncated, 2)]
+
+
+# -- running and reporting -----------------------------------------------------------------------------------------
+def run_case(case: Case, folder: Path) -> Result:
+    setup = case.setup(folder)
+    argv, expected, checks = setup
+    before = files_under(folder)
+    interrupt = folder / case.interrupt_after if case.interrupt_after else None
+    code, rss, seconds, out, err = run_cmd(argv, folder, case.timeout, interrupt)
+    message = " ".join(line for line in err.splitlines() if "error" in line or "interrupted" in line
+                       or "skipped" in line)[:400]
+    result = Result(case, code, rss, seconds, [], message=message)
+    new = files_under(folder) - before
+    if expected is None:  # an interrupted run: whatever it wrote must be complete images, nothing temporary
+        expected = [p for p in new if p.startswith("out/") and not Path(p).name.startswith(".")
+                    and cv2.imread(str(folder / p)) is not None]
+    result.left = sorted(new - set(expected))
+    missing = [p for p in expected if not (folder / p).exists()]
+    if code != case.expect:
+        result.problems.append(f"exit {code}, expected {case.expect}")
+    if result.left:
+        result.problems.append(f"left behind: {result.left}")
+    if missing:
+        result.problems.append(f"missing outputs: {missing}")
+    if case.bomb and rss >= BOMB_RSS_MB:
+        result.problems.append(f"peak RSS {rss:.0f} MB >= {BOMB_RSS_MB} MB")
+    for check in checks:
+        verdict = check(result)
+        if verdict is not True:
+            result.problems.append(str(verdict))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    global BOMB30K
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", help="run the cases whose name contains this")
+    parser.add_argument("--keep", help="keep the case folders here (default: a temporary folder, removed)")
+    args = parser.parse_args(argv)
+
+    work = Path(args.keep or tempfile.mkdtemp(prefix="mambaesr-bad-inputs-"))
+    work.mkdir(parents=True, exist_ok=True)
+    BOMB30K = hostile.png_bomb(30000, 30000)
+    files = {"/c.png": cv2.imencode(".png", np.full((16, 16, 3), 80, np.uint8))[1].tobytes()}
+    SERVER.update(files=files, cut={})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Handler, files=files, cut=SERVER["cut"]))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    SERVER["base"] = f"http://127.0.0.1:{httpd.server_address[1]}"
+    results = []
+    try:
+        cases = [c for c in catalogue() if not args.only or args.only in c.name]
+        for i, case in enumerate(cases):
+            folder = work / f"{i:02d}"
+            folder.mkdir()
+            res = run_case(case, folder)
+            results.append(res)
+            mark = "ok " if not res.problems else "BAD"
+            print(f"{mark} [{case.kind}] {case.name}: exit {res.code}, {res.rss_mb:.0f} MB, {res.seconds:.2f} s"
+                  + (f" -- {'; '.join(res.problems)}" if res.problems else ""), flush=True)
+    finally:
+        httpd.shutdown()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    escaped = [p for p in ("/tmp/mambaesr-escaped.png",) if os.path.exists(p)]
+
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    failed = [r for r in results if r.problems] + ([] if not escaped else ["escaped"])
+    bombs = [r for r in results if r.case.bomb]
+    lines = ["# Bad inputs: the hostile-input catalogue through the CLIs", "",
+             f"Measured {stamp} on {platform.machine()} ({os.cpu_count()} cores, shared), Python "
+             f"{platform.python_version()}. Command: `python benchmarks/bad_inputs.py`. Each case: a fresh folder, "
+             f"one subprocess (mambaesr-run with the default cpu profile, i.e. the shipped student on ONNX Runtime, "
+             f"unless the case names another model or tool), OMP_NUM_THREADS=1. Peak RSS: the command's own maximum "
+             f"resident set (wait4 in a ~10 MB launcher: a child's ru_maxrss would start at its parent's peak), "
+             f"model and ONNX Runtime included. Left behind: files in the case folder other "
+             f"than the outputs the case expects (temporaries, partial outputs, anything written by a bomb). old = a "
+             f"case issue 14 found passing, new = one of its failures.", "",
+             f"**{len(results) - len(failed)} of {len(results)} cases pass.** Decompression bombs: peak RSS "
+             f"{min(r.rss_mb for r in bombs):.0f}-{max(r.rss_mb for r in bombs):.0f} MB (bar < {BOMB_RSS_MB} MB), "
+             f"{min(r.seconds for r in bombs):.2f}-{max(r.seconds for r in bombs):.2f} s." if bombs else "", "",
+             "| # | case | kind | exit (expected) | peak RSS (MB) | seconds | files left behind | result |",
+             "|---|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(results):
+        lines.append(f"| {i + 1} | {r.case.name} | {r.case.kind} | {r.code} ({r.case.expect}) | {r.rss_mb:.0f} | "
+                     f"{r.seconds:.2f} | {', '.join(r.left) or 'none'} | "
+                     f"{'pass' if not r.problems else 'FAIL: ' + '; '.join(r.problems)} |")
+    lines += ["", "What each refusal said (stderr, first lines):", ""]
+    lines += [f"- {r.case.name}: `{r.message[:220]}`" for r in results if r.message]
+    if escaped:
+        lines += ["", f"FAIL: files written outside --dest: {escaped}"]
+    md = "\n".join(lines) + "\n"
+    print(md)
+    if not args.only:
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "bad_inputs.md").write_text(md)
+        (RESULTS / "bad_inputs.json").write_text(json.dumps({"measured": stamp, "cases": [
+            {"case": r.case.name, "kind": r.case.kind, "exit": r.code, "expected": r.case.expect,
+             "peak_rss_mb": round(r.rss_mb, 1), "seconds": round(r.seconds, 3), "left_behind": r.left,
+             "problems": r.problems, "message": r.message} for r in results]}, indent=2) + "\n")
+        print(f"wrote {RESULTS / 'bad_inputs.md'} and .json")
+    return 0 if not failed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

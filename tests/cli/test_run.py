@@ -1,0 +1,172 @@
+"""mambaesr-run against hostile inputs: a bad file never ends a folder run, everything about the destination is
+refused before any compute, every per-file message names its file, a re-run never upscales its own outputs, bad
+numbers are exit 2, and a NaN-producing engine is an error naming the engine and the tile."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import hostile
+from mambaesr_runtime.cli.run import main
+from mambaesr_runtime.export.onnx_export import export_onnx
+from mambaesr_runtime.runtime import upscaler as upscaler_module
+from mambaesr_runtime.runtime.imageio import read_image, write_image
+from tinymodels import untrained
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    torch.manual_seed(0)
+    return str(export_onnx(untrained("tiny"), tmp_path_factory.mktemp("engine") / "tiny_t16_b2.onnx", 16, 16, batch=2))
+
+
+def run(engine, *argv):
+    return main([*map(str, argv), "--model", engine, "--overlap", "4", "-q"])
+
+
+def test_one_bad_file_never_ends_a_folder_run(engine, tmp_path, capsys):
+    """Before: the 65535x65535 header-only PNG raised cv2.error out of the loop (traceback, exit 1, c.png never
+    written), and a folder holding a symlink loop wrote nothing (RuntimeError from Path.resolve)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_image(folder / "a.png", np.full((8, 8, 3), 50, np.uint8))
+    (folder / "b.png").write_bytes(hostile.png_header(65535, 65535))
+    write_image(folder / "c.png", np.full((8, 8, 3), 90, np.uint8))
+    (folder / "d.png").symlink_to(folder / "e.png")
+    (folder / "e.png").symlink_to(folder / "d.png")
+    out = tmp_path / "out"
+    assert run(engine, folder, "-o", out) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "c.png"]
+    err = capsys.readouterr().err
+    assert "b.png: a 65535x65535 input makes" in err and "d.png: a loop of symbolic links" in err
+    assert "e.png: a loop of symbolic links" in err and "3 of 5 inputs failed" in err
+
+
+def test_an_unexpected_exception_is_reported_by_file_and_the_run_goes_on(engine, tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        write_image(folder / name, np.full((8, 8, 3), 50, np.uint8))
+    real = upscaler_module.read_image
+
+    def flaky(path, header=None):
+        if path.name == "b.png":
+            raise MemoryError()
+        if path.name == "c.png":
+            raise RuntimeError("decoder exploded")
+        return real(path, header)
+
+    monkeypatch.setattr(upscaler_module, "read_image", flaky)
+    assert run(engine, folder, "-o", tmp_path / "out") == 1
+    err = capsys.readouterr().err
+    assert "b.png: out of memory while processing it" in err
+    assert "c.png: failed with RuntimeError: decoder exploded" in err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.png"]
+
+
+def test_ctrl_c_still_stops_the_run_with_130(engine, tmp_path, monkeypatch, capsys):
+    for name in ("a.png", "b.png"):
+        write_image(tmp_path / name, np.full((8, 8, 3), 50, np.uint8))
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(upscaler_module, "read_image", interrupt)
+    assert run(engine, tmp_path / "a.png", tmp_path / "b.png", "-o", tmp_path / "out") == 130
+    assert not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("out_name, words", [
+    ("missing/x.png", "does not exist; create it"), ("x.xyz", "cannot write .xyz"),
+    ("x.gif", "cannot write .gif"), ("noext", "cannot write files without an extension"),
+    ("x16.jpg", ".jpg cannot hold 16-bit samples"), ("rgba.jpg", ".jpg has no alpha channel")])
+def test_the_destination_is_refused_before_any_compute(engine, tmp_path, capsys, monkeypatch, out_name, words):
+    """Before: these were refused by write_image, after the model had run."""
+    src = write_image(tmp_path / "in.png", np.full((8, 8, 4 if "rgba" in out_name else 3), 50,
+                                                   np.uint16 if "16" in out_name else np.uint8))
+    monkeypatch.setattr(upscaler_module, "upscale_tiled", lambda *a, **k: pytest.fail("the model ran"))
+    monkeypatch.setattr(upscaler_module, "read_image", lambda *a, **k: pytest.fail("the input was decoded"))
+    assert run(engine, src, "-o", tmp_path / out_name) == 2
+    err = capsys.readouterr().err
+    assert words in err and out_name.split("/")[-1] in err
+
+
+def test_an_unwritable_destination_is_refused_before_any_compute(engine, tmp_path, capsys, monkeypatch):
+    src = write_image(tmp_path / "in.png", np.full((8, 8, 3), 50, np.uint8))
+    monkeypatch.setattr(upscaler_module, "upscale_tiled", lambda *a, **k: pytest.fail("the model ran"))
+    assert run(engine, src, "-o", "/proc/mambaesr-out.png") == 2  # not writable, even for root
+    assert "mambaesr-out.png: the output folder /proc is not writable" in capsys.readouterr().err
+
+
+def test_every_per_file_message_names_the_file(engine, tmp_path, capsys):
+    """Before: "image: unsupported sample type float32" and "a 8000x8000 input makes ..." named no file."""
+    hostile.float_tiff(tmp_path / "float.tif")
+    (tmp_path / "big.png").write_bytes(hostile.png_header(8000, 8000))
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.jpg").write_bytes(b"hello")
+    assert run(engine, tmp_path, "-o", tmp_path / "out") == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 4
+    for line, name in zip(lines, ("big.png", "empty.png", "float.tif", "text.jpg")):
+        assert f"error: {tmp_path / name}" in line, line
+
+
+def test_a_second_run_without_o_skips_its_own_outputs(engine, tmp_path, capsys):
+    """Before: the second run upscaled a_x4.png into a_x4_x4.png."""
+    write_image(tmp_path / "a.png", np.full((8, 8, 3), 50, np.uint8))
+    write_image(tmp_path / "b_x4.png", np.full((8, 8, 3), 50, np.uint8))  # no b.png beside it: a user's file
+    assert run(engine, tmp_path) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "a_x4.png", "b_x4.png", "b_x4_x4.png"]
+    capsys.readouterr()
+    assert run(engine, tmp_path) == 2  # a_x4.png exists (refused: no --overwrite); the outputs are skipped
+    err = capsys.readouterr().err
+    assert "skipped " + str(tmp_path / "a_x4.png") in err and "b_x4_x4.png: named like the output of" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "a_x4.png", "b_x4.png", "b_x4_x4.png"]
+    assert run(engine, tmp_path, "--overwrite") == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "a_x4.png", "b_x4.png", "b_x4_x4.png"]
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--threads", "100000"], "threads must be an integer from 0"), (["--threads", "-1"], "threads must be"),
+    (["--max-megapixels", "nan"], "must be a positive number"), (["--max-megapixels", "-5"], "positive number"),
+    (["--max-megapixels", "inf"], "positive number"), (["--scale", "0"], "--scale must be a positive integer"),
+    (["--frames", "0"], "--frames must be at least 1")])
+def test_bad_numbers_exit_2_before_anything_opens(engine, tmp_path, capsys, argv, words):
+    """Before: --threads 100000 crashed the process (exit 139); -1, nan and -5 were accepted."""
+    src = write_image(tmp_path / "in.png", np.full((8, 8, 3), 50, np.uint8))
+    assert run(engine, src, *argv) == 2
+    assert words in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]
+
+
+@pytest.mark.parametrize("kind, words", [("two_d", "maps \\[4, 16\\] to \\[4, 16\\]"),
+                                         ("shrink", "not an integer upscale")])
+def test_a_graph_that_is_not_an_engine_exits_2(tmp_path, capsys, kind, words):
+    """Before: a 2-D-input ONNX raised IndexError; a shrinking one had scale 0, so --scale 0 reached a ValueError."""
+    import re
+
+    model = hostile.onnx_graph(tmp_path / f"{kind}.onnx", kind)
+    src = write_image(tmp_path / "in.png", np.full((8, 8, 3), 50, np.uint8))
+    for scale in ("4", "0"):
+        assert main([str(src), "--model", str(model), "--scale", scale, "-q"]) == 2
+        assert re.search(words if scale == "4" else "--scale must be a positive", capsys.readouterr().err)
+
+
+def test_nan_output_is_an_error_naming_engine_and_tile(tmp_path, capsys):
+    """Before: an ONNX whose output is NaN gave exit 0 and an all-black image."""
+    model = hostile.onnx_graph(tmp_path / "nan.onnx", "zero_nan", tile=16)
+    img = np.full((40, 40, 3), 50, np.uint8)
+    img[30:, 30:] = 0  # x / x is NaN only here: the bottom-right tile, and no other
+    src = write_image(tmp_path / "in.png", img)
+    assert main([str(src), "--model", str(model), "--overlap", "2", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "in.png: engine nan.onnx (onnxruntime, fp32, tier model): tile 9 of 9 (LR rows 24-39, columns 24-39) " \
+           "came out with NaN or infinite values" in err
+    assert "re-export it" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "nan.onnx"]
+    img[30:, 30:] = 10
+    write_image(src, img, overwrite=True)
+    assert main([str(src), "--model", str(model), "--overlap", "2", "-q"]) == 0  # finite everywhere: fine
+    assert read_image(tmp_path / "in_x4.png").shape == (160, 160, 3)

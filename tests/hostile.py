@@ -1,0 +1,142 @@
+"""Hostile inputs made on the fly (never stored): image headers that declare huge sizes, compressed decompression
+bombs, animations, multi-page and float files, and graphs that are not MambaESR engines. Shared by the tests and by
+``benchmarks/bad_inputs.py``; each generator returns bytes or writes a file and returns its path."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def png_header(width: int, height: int, color: int = 2, depth: int = 8, extra: bytes = b"") -> bytes:
+    """A PNG of a few dozen bytes whose IHDR declares ``width`` x ``height`` (and no real pixel data)."""
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, color, 0, 0, 0))
+            + extra + _chunk(b"IDAT", zlib.compress(b"")) + _chunk(b"IEND", b""))
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A valid, fully decodable 8-bit gray PNG of zeros: 62 KB for 8000x8000 (64 MB of pixels, 1.9 GB as float
+    RGB). Compressed row by row, so making it needs no memory of the image's size."""
+    comp = zlib.compressobj(9)
+    row = b"\x00" * (width + 1)
+    body = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + _chunk(b"IDAT", body) + _chunk(b"IEND", b""))
+
+
+def apng(frames: int = 3) -> bytes:
+    """A small PNG announcing an animation (acTL) of ``frames`` frames."""
+    img = cv2.imencode(".png", np.full((8, 8, 3), 100, np.uint8))[1].tobytes()
+    actl = _chunk(b"acTL", struct.pack(">II", frames, 0))
+    return img[:33] + actl + img[33:]
+
+
+def jpeg_header(width: int, height: int) -> bytes:
+    """SOI, a baseline SOF0 declaring ``width`` x ``height`` with 3 components, EOI: 25 bytes."""
+    sof = struct.pack(">BHHB", 8, height, width, 3) + b"\x01\x22\x00\x02\x11\x01\x03\x11\x01"
+    return b"\xff\xd8" + b"\xff\xc0" + struct.pack(">H", 2 + len(sof)) + sof + b"\xff\xd9"
+
+
+def webp_header(width: int, height: int, animated: bool = False) -> bytes:
+    """RIFF/WEBP with a VP8X chunk declaring a ``width`` x ``height`` canvas."""
+    flags = 0x02 if animated else 0
+    vp8x = bytes([flags, 0, 0, 0]) + (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    body = b"WEBP" + b"VP8X" + struct.pack("<I", len(vp8x)) + vp8x
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def tiff_header(width: int, height: int) -> bytes:
+    """A little-endian TIFF whose only IFD declares ``width`` x ``height``, 8-bit RGB, one (absent) strip."""
+    tags = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, 1, 8), (262, 3, 1, 2), (273, 4, 1, 0),
+            (277, 3, 1, 3), (278, 4, 1, height), (279, 4, 1, 0)]
+    entries = b"".join(struct.pack("<HHII", *t) for t in tags)
+    return b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", len(tags)) + entries + b"\x00" * 4
+
+
+def bmp_header(width: int, height: int) -> bytes:
+    """BITMAPFILEHEADER + BITMAPINFOHEADER declaring a ``width`` x ``height`` 24-bit image, no pixels."""
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, 0, 2835, 2835, 0, 0)
+    return b"BM" + struct.pack("<IHHI", 14 + len(info), 0, 0, 14 + len(info)) + info
+
+
+def gif_header(width: int, height: int) -> bytes:
+    """A GIF whose logical screen is ``width`` x ``height``, one 1x1 frame."""
+    return (b"GIF89a" + struct.pack("<HHBBB", width, height, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
+            + b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02\x02\x44\x01\x00" + b"\x3b")
+
+
+#: Header-only bombs: (file name, bytes). Every one declares far more than the default 100 MP output limit allows.
+def header_bombs() -> dict[str, bytes]:
+    return {"bomb_png_65535.png": png_header(65535, 65535), "bomb_jpeg_65500.jpg": jpeg_header(65500, 65500),
+            "bomb_webp_16384.webp": webp_header(16384, 16384), "bomb_tiff_100k.tif": tiff_header(100000, 100000),
+            "bomb_bmp_100k.bmp": bmp_header(100000, 100000)}
+
+
+def multipage_tiff(path: Path, pages: int = 3) -> Path:
+    cv2.imwritemulti(str(path), [np.full((8, 8, 3), 40 * i, np.uint8) for i in range(pages)])
+    return path
+
+
+def animated_gif(path: Path, frames: int = 2) -> Path:
+    cv2.imwritemulti(str(path), [np.full((8, 8, 3), 100 * i, np.uint8) for i in range(frames)])
+    return path
+
+
+def float_tiff(path: Path) -> Path:
+    cv2.imwrite(str(path), np.full((8, 8, 3), 0.5, np.float32))
+    return path
+
+
+def gray_alpha_png(path: Path, depth: int = 8, size: tuple[int, int] = (6, 5)) -> Path:
+    """A gray+alpha PNG (colour type 4) with a gray ramp and a different alpha ramp."""
+    h, w = size
+    peak = 255 if depth == 8 else 65535
+    gray = np.linspace(0, peak, h * w).reshape(h, w)
+    alpha = gray[::-1, ::-1]
+    samples = np.dstack([gray, alpha]).astype(">u2" if depth == 16 else np.uint8)
+    rows = np.concatenate([np.zeros((h, 1), np.uint8), np.ascontiguousarray(samples).view(np.uint8).reshape(h, -1)],
+                          axis=1)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, 4, 0, 0, 0))
+                     + _chunk(b"IDAT", zlib.compress(rows.tobytes())) + _chunk(b"IEND", b""))
+    return path
+
+
+def onnx_graph(path: Path, kind: str, tile: int = 16) -> Path:
+    """Graphs that load in ONNX Runtime but are not (good) MambaESR engines:
+    ``nan``: every output is NaN; ``zero_nan``: x4 nearest upscale of x / x, so NaN exactly where the input is 0;
+    ``two_d``: a 2-D input; ``shrink``: (1, 3, t, t) -> (1, 3, t/2, t/2) (scale 0)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    def tensor(name, shape):
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+    scales = helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, 4, 4])
+    half = helper.make_tensor("half", TensorProto.FLOAT, [4], [1, 1, 0.5, 0.5])
+    if kind in ("nan", "zero_nan"):
+        nodes = ([helper.make_node("Sub", ["x", "x"], ["d"]), helper.make_node("Div", ["d", "d"], ["q"])]
+                 if kind == "nan" else [helper.make_node("Div", ["x", "x"], ["q"])])
+        nodes.append(helper.make_node("Resize", ["q", "", "scales"], ["y"], mode="nearest"))
+        graph = helper.make_graph(nodes, kind, [tensor("x", [1, 3, tile, tile])],
+                                  [tensor("y", [1, 3, 4 * tile, 4 * tile])], [scales])
+    elif kind == "two_d":
+        graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], kind, [tensor("x", [4, tile])],
+                                  [tensor("y", [4, tile])])
+    elif kind == "shrink":
+        graph = helper.make_graph([helper.make_node("Resize", ["x", "", "half"], ["y"], mode="nearest")], kind,
+                                  [tensor("x", [1, 3, tile, tile])], [tensor("y", [1, 3, tile // 2, tile // 2])],
+                                  [half])
+    else:
+        raise ValueError(kind)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
