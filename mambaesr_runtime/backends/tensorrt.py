@@ -51,7 +51,7 @@ from ..export.trt_compat import (
     tensorrt_major,
     trt_logger,
 )
-from .base import Backend
+from .base import Backend, verify_artifact
 
 __all__ = ["TrtBackend"]
 
@@ -81,6 +81,7 @@ class TrtBackend(Backend):
                 manifest = read_manifest(self.path)
             except ConfigError as exc:
                 raise BackendError(str(exc)) from exc
+            verify_artifact(self.path, manifest)  # a plan swapped under a built name is refused, not run
         trt = require_tensorrt(trt)
         cuda = require_pycuda(cuda)
         if tensorrt_family(trt.__version__) is None:

@@ -143,8 +143,12 @@ def _check_arguments(args) -> None:
         raise MambaESRError(f"--scale must be a positive integer (the shipped models are x4), got {args.scale}")
     if args.frames is not None and args.frames < 1:
         raise MambaESRError(f"--frames must be at least 1, got {args.frames}")
-    if args.camera is not None and args.camera < 0:
-        raise MambaESRError(f"--camera must be a camera index >= 0, got {args.camera}")
+    if args.camera is not None:
+        cam = args.camera.strip()
+        index = cam.lstrip("+-").isdigit()
+        if (index and int(cam) < 0) or (not index and "appsink" not in cam):
+            raise MambaESRError(f"--camera takes a camera index (0, 1, ...) or a GStreamer pipeline ending in "
+                                f"appsink, got {args.camera!r}")
 
 
 def _run(args) -> int:

@@ -28,9 +28,11 @@ from mambaesr_runtime.errors import BackendError, DependencyError
 from mambaesr_runtime.export.manifest import (
     EngineManifest,
     manifest_path,
+    read_manifest,
     write_manifest,
 )
 from mambaesr_runtime.export.tensorrt_build import build_engine
+from mambaesr_runtime.fileio import sha256_file
 
 VERSIONS = {"8.5": TRT85_VERSION, "10": TRT10_VERSION}
 
@@ -177,10 +179,19 @@ def test_missing_manifest_is_a_backend_error(tmp_path):
 def test_undeserializable_plan_fails_cleanly(tmp_path, target):
     plan, trt, cuda, rec = _plan(tmp_path, target)
     plan.write_bytes(b"not an engine")
+    write_manifest(dataclasses.replace(read_manifest(plan), artifact_sha256=sha256_file(plan)), tmp_path)
     with pytest.raises(BackendError, match="could not deserialize .* mambaesr-export --device orin"):
         TrtBackend(plan, trt=trt, cuda=cuda)
     assert rec.names()[-1] == "cuda.Context.detach"  # the context made for it is released again
     assert rec.ctx_stack == [] and rec.memory == {}
+
+
+def test_a_plan_swapped_under_its_name_is_refused_before_the_gpu_is_touched(tmp_path):
+    plan, trt, cuda, rec = _plan(tmp_path, "10")
+    plan.write_bytes(plan.read_bytes() + b"\0")  # another engine, a damaged copy: not what the manifest describes
+    with pytest.raises(BackendError, match="sha256 .* was replaced or damaged"):
+        TrtBackend(plan, trt=trt, cuda=cuda)
+    assert rec.names() == []
 
 
 def test_failed_execution_raises_and_leaves_the_context_balanced(tmp_path):

@@ -132,7 +132,8 @@ def test_a_second_run_without_o_skips_its_own_outputs(engine, tmp_path, capsys):
     (["--threads", "100000"], "threads must be an integer from 0"), (["--threads", "-1"], "threads must be"),
     (["--max-megapixels", "nan"], "must be a positive number"), (["--max-megapixels", "-5"], "positive number"),
     (["--max-megapixels", "inf"], "positive number"), (["--scale", "0"], "--scale must be a positive integer"),
-    (["--frames", "0"], "--frames must be at least 1")])
+    (["--frames", "0"], "--frames must be at least 1"), (["--camera", "-1"], "--camera takes a camera index"),
+    (["--camera", "/dev/video0"], "or a GStreamer pipeline ending in appsink")])
 def test_bad_numbers_exit_2_before_anything_opens(engine, tmp_path, capsys, argv, words):
     """Before: --threads 100000 crashed the process (exit 139); -1, nan and -5 were accepted."""
     src = write_image(tmp_path / "in.png", np.full((8, 8, 3), 50, np.uint8))
