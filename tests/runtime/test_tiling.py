@@ -49,8 +49,8 @@ def test_window_fades_only_towards_neighbours():
     plan = plan_tiles(40, 16, 16, 4)  # one column of tiles
     blender = Blender(plan, 2)
     first, last = blender.window(plan.tiles[0]), blender.window(plan.tiles[-1])
-    assert first[0, :, 0].min() == 1.0 and first[-1, :, 0].max() < 0.1  # image edge kept, shared edge faded
-    assert last[-1, :, 0].min() == 1.0 and last[0, :, 0].max() < 0.1
+    assert first[0, :].min() == 1.0 and first[-1, :].max() < 0.1  # image edge kept, shared edge faded
+    assert last[-1, :].min() == 1.0 and last[0, :].max() < 0.1
     assert (first > 0).all()
 
 
@@ -79,4 +79,4 @@ def test_streamed_rows_are_the_whole_image_in_order_exactly_once(h, w, tile, bat
 def test_blend_memory_is_one_tile_row_whatever_the_image_height():
     short, tall = plan_tiles(64, 100, 32, 4), plan_tiles(4000, 100, 32, 4)
     a, b = Blender(short, 4, emit=lambda *_: None), Blender(tall, 4, emit=lambda *_: None)
-    assert a._sum.shape == b._sum.shape == (128, 400, 3)  # 32 * 4 rows of 100 * 4 px: independent of height
+    assert a._sum.shape == b._sum.shape == (3, 128, 400)  # 32 * 4 rows of 100 * 4 px: independent of height
