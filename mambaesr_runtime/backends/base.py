@@ -48,6 +48,10 @@ def verify_artifact(path: str | os.PathLike, manifest) -> None:
 
 
 class Backend:
+    #: What the tiler fills a tile that overhangs the image with (``None``: reflection); see the manifest's
+    #: ``pad_value``.
+    pad_value: float | None = None
+
     def check_input(self, x) -> None:
         """Refuse anything but a float32 array of the engine's static shape, before any work."""
         if not isinstance(x, np.ndarray) or x.shape != self.input_shape or x.dtype != np.float32:

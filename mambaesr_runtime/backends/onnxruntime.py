@@ -61,6 +61,7 @@ class OrtBackend(Backend):
                                f"but the graph is {self.input_shape} -> {out_shape}; the file was replaced. "
                                f"Re-export it with mambaesr-export")
         self.manifest = manifest
+        self.pad_value = None if manifest is None else manifest.pad_value  # an ONNX file without one: reflection
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         self.check_input(x)

@@ -20,6 +20,10 @@ FORMAT = "mambaesr-engine-manifest"
 FORMAT_VERSION = 1
 KINDS = ("onnx", "plan")
 SUFFIX = ".manifest.json"
+#: What a tile that overhangs the image is filled with for a pad-aware engine (manifest ``pad_value``): below the
+#: [0, 1] pixel range, so the network can tell the padding from the image and treat it as outside (its scans carry
+#: state along whole lines: a reflected border leaked into the image and cost the fast tier 0.13 dB on Set5).
+PAD_VALUE = -1.0
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,9 @@ class EngineManifest:
     """UTC, ISO 8601."""
     verification: dict = field(default_factory=dict)
     """Measured checks: ORT vs torch max abs error, fp16 PSNR vs fp32, TensorRT compatibility, timing."""
+    pad_value: float | None = None
+    """What the runtime fills a tile that overhangs the image with: ``None``, reflection (any graph); a number
+    (:data:`PAD_VALUE`), for a pad-aware graph that treats such pixels as outside the image."""
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, **dataclasses.asdict(self)}
