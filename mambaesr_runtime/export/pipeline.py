@@ -189,6 +189,13 @@ def _up_to_date(path: Path, expect: dict) -> EngineManifest | None:
     return found if same and sha256_file(path) == found.artifact_sha256 else None
 
 
+def engine_pad_value(model) -> float | None:
+    """What the engines of ``model`` are padded with: line-scan models export pad-aware (the runtime fills what
+    overhangs an image with PAD_VALUE and the graph keeps every scan and conv from seeing it, as for the whole
+    image); others (raster) are padded by reflection (``None``)."""
+    return PAD_VALUE if model.cfg.scan_layout == "lines" else None
+
+
 def export_tier(model, weights: Path, profile: DeviceProfile, tier: Tier, out_dir: Path, versions: dict,
                 force: bool = False, simplify_graph: bool = True, threads: int = 2,
                 verify_inputs: np.ndarray | None = None) -> TierArtifacts:
@@ -197,9 +204,7 @@ def export_tier(model, weights: Path, profile: DeviceProfile, tier: Tier, out_di
     onnx_path = out_dir / f"{artifact_stem(tier.variant, scale, tier.tile, tier.batch)}.onnx"
     shape = (tier.batch, 3, tier.tile, tier.tile)
     weights_sha = sha256_file(weights)
-    # Line-scan models export pad-aware: the runtime pads tiles that overhang an image with PAD_VALUE, and the
-    # graph keeps every scan and conv from seeing it (as for the whole image).
-    pad_value = PAD_VALUE if model.cfg.scan_layout == "lines" else None
+    pad_value = engine_pad_value(model)
     expect = {"kind": "onnx", "variant": tier.variant, "input_shape": shape, "opset": profile.opset,
               "weights_sha256": weights_sha, "versions": versions, "pad_value": pad_value}
     if not force and (found := _up_to_date(onnx_path, expect)) is not None:
