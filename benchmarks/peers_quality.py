@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers  # noqa: E402
 
 from mambaesr_runtime.evaluation.benchmark import score_set  # noqa: E402
-from mambaesr_runtime.training.data import load_benchmark  # noqa: E402
+from mambaesr_runtime.evaluation.sets import load_benchmark  # noqa: E402
 
 BENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks"
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -13,14 +13,15 @@ from pathlib import Path
 
 import yaml
 
+from .artifacts.tensorrt import TARGETS as TENSORRT_TARGETS
 from .errors import ConfigError
 from .fileio import package_dir
 from .model.config import VARIANTS
+from .runtime.tiling import MIN_TILE, check_tiling
 
 BACKENDS = ("tensorrt", "onnxruntime", "torch")
 ORT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 PRECISIONS = ("fp32", "fp16", "int8")
-TENSORRT_TARGETS = ("8.5", "10")
 _DATA = "mambaesr_runtime.profiles_data"
 #: ONNX Runtime intra-op threads a profile or caller may ask for. Far above any board we target; a request for
 #: 100,000 made ONNX Runtime crash the process (segfault) while creating its thread pool.
@@ -185,10 +186,9 @@ def profile_from_dict(data: dict, source: str = "profile") -> DeviceProfile:
     for i, t in enumerate(data["tiers"]):
         tw = f"{where} tiers[{i}]"
         _check_keys(t, Tier, tw)
-        tile = _number(t["tile"], f"{tw} tile", 8, integer=True)
+        tile = _number(t["tile"], f"{tw} tile", MIN_TILE, integer=True)
         overlap = _number(t["overlap"], f"{tw} overlap", 0, integer=True)
-        if 2 * overlap >= tile:
-            raise ConfigError(f"{tw}: overlap {overlap} must be less than half the tile {tile}")
+        check_tiling(tile, overlap, MIN_TILE, tw)
         tiers.append(Tier(str(t["name"]), _choice(t["variant"], sorted(VARIANTS), f"{tw} variant"), tile, overlap,
                           _number(t["batch"], f"{tw} batch", 1, integer=True)))
     if len({t.name for t in tiers}) != len(tiers):

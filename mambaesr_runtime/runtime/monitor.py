@@ -353,7 +353,7 @@ class JtopMonitor:
             except ImportError as exc:
                 raise DependencyError("the jtop monitor needs jetson-stats: sudo pip3 install -U jetson-stats (on "
                                       "the Jetson, system-wide: it installs the jtop service; the [jetson] extra "
-                                      "adds the client to a virtual environment), or use --source psutil") from exc
+                                      "adds the client to a virtual environment), or use source='psutil'") from exc
         self._module, self._interval, self._clock = module, float(interval_s), clock
         self._backoff, self._max_backoff = float(backoff_s), float(max_backoff_s)
         self._fallback = PsutilMonitor(clock) if fallback else None
@@ -448,13 +448,13 @@ class NvmlMonitor:
                 module = importlib.import_module("pynvml")
             except ImportError as exc:
                 raise DependencyError("the NVML monitor needs nvidia-ml-py: pip install nvidia-ml-py (the [nvml] "
-                                      "extra), or use --source psutil") from exc
+                                      "extra), or use source='psutil'") from exc
         self._nvml, self._clock, self.index = module, clock, index
         try:
             module.nvmlInit()
         except Exception as exc:  # pynvml's NVMLError subclasses
             raise MonitorError(f"NVML cannot start: {_oneline(exc)}; is the NVIDIA driver installed (does "
-                               f"nvidia-smi work)? Use --source psutil otherwise") from exc
+                               f"nvidia-smi work)? Use source='psutil' otherwise") from exc
         try:
             self._handle = module.nvmlDeviceGetHandleByIndex(index)
             self.gpu_name = str(_attempt(lambda: module.nvmlDeviceGetName(self._handle)) or f"GPU {index}")
@@ -744,7 +744,7 @@ def open_monitor(source: str = "auto", *, interval_s: float = 1.0, replay: str |
     if source not in SOURCES:
         raise ConfigError(f"telemetry source is {source!r}; valid values are {list(SOURCES)}")
     if (source == "replay") != (replay is not None):
-        raise ConfigError("a replay needs a trace file (--replay trace.json), and a trace file needs source "
+        raise ConfigError("a replay needs a trace file (replay='trace.json'), and a trace file needs source="
                           "'replay'")
     if source == "auto":
         return auto_monitor(interval_s)

@@ -114,7 +114,7 @@ def upscale_video(upscaler, source: str | int | os.PathLike, dst: str | os.PathL
     if codec is None:
         raise VideoError(f"{dst}: cannot write {dst.suffix or 'no suffix'} video; use one of {sorted(CODECS)}")
     if dst.exists() and not overwrite:
-        raise VideoError(f"{dst} exists; pass --overwrite to replace it, or choose another output")
+        raise VideoError(f"{dst} exists; pass overwrite=True to replace it, or choose another output")
     if not is_camera(source) and Path(source).resolve() == dst.resolve():
         raise VideoError(f"{dst} is the input itself; choose another output (inputs are never overwritten)")
     cap, info = open_source(source)

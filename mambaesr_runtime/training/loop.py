@@ -22,11 +22,12 @@ import numpy as np
 
 from ..errors import CheckpointError, ConfigError, require_torch
 from ..evaluation.benchmark import score_set, torch_runner
+from ..evaluation.sets import load_benchmark
 from ..fileio import atomic_write, atomic_write_json
 from ..model.checkpoint import load_checkpoint, save_checkpoint
 from ..model.config import VARIANTS, config_from_dict
 from ..model.config import variant as get_variant
-from .data import CropSampler, load_benchmark, load_pairs
+from .data import CropSampler, load_pairs
 from .losses import PIXEL_LOSSES, FeatureDistiller, PerceptualLoss, distillation_loss
 from .pack import verify_if_pack
 from .records import RunRecord

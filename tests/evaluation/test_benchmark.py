@@ -57,15 +57,11 @@ def test_a_tensorrt_plan_is_evaluated_through_the_runtime_path(tmp_path, shared_
     import types
 
     import cv2
-    from standins.tensorrt_standin import (
-        TRT10_VERSION,
-        make_standins,
-        write_static_sr_onnx,
-    )
 
+    from mambaesr_runtime.artifacts.manifest import EngineManifest, write_manifest
     from mambaesr_runtime.evaluation.metrics import psnr_y
-    from mambaesr_runtime.export.manifest import EngineManifest, write_manifest
     from mambaesr_runtime.export.tensorrt_build import build_engine
+    from standins.tensorrt_standin import TRT10_VERSION, make_standins, write_static_sr_onnx
 
     trt, cuda, rec = make_standins(TRT10_VERSION)
     rec.network_input = ("lr", (1, 3, 32, 32))

@@ -12,8 +12,6 @@ from types import SimpleNamespace
 
 import psutil
 import pytest
-from standins import jtop_standin
-from standins.jtop_standin import SERVICE
 
 from mambaesr_runtime.errors import ConfigError, DependencyError, MonitorError
 from mambaesr_runtime.runtime import monitor as monitor_module
@@ -32,6 +30,8 @@ from mambaesr_runtime.runtime.monitor import (
     save_trace,
     select_monitor,
 )
+from standins import jtop_standin
+from standins.jtop_standin import SERVICE
 
 
 class FakeClock:
@@ -268,7 +268,7 @@ def test_auto_falls_back_to_psutil_and_says_why(monkeypatch, caplog):
     m, why = select_monitor()
     assert isinstance(m, PsutilMonitor)
     assert why == ("psutil, the fallback; passed over jtop: jetson-stats is not installed; nvml: the NVML monitor "
-                   "needs nvidia-ml-py: pip install nvidia-ml-py (the [nvml] extra), or use --source psutil")
+                   "needs nvidia-ml-py: pip install nvidia-ml-py (the [nvml] extra), or use source='psutil'")
     with caplog.at_level("INFO", logger="mambaesr_runtime.runtime.monitor"):
         assert isinstance(open_monitor("auto"), PsutilMonitor)
     assert "telemetry source: psutil, the fallback" in caplog.text

@@ -85,8 +85,9 @@ def test_cli_bad_arguments_exit_2(tiny_onnx, tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
     assert main([str(src), str(src), "-o", str(tmp_path / "one.png"), "--model", onnx_path]) == 2
     assert "pass a folder" in capsys.readouterr().err
-    assert run_main([str(src), "--model", onnx_path]) == 2  # default overlap 8 does not fit a 16x16 engine
-    assert "less than half the engine's 16x16 tile" in capsys.readouterr().err
+    assert run_main([str(src), "--model", onnx_path, "--overlap", "8"]) == 2  # 8 does not fit a 16x16 engine
+    assert "overlap 8 must be an integer >= 0 and less than half the tile (16x16)" in capsys.readouterr().err
+    assert run_main([str(src), "--model", onnx_path, "-q", "--overwrite"]) == 0  # default: the profile's overlap
 
 
 def test_the_readme_main_job_runs_without_torch(tmp_path):
@@ -115,5 +116,5 @@ def test_non_finite_output_of_an_fp16_engine_names_the_fp32_fix(tmp_path):
         up._engines["model"] = dataclasses.replace(up._engines["model"], precision="fp16")
         with pytest.raises(MambaESRError, match=r"frame: engine nan.onnx \(onnxruntime, fp16, tier model\): tile 1 of "
                                                 r"1 .* NaN or infinite values; the engine runs in fp16, whose range the "
-                                                r"model overflowed: use the fp32 engine \(--precision fp32\)"):
+                                                r"model overflowed: use the fp32 engine \(precision='fp32'\)"):
             up.upscale(np.zeros((10, 10, 3), np.uint8), source="frame")

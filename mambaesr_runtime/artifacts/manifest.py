@@ -89,18 +89,6 @@ class EngineManifest:
         return cls(**body)
 
 
-def artifact_stem(variant: str, scale: int, tile: int, batch: int) -> str:
-    """The file-name stem shared by a tier's artifacts: ``student_x4_t64_b4`` (the runtime finds engines by it)."""
-    return f"{variant}_x{scale}_t{tile}_b{batch}"
-
-
-def plan_name(onnx_path: str | os.PathLike, precision: str, dla_core: int | None = None) -> Path:
-    """``student_x4_t64_b4.onnx`` -> ``student_x4_t64_b4_fp16.plan`` (``_dla0`` added for a DLA core)."""
-    onnx_path = Path(onnx_path)
-    dla = f"_dla{dla_core}" if dla_core is not None else ""
-    return onnx_path.with_name(f"{onnx_path.stem}_{precision}{dla}.plan")
-
-
 def manifest_path(artifact: str | os.PathLike) -> Path:
     """``engine.plan`` -> ``engine.plan.manifest.json`` (beside the artifact)."""
     artifact = Path(artifact)
