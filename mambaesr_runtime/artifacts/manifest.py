@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..errors import BackendError, ConfigError
 from ..fileio import atomic_write_json, read_json
+from ..typed import check_keys
 
 FORMAT = "mambaesr-engine-manifest"
 FORMAT_VERSION = 1
@@ -70,14 +71,7 @@ class EngineManifest:
         if data.get("format_version") != FORMAT_VERSION:
             raise ConfigError(f"{source} has manifest format_version {data.get('format_version')!r}; this version "
                               f"reads {FORMAT_VERSION}. Re-export the artifact with mambaesr-export")
-        body = {k: v for k, v in data.items() if k not in ("format", "format_version")}
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown, missing = sorted(set(body) - names), sorted(
-            f.name for f in dataclasses.fields(cls)
-            if f.name not in body and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
-        if unknown or missing:
-            raise ConfigError(f"{source}: unknown keys {unknown}, missing keys {missing}; valid keys are "
-                              f"{sorted(names)}")
+        body = check_keys({k: v for k, v in data.items() if k not in ("format", "format_version")}, cls, source)
         if body["kind"] not in KINDS:
             raise ConfigError(f"{source}: kind is {body['kind']!r}; valid values are {list(KINDS)}")
         for key in ("input_shape", "output_shape"):

@@ -9,6 +9,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
+from ..typed import from_dict
 
 #: Scan orders over an (H, W) feature map, in the order their parameters are stacked (see ``model.scan.scan_order``).
 DIRECTIONS = ("row", "row_rev", "col", "col_rev")
@@ -99,21 +100,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
-        return config_from_dict(cls, data, "model config", tuple_fields=("directions",))
-
-
-def config_from_dict(cls, data: dict, what: str, tuple_fields: tuple[str, ...] = ()):
-    """Build the frozen dataclass ``cls`` from JSON data: unknown or missing keys are errors that list the valid
-    ones; JSON lists become the tuples the dataclass expects."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"unknown {what} keys {unknown}; valid keys are {sorted(names)}")
-    missing = sorted(f.name for f in dataclasses.fields(cls)
-                     if f.name not in data and f.default is dataclasses.MISSING)
-    if missing:
-        raise ConfigError(f"{what} is missing required keys {missing}")
-    return cls(**{k: tuple(v) if k in tuple_fields else v for k, v in data.items()})
+        return from_dict(cls, data, "model config", tuple_fields=("directions",))
 
 
 #: The named variants. ``student`` and ``fast`` are what ships; ``tiny`` exists for tests only.

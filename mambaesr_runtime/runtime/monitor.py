@@ -35,6 +35,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..errors import ConfigError, DependencyError, MonitorError
 from ..fileio import atomic_write, atomic_write_json, read_json
+from ..typed import check_keys
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +108,7 @@ class Telemetry:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "telemetry") -> Telemetry:
         """Validated inverse of :meth:`to_dict`; unknown keys and wrong types are errors that list what is valid."""
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{where} must be a mapping of {sorted(_FIELDS)}, got {type(data).__name__}")
-        unknown = sorted(set(data) - set(_FIELDS))
-        if unknown:
-            raise ConfigError(f"{where}: unknown keys {unknown}; valid keys are {sorted(_FIELDS)}")
+        data = check_keys(data, cls, where)
         if _num(data.get("timestamp")) is None:
             raise ConfigError(f"{where}: timestamp must be a number (seconds), got {data.get('timestamp')!r}")
         values: dict[str, Any] = {}

@@ -25,8 +25,9 @@ from ..evaluation.benchmark import score_set, torch_runner
 from ..evaluation.sets import load_benchmark
 from ..fileio import atomic_write, atomic_write_json
 from ..model.checkpoint import load_checkpoint, save_checkpoint
-from ..model.config import VARIANTS, config_from_dict
+from ..model.config import VARIANTS
 from ..model.config import variant as get_variant
+from ..typed import from_dict
 from .data import CropSampler, load_pairs
 from .losses import PIXEL_LOSSES, FeatureDistiller, PerceptualLoss, distillation_loss
 from .pack import verify_if_pack
@@ -130,7 +131,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
-        return config_from_dict(cls, data, "training config", tuple_fields=("train_dirs", "val_dirs", "guard_dirs"))
+        return from_dict(cls, data, "training config", tuple_fields=("train_dirs", "val_dirs", "guard_dirs"))
 
     def model_config(self):
         """The :class:`ModelConfig` this run trains: the variant at ``scale`` with ``model_overrides`` applied."""

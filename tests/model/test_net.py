@@ -123,7 +123,7 @@ def test_invalid_configs_are_rejected_with_the_reason(bad, words):
 def test_config_round_trips_and_rejects_unknown_keys():
     cfg = variant("student", scale=3)
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(ConfigError, match="unknown model config keys \\['depth'\\]"):
+    with pytest.raises(ConfigError, match="model config: unknown keys \\['depth'\\]"):
         ModelConfig.from_dict({**cfg.to_dict(), "depth": 3})
     with pytest.raises(ConfigError, match="valid variants are"):
         variant("huge")

@@ -70,7 +70,8 @@ def test_snapshot_keeps_its_own_copy_of_the_sensor_dicts():
 
 @pytest.mark.parametrize("data, words", [
     ({"timestamp": 1, "temp": 50}, "unknown keys \\['temp'\\]; valid keys are \\['cpu_percent'"),
-    ({"cpu_percent": 5}, "timestamp must be a number"),
+    ({"cpu_percent": 5}, "missing keys \\[.timestamp.\\]"),
+    ({"timestamp": None}, "timestamp must be a number"),
     ({"timestamp": 1, "power_w": "high"}, "power_w must be a number or null, got 'high'"),
     ({"timestamp": 1, "temps_c": {"cpu": "hot"}}, "temps_c must map sensor names to numbers"),
     ({"timestamp": 1, "jetson_clocks": "yes"}, "jetson_clocks must be true, false or null"),
