@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -149,7 +150,7 @@ def child_peers(args) -> dict:
     for tier in tiers:
         up = Upscaler(args.device, tier=tier, threads=args.threads)
         ups.append(up)
-        fns[tier] = (lambda u: (lambda: u.upscale(img)))(up)
+        fns[tier] = functools.partial(up.upscale, img)
     try:
         times = peers.round_robin(fns, args.repeats)
         ours = {tier: {"engine": up.describe(), "variant": up.engine.tier.variant,

@@ -89,4 +89,5 @@ def test_dockerfiles_keep_jetpacks_opencv_and_document_both_jetson_bases():
 def test_ci_runs_the_static_checks_before_the_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "scripts/check_python_versions.py" in ci and "hadolint Dockerfile.jetson Dockerfile.rpi" in ci
+    assert "ruff check ." in ci  # settings and the reason for each rule left out: pyproject.toml
     assert ci.index("check_python_versions") < ci.index(_readme_commands()[1])

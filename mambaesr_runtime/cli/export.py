@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                 art = adopt_plan(plan, profile, threads=args.threads)
                 print(f"{art.tier.name:10s} {art.plan}  (adopted; {_plan_note(art.plan_manifest)})")
             return 0
-        say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731 - one line of progress
+        say = lambda m: print(m, file=sys.stderr, flush=True)
         if args.plans_only:
             from ..export.pipeline import build_plans
 

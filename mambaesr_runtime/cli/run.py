@@ -200,7 +200,7 @@ def _run(args) -> int:
     except (MambaESRError, OSError) as exc:
         print(f"error: {for_cli(exc, FLAGS)}", file=sys.stderr)
         return 2
-    except Exception as exc:  # noqa: BLE001 - a library we call failed in a way we did not foresee: still exit 2
+    except Exception as exc:
         logging.getLogger(__name__).info("setup failed", exc_info=True)
         print(f"error: could not start: {type(exc).__name__}: {' '.join(str(exc).split())[-300:]} (-v shows where)",
               file=sys.stderr)

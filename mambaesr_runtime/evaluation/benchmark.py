@@ -100,7 +100,7 @@ def markdown_table(result: dict) -> str:
         seed = SEED_TABLE.get(name)
         lines.append(f"| {name} | {len(r['images'])} | {r['psnr']:.2f} / {r['ssim']:.4f} | "
                      f"{r['bicubic_psnr']:.2f} / {r['bicubic_ssim']:.4f} | "
-                     f"{'%.2f / %.3f' % seed if seed else '-'} | {r['psnr'] - r['bicubic_psnr']:+.2f} dB |")
+                     f"{f'{seed[0]:.2f} / {seed[1]:.3f}' if seed else '-'} | {r['psnr'] - r['bicubic_psnr']:+.2f} dB |")
     return "\n".join(lines) + "\n"
 
 

@@ -76,8 +76,8 @@ class ModelConfig:
             problems.append(f"ffn_dim must be an integer >= 0, got {self.ffn_dim!r}")
         if self.scale not in SCALES:
             problems.append(f"scale must be one of {SCALES}, got {self.scale!r}")
-        if isinstance(self.inner_dim, int) and isinstance(self.heads, int) and self.heads > 0:
-            if self.inner_dim % self.heads:
+        if isinstance(self.inner_dim, int) and isinstance(self.heads, int) and self.heads > 0 \
+                and self.inner_dim % self.heads:
                 problems.append(f"inner_dim ({self.inner_dim}) must be a multiple of heads ({self.heads})")
         dirs = tuple(self.directions)
         if not dirs or any(d not in DIRECTIONS for d in dirs) or len(set(dirs)) != len(dirs):
@@ -90,7 +90,7 @@ class ModelConfig:
     def head_dim(self) -> int:
         return self.inner_dim // self.heads
 
-    def replace(self, **changes) -> "ModelConfig":
+    def replace(self, **changes) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
@@ -99,7 +99,7 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ModelConfig":
+    def from_dict(cls, data: dict) -> ModelConfig:
         return from_dict(cls, data, "model config", tuple_fields=("directions",))
 
 

@@ -17,7 +17,6 @@ from torch import Tensor, nn
 from .config import ModelConfig
 from .scan import orientations, scan_2d, scan_lines
 
-
 #: The norm's working scale: each token is divided by its largest magnitude, then multiplied by this, so its
 #: squares are at most 256 and their sum over up to 255 channels stays below fp16's 65504; the mean of the squares
 #: is then at least 256 / channels, so the eps below it never matters by more than ~1e-5 relative.

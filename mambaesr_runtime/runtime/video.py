@@ -120,7 +120,7 @@ def upscale_video(upscaler, source: str | int | os.PathLike, dst: str | os.PathL
     cap, info = open_source(source)
     total = info.frames if max_frames is None else min(max_frames, info.frames or max_frames)
     try:
-        upscaler.check_size(info.height, info.width, "camera %d" % int(source) if is_camera(source) else source)
+        upscaler.check_size(info.height, info.width, f"camera {int(source)}" if is_camera(source) else source)
         oh, ow = upscaler.output_size(info.height, info.width)
         dst.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=dst.suffix, dir=dst.parent)

@@ -43,7 +43,7 @@ class BenchmarkPrint:
     thumbs: tuple
 
     @classmethod
-    def of(cls, label: str, hr: np.ndarray) -> "BenchmarkPrint":
+    def of(cls, label: str, hr: np.ndarray) -> BenchmarkPrint:
         # as stored, and mirrored both ways (a rotated copy is matched by transposing the candidate)
         return cls(label, hr, hr.shape[0] / hr.shape[1], (thumbnail(hr), thumbnail(hr[::-1]), thumbnail(hr[:, ::-1])))
 

@@ -130,7 +130,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
+    def from_dict(cls, data: dict) -> TrainConfig:
         return from_dict(cls, data, "training config", tuple_fields=("train_dirs", "val_dirs", "guard_dirs"))
 
     def model_config(self):
@@ -254,7 +254,7 @@ def _load_state(path: Path, model, ema: _EMA, opt, sampler: CropSampler, device:
             raise CheckpointError(f"training state {tensor_path} is from step {fh.metadata().get('step')} but its "
                                   f"JSON says step {info['step']}: the last save was interrupted; delete both files "
                                   f"to resume from the previous run record, or start over")
-        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 - safetensors' handle is not iterable
     named = _trainables(model, distiller)
     with torch.no_grad():
         for n, p in named:

@@ -57,7 +57,6 @@ def test_a_tensorrt_plan_is_evaluated_through_the_runtime_path(tmp_path, shared_
     import types
 
     import cv2
-    import numpy as np
 
     from mambaesr_runtime.artifacts.manifest import EngineManifest, write_manifest
     from mambaesr_runtime.evaluation.metrics import psnr_y
