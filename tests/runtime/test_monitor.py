@@ -281,11 +281,11 @@ def test_auto_prefers_jtop_when_its_service_answers_or_on_a_jetson(monkeypatch):
     m, why = select_monitor()
     assert isinstance(m, JtopMonitor) and m.connected and why == "jtop: the jtop service answers"
     SERVICE.die()
-    monkeypatch.setattr(monitor_module, "is_jetson", lambda: True)
+    monkeypatch.setattr(monitor_module.sources, "is_jetson", lambda: True)
     m, why = select_monitor()
     assert isinstance(m, JtopMonitor) and not m.connected  # a Jetson whose service is late: keep retrying it
     assert why.startswith("jtop: this is a Jetson; the service is not answering yet (cannot connect:")
-    monkeypatch.setattr(monitor_module, "is_jetson", lambda: False)
+    monkeypatch.setattr(monitor_module.sources, "is_jetson", lambda: False)
     m, why = select_monitor()
     assert isinstance(m, PsutilMonitor)
     assert why.startswith("psutil, the fallback; passed over jtop: installed, but its service is not running here")
