@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from mambaesr_runtime.cli.flags import for_cli
 from mambaesr_runtime.errors import MambaESRError
 from mambaesr_runtime.evaluation.datasets import default_sources, download_sets
 
@@ -31,7 +32,7 @@ def main(argv=None) -> int:
         counts = download_sets(args.sets, args.dest, sources, allow_unverified=args.allow_unverified,
                                progress=lambda msg: print(msg, file=sys.stderr))
     except (MambaESRError, OSError, json.JSONDecodeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {for_cli(exc, {'allow_unverified': '--allow-unverified'})}", file=sys.stderr)
         return 2
     for name, n in counts.items():
         print(f"{name}: {n} HR images in {args.dest}/{name}")

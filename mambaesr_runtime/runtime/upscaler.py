@@ -54,7 +54,7 @@ def shipped_model(name: str = DEFAULT_MODEL) -> Path:
     path = shipped_dir() / name
     if not path.is_file():
         raise MambaESRError(f"shipped model {name} is missing from {path.parent}; reinstall the package, or run an "
-                            f"exported ONNX file as model=")
+                            f"exported ONNX file as model=FILE")
     return path
 
 
