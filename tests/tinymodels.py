@@ -8,6 +8,8 @@ use :func:`untrained` instead of ``build_model``.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from mambaesr_runtime.model.config import variant
@@ -48,7 +50,9 @@ def dynamic_sr_onnx(path, scale: int = 3, seed: int = 0):
             return self.shuffle(self.conv(x)) + torch.nn.functional.interpolate(x, scale_factor=scale)
 
     model = Net().eval()
-    torch.onnx.export(model, torch.rand(1, 3, 16, 16), str(path), input_names=["lr"], output_names=["sr"],
-                      opset_version=17, dynamo=False,
-                      dynamic_axes={"lr": {0: "n", 2: "h", 3: "w"}, "sr": {0: "n", 2: "sh", 3: "sw"}})
+    with warnings.catch_warnings():  # the TorchScript exporter's own deprecation notices, not ours
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, torch.rand(1, 3, 16, 16), str(path), input_names=["lr"], output_names=["sr"],
+                          opset_version=17, dynamo=False,
+                          dynamic_axes={"lr": {0: "n", 2: "h", 3: "w"}, "sr": {0: "n", 2: "sh", 3: "sw"}})
     return path, model
