@@ -74,6 +74,9 @@ class Backend:
 
     def infer_impl(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+    pad_value: float | None = None
+    """What the tiler fills a tile that overhangs the image with (``None``: reflection); see the manifest's
+    ``pad_value``."""
 
     def check_input(self, x) -> None:
         """Refuse anything but a float32 array of the engine's static shape, before any work."""

@@ -77,6 +77,7 @@ class OrtBackend(Backend):
                                f"but the graph is {self.input_shape} -> {out_shape}; the file was replaced. "
                                f"Re-export it with mambaesr-export")
         self.manifest = manifest
+        self.pad_value = None if manifest is None else manifest.pad_value  # an ONNX file without one: reflection
 
     def infer_impl(self, x: np.ndarray) -> np.ndarray:
         return self._session.run([self._output], {self._input: x})[0]

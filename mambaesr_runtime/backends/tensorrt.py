@@ -99,6 +99,7 @@ class TrtBackend(Backend):
         check_plan_compatible(manifest, str(trt.__version__), self.device_name)  # before touching the GPU
 
         self._trt, self._cuda, self.manifest = trt, cuda, manifest
+        self.pad_value = manifest.pad_value
         self._legacy = tensorrt_major(trt.__version__) < 10
         plan = self.path.read_bytes()
         self._ctx = device.make_context()  # now current on this thread

@@ -54,7 +54,8 @@ def make_upscaler(source: str | os.PathLike, overlap: int = 8, threads: int = 2,
         n, _, th, tw = backend.input_shape
 
         def run(lr: np.ndarray) -> np.ndarray:
-            return upscale_tiled(backend.infer, lr.astype(np.float32) / 255, backend.scale, (th, tw), overlap, n)
+            return upscale_tiled(backend.infer, lr.astype(np.float32) / 255, backend.scale, (th, tw), overlap, n,
+                                 pad_value=backend.pad_value)
 
         return run, backend.scale, backend.describe() + f" tiles {th}x{tw} overlap {overlap}"
     from ..model.checkpoint import load_checkpoint

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..artifacts.manifest import EngineManifest, manifest_path, read_manifest, write_manifest
+from ..artifacts.manifest import PAD_VALUE, EngineManifest, manifest_path, read_manifest, write_manifest
 from ..artifacts.names import artifact_stem, checkpoint_name, engine_name, find_engine, plan_name, shipped_dir
 from ..errors import CheckpointError, ConfigError, ExportError, require_torch
 from ..fileio import atomic_write, sha256_file
@@ -123,25 +123,56 @@ def _up_to_date(path: Path, expect: dict) -> EngineManifest | None:
     return found if same and sha256_file(path) == found.artifact_sha256 else None
 
 
+def engine_pad_value(model) -> float | None:
+    """What the engines of ``model`` are padded with: line-scan models export pad-aware (the runtime fills what
+    overhangs an image with PAD_VALUE and the graph keeps every scan and conv from seeing it, as for the whole
+    image); others (raster) are padded by reflection (``None``)."""
+    return PAD_VALUE if model.cfg.scan_layout == "lines" else None
+
+
 def export_tier(model, weights: Path, profile: DeviceProfile, tier: Tier, out_dir: Path, versions: dict,
                 force: bool = False, simplify_graph: bool = True, threads: int = 2,
                 verify_inputs: np.ndarray | None = None) -> TierArtifacts:
     """Export, simplify and verify one tier's ONNX file into ``out_dir``; reuse it when up to date."""
-    import onnx
-
     scale = model.cfg.scale
     onnx_path = out_dir / f"{artifact_stem(tier.variant, scale, tier.tile, tier.batch)}.onnx"
     shape = (tier.batch, 3, tier.tile, tier.tile)
     weights_sha = sha256_file(weights)
+    pad_value = engine_pad_value(model)
     expect = {"kind": "onnx", "variant": tier.variant, "input_shape": shape, "opset": profile.opset,
-              "weights_sha256": weights_sha, "versions": versions}
+              "weights_sha256": weights_sha, "versions": versions, "pad_value": pad_value}
     if not force and (found := _up_to_date(onnx_path, expect)) is not None:
         log.info("%s is up to date (same weights, same tools); skipped", onnx_path)
         return TierArtifacts(tier, onnx_path, found, reused=True)
 
+    started = time.perf_counter()
+    was_pad_aware = getattr(model, "pad_aware", False)
+    if pad_value is not None:
+        model.set_pad_aware(True)
+    try:
+        verification = _export_verified(model, onnx_path, profile, tier, shape, verify_inputs, simplify_graph,
+                                        threads, pad_value)
+    finally:
+        model.pad_aware = was_pad_aware
+    manifest = EngineManifest(
+        kind="onnx", artifact=onnx_path.name, artifact_sha256=sha256_file(onnx_path), variant=tier.variant,
+        scale=scale, input_shape=shape, output_shape=(tier.batch, 3, tier.tile * scale, tier.tile * scale),
+        precision="fp32", opset=profile.opset, onnx_sha256=sha256_file(onnx_path), weights_sha256=weights_sha,
+        profile=profile.name, tier=tier.name, tensorrt_target=profile.tensorrt, versions=versions,
+        build_time=_now(), verification={**verification, "export_s": round(time.perf_counter() - started, 1),
+                                         "host": platform.machine()}, pad_value=pad_value)
+    write_manifest(manifest, out_dir)
+    log.info("exported %s (%s)", onnx_path, verification)
+    return TierArtifacts(tier, onnx_path, manifest)
+
+
+def _export_verified(model, onnx_path: Path, profile: DeviceProfile, tier: Tier, shape: tuple, verify_inputs,
+                     simplify_graph: bool, threads: int, pad_value: float | None) -> dict:
+    """Export, simplify, check and verify one tier's graph into ``onnx_path`` (atomically); the verification."""
+    import onnx
+
     from .onnx_export import export_onnx
 
-    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mambaesr-export-") as work:
         raw = Path(work) / "raw.onnx"
         export_onnx(model, raw, tier.tile, tier.tile, tier.batch, opset=profile.opset)
@@ -164,6 +195,11 @@ def export_tier(model, weights: Path, profile: DeviceProfile, tier: Tier, out_di
             rng = np.random.default_rng(0)
             batches = [rng.random(shape, dtype=np.float32),
                        verify_inputs if verify_inputs is not None else real_tiles(tier.tile, tier.batch)]
+            if pad_value is not None:  # the padded path too: real tiles whose bottom and right thirds are padding
+                padded = batches[1].copy()
+                padded[..., 2 * tier.tile // 3:, :] = pad_value
+                padded[..., 2 * tier.tile // 3:] = pad_value
+                batches.append(padded)
             verification.update(verify_fp32(model, Path(tmp), batches, threads))
             if profile.precision == "fp16":
                 torch = require_torch()
@@ -173,16 +209,7 @@ def export_tier(model, weights: Path, profile: DeviceProfile, tier: Tier, out_di
                 verification.update(verify_fp16(model, tiles, device))
 
         atomic_write(onnx_path, write, suffix=".onnx")
-    manifest = EngineManifest(
-        kind="onnx", artifact=onnx_path.name, artifact_sha256=sha256_file(onnx_path), variant=tier.variant,
-        scale=scale, input_shape=shape, output_shape=(tier.batch, 3, tier.tile * scale, tier.tile * scale),
-        precision="fp32", opset=profile.opset, onnx_sha256=sha256_file(onnx_path), weights_sha256=weights_sha,
-        profile=profile.name, tier=tier.name, tensorrt_target=profile.tensorrt, versions=versions,
-        build_time=_now(), verification={**verification, "export_s": round(time.perf_counter() - started, 1),
-                                         "host": platform.machine()})
-    write_manifest(manifest, out_dir)
-    log.info("exported %s (%s)", onnx_path, verification)
-    return TierArtifacts(tier, onnx_path, manifest)
+    return verification
 
 
 def build_plan(art: TierArtifacts, profile: DeviceProfile, trt, cuda=None, force: bool = False,

@@ -126,18 +126,29 @@ class LineMixer(nn.Module):
         self.A_log, self.dt_bias = nn.Parameter(A_log[0]), nn.Parameter(dt_bias[0])
         self.D = nn.Parameter(torch.ones(d))
 
-    def forward(self, u: Tensor) -> Tensor:
+    def forward(self, u: Tensor, valid: Tensor | None = None) -> Tensor:
+        """``valid``: optional (b, 1, H, W) 0/1 map of the pixels inside the image (see :meth:`MambaESR.forward`):
+        tokens outside it are zeroed before the depthwise conv and get ``dt = 0`` (no decay, no input), so no scan
+        carries anything across them."""
         cfg, s, n = self.cfg, self.cfg.scan_stride, self.cfg.state_dim
         H, W = u.shape[-2:]
         if s > 1 and (H % s or W % s):  # odd sizes (whole-image evaluation): replicate to a multiple, crop after
             u = F.pad(u, (0, -W % s, 0, -H % s), mode="replicate")
+            valid = None if valid is None else F.pad(valid, (0, -W % s, 0, -H % s), mode="replicate")
         swap = self.orient == "col"  # a column mixer is a row mixer on the map with H and W swapped
         x = self.inp(u)  # (b, d, H/s, W/s)
-        x = F.silu(self.local(x.transpose(-1, -2) if swap else x))
+        if valid is not None:
+            valid = valid[..., ::s, ::s] if s > 1 else valid  # a token is inside if its first pixel is
+            x = x * valid
+        if swap:
+            x, valid = x.transpose(-1, -2), None if valid is None else valid.transpose(-1, -2)
+        x = F.silu(self.local(x))
         xt = x.permute(0, 2, 3, 1)  # (b, lines, tokens, d)
         xt = rms_normalize(xt, dim=-1) * self.norm_weight
         dt, *bc = self.params(xt).split([1] + [n] * 2 * len(self.dirs), dim=-1)
         dt = F.softplus(dt.squeeze(-1) + self.dt_bias)  # (b, lines, tokens)
+        if valid is not None:
+            dt = dt * valid[:, 0]
         pairs = {d_: (bc[2 * k], bc[2 * k + 1]) for k, d_ in enumerate(self.dirs)}
         y = scan_lines(xt, dt, torch.exp(self.A_log), pairs.get(self.orient), pairs.get(self.orient + "_rev"),
                        cfg.chunk)
@@ -157,8 +168,10 @@ class ConvBlock(nn.Module):
         self.conv1 = nn.Conv2d(channels, hidden, 3, padding=1)
         self.conv2 = nn.Conv2d(hidden, channels, 3, padding=1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.conv2(F.leaky_relu(self.conv1(x), 0.05))
+    def forward(self, x: Tensor, valid: Tensor | None = None) -> Tensor:
+        if valid is None:
+            return self.conv2(F.leaky_relu(self.conv1(x), 0.05))
+        return self.conv2(F.leaky_relu(self.conv1(x * valid), 0.05) * valid)
 
 
 class ConvFFN(nn.Module):
@@ -170,8 +183,9 @@ class ConvFFN(nn.Module):
         self.local = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
         self.project = nn.Conv2d(hidden, channels, 1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.project(F.silu(self.local(self.expand(x))))
+    def forward(self, x: Tensor, valid: Tensor | None = None) -> Tensor:
+        h = self.expand(x)
+        return self.project(F.silu(self.local(h if valid is None else h * valid)))
 
 
 class MambaBlock(nn.Module):
@@ -194,11 +208,14 @@ class MambaBlock(nn.Module):
         self.ffn = (None if not cfg.ffn_dim else ConvFFN(cfg.embed_dim, cfg.ffn_dim) if cfg.ffn_kind == "dw"
                     else ConvBlock(cfg.embed_dim, cfg.ffn_dim))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, valid: Tensor | None = None) -> Tensor:
         for i, mixer in enumerate(self.mixers):
-            x = x + mixer(self.norms[i](x) if self.norms is not None else x)
+            if self.norms is not None:  # raster mixers (the first shipped models) take no valid map
+                x = x + mixer(self.norms[i](x))
+            else:
+                x = x + mixer(x, valid)
         if self.ffn is not None:
-            x = x + self.ffn(self.ffn_norm(x) if self.ffn_norm is not None else x)
+            x = x + self.ffn(self.ffn_norm(x) if self.ffn_norm is not None else x, valid)
         return x
 
 
@@ -218,12 +235,31 @@ class MambaESR(nn.Module):
         # global residual (L1 0.142 at init against 0.055 for nearest alone) that training first has to undo.
         nn.init.zeros_(self.upsample.weight)
         nn.init.zeros_(self.upsample.bias)
+        self.pad_aware = False
+
+    def set_pad_aware(self, on: bool = True) -> MambaESR:
+        """Engines only (``lines`` layout): treat input pixels below 0 as outside the image. The runtime pads a
+        tile that overhangs a small image with ``runtime.tiling.PAD_VALUE`` (-1); every 3x3 conv then sees zeros
+        there and every scan ``dt = 0``, exactly as for the whole image (a scan carries state along a whole line, so
+        a reflected border leaked into the image: -0.13 dB on Set5 for the fast tier). On a tile without padding it
+        changes nothing."""
+        if on and self.cfg.scan_layout != "lines":
+            raise ValueError("pad-aware inference needs the lines scan layout; raster models pad by reflection")
+        self.pad_aware = on
+        return self
 
     def forward(self, x: Tensor) -> Tensor:
         b, ch, h, w = x.shape
         s = self.cfg.scale
-        feat = self.head(x - 0.5)
-        feat = self.body_tail(self.blocks(feat)) + feat
+        # (b, 1, h, w): exactly 1 for pixels in [0, 1], 0 for the -1 padding (arithmetic only: no bool, no Cast)
+        valid = torch.clamp((x[:, :1] + 0.5) * 4, 0, 1) if self.pad_aware else None
+        feat = self.head(x - 0.5 if valid is None else (x - 0.5) * valid)
+        body = feat
+        for block in self.blocks:
+            body = block(body, valid)
+        feat = self.body_tail(body if valid is None else body * valid) + feat
+        if valid is not None:
+            feat = feat * valid
         # Global residual: the nearest-neighbour upscaled input, added before the shuffle (each input channel
         # repeated s*s times lands on exactly its own s x s output block).
         base = x.unsqueeze(2).expand(b, ch, s * s, h, w).reshape(b, ch * s * s, h, w)

@@ -1,7 +1,8 @@
 """Overlapped tiling and seam-free blending: pure geometry and numerics, no I/O, no state between images.
 
 Geometry is in LR pixels. Every tile has the engine's static shape ``(tile_h, tile_w)``; tiles lie inside the image
-(an image smaller than a tile is reflection-padded up to it), the first starts at 0, the last ends at the image edge,
+(an image smaller than a tile is padded up to it: by reflection, or with :data:`PAD_VALUE` for an engine that
+treats it as outside the image), the first starts at 0, the last ends at the image edge,
 and neighbours overlap by at least ``2 * overlap`` (``overlap`` is per side). Outputs are blended with a feathered
 window: inside the overlap a tile's weight ramps down linearly towards its edge, so each output pixel is a convex
 mix of the tiles covering it that favours the tile where it sits furthest from an edge (where the network saw most
@@ -16,6 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigError
+
+#: What a tile that overhangs the image is filled with for a pad-aware engine (manifest ``pad_value``): below the
+#: [0, 1] pixel range, so the network can tell the padding from the image and treat it as outside (its scans carry
+#: state along whole lines: a reflected border leaked into the image and cost the fast tier 0.13 dB on Set5).
+PAD_VALUE = -1.0
 
 #: The smallest tile a profile tier (or a caller's tile override) may ask for: a smaller one would be mostly overlap
 #: and padding. Engine files may have any static tile the rule below allows.
@@ -32,7 +38,7 @@ class Tile:
 
 @dataclass(frozen=True)
 class TilePlan:
-    """Tiles for an ``(h, w)`` LR image; ``padded`` is the size after reflection padding (>= the tile shape)."""
+    """Tiles for an ``(h, w)`` LR image; ``padded`` is the size after padding (>= the tile shape)."""
 
     h: int
     w: int
@@ -75,18 +81,21 @@ def plan_tiles(h: int, w: int, tile: int | tuple[int, int], overlap: int) -> Til
     return TilePlan(h, w, (th, tw), overlap, (ph, pw), tiles)
 
 
-def pad_to_plan(img: np.ndarray, plan: TilePlan) -> np.ndarray:
-    """Reflection-pad an (H, W, ...) image at the bottom/right up to the plan's padded size."""
+def pad_to_plan(img: np.ndarray, plan: TilePlan, pad_value: float | None = None) -> np.ndarray:
+    """Pad an (H, W, ...) image at the bottom/right up to the plan's padded size: by reflection, or with
+    ``pad_value`` (an engine's manifest ``pad_value``, see :data:`PAD_VALUE`)."""
     ph, pw = plan.padded[0] - img.shape[0], plan.padded[1] - img.shape[1]
     if not ph and not pw:
         return img
     pad = [(0, ph), (0, pw)] + [(0, 0)] * (img.ndim - 2)
+    if pad_value is not None:
+        return np.pad(img, pad, mode="constant", constant_values=pad_value)
     return np.pad(img, pad, mode="reflect")
 
 
-def extract(img: np.ndarray, plan: TilePlan) -> np.ndarray:
+def extract(img: np.ndarray, plan: TilePlan, pad_value: float | None = None) -> np.ndarray:
     """(N, C, th, tw) float32 tiles from an (H, W, C) float image (padded as needed)."""
-    padded = pad_to_plan(img, plan)
+    padded = pad_to_plan(img, plan, pad_value)
     th, tw = plan.tile
     return np.stack([padded[t.y:t.y + th, t.x:t.x + tw].transpose(2, 0, 1) for t in plan.tiles]).astype(np.float32)
 
@@ -201,17 +210,18 @@ class NonFiniteOutput(ArithmeticError):
 
 
 def upscale_tiled(infer, img: np.ndarray, scale: int, tile: int | tuple[int, int], overlap: int,
-                  batch: int = 1, progress=None, emit=None) -> np.ndarray | None:
+                  batch: int = 1, progress=None, emit=None, pad_value: float | None = None) -> np.ndarray | None:
     """Upscale an (H, W, 3) float32 image in [0, 1] through ``infer`` (float32 (batch, 3, th, tw) -> (batch, 3,
     s*th, s*tw)), tile by tile, blended. The last batch is filled up with repeats so every call has the static
-    shape. ``progress(done, total)`` is called after each batch. An output that is not finite raises
+    shape; an image smaller than a tile is padded as :func:`pad_to_plan` says. ``progress(done, total)`` is called
+    after each batch. An output that is not finite raises
     :class:`NonFiniteOutput` before it reaches the blend (a NaN would otherwise become a black patch).
 
     Returns the (H*s, W*s, 3) float32 result, or, with ``emit(y0, rows)``, streams the finished output rows to it
     (see :class:`Blender`) and returns ``None``: then memory grows with the tile size, not with the image.
     """
     plan = plan_tiles(img.shape[0], img.shape[1], tile, overlap)
-    padded = pad_to_plan(img, plan)
+    padded = pad_to_plan(img, plan, pad_value)
     th, tw = plan.tile
     blender = Blender(plan, scale, img.shape[2], emit)
     for start in range(0, len(plan.tiles), batch):

@@ -250,7 +250,8 @@ class Upscaler:
             # Finished rows go straight into the output's own dtype: the float blend never holds the whole image.
             try:
                 upscale_tiled(sel.backend.infer, decoded.rgb, scale, (th, tw), sel.tier.overlap, n, progress,
-                              emit=lambda y0, rows: encode_rows(out, y0, rows, decoded))
+                              emit=lambda y0, rows: encode_rows(out, y0, rows, decoded),
+                              pad_value=sel.backend.pad_value)
             except NonFiniteOutput as exc:
                 hint = (f"; the engine runs in {sel.precision}, whose range the model overflowed: use the fp32 engine "
                         f"(precision='fp32')" if sel.precision in ("fp16", "int8") else

@@ -19,7 +19,7 @@ from mambaesr_runtime.fileio import sha256_file
 from mambaesr_runtime.model.checkpoint import save_checkpoint
 from mambaesr_runtime.profiles import Tier, load_profile
 from mambaesr_runtime.runtime.imageio import decode, read_image
-from tinymodels import untrained
+from tinymodels import LINES, untrained
 
 
 def make_profile(name="test-cpu", tiers=(("t", "tiny", 16, 4, 2),), precision="fp32", tensorrt=None):
@@ -57,6 +57,30 @@ def test_tiny_export_writes_verified_onnx_and_manifest(tmp_path, tiny_ckpt):
     assert "fp16_psnr_vs_fp32_db" not in m.verification  # an fp32 profile has no fp16 engines to check
     assert art.trtexec is None  # ONNX Runtime profile: nothing to build on a device
     assert sorted(p.name for p in out.iterdir()) == ["tiny_x4_t16_b4.onnx", "tiny_x4_t16_b4.onnx.manifest.json"]
+
+
+def test_a_line_model_exports_pad_aware_and_a_small_image_through_it_is_the_whole_image_result(tmp_path):
+    """The manifest says what to pad with; through ONNX Runtime and the tiler, an image smaller than the tile comes
+    out as the whole-image PyTorch result (a reflected border changed it: the scans carry state along lines)."""
+    from mambaesr_runtime.artifacts.manifest import PAD_VALUE
+    from mambaesr_runtime.backends.onnxruntime import OrtBackend
+    from mambaesr_runtime.runtime.tiling import upscale_tiled
+
+    model = untrained("tiny", **LINES)
+    ckpt = tmp_path / "tiny_x4.safetensors"
+    save_checkpoint(model, ckpt, variant="tiny")
+    [art] = pipeline.export_profile(make_profile(tiers=(("t", "tiny", 24, 1, 2),)), tmp_path / "engines", [ckpt])
+    assert art.manifest.pad_value == PAD_VALUE and art.manifest.verification["ort_vs_torch_batches"] == 3
+    assert not model.pad_aware  # the caller's model is left as it was
+    img = np.random.default_rng(1).random((14, 18, 3), dtype=np.float32)
+    with torch.no_grad():
+        whole = model(torch.from_numpy(img).permute(2, 0, 1)[None])[0].permute(1, 2, 0).numpy()
+    with OrtBackend(art.onnx, threads=1) as backend:
+        assert backend.pad_value == PAD_VALUE
+        tiled = upscale_tiled(backend.infer, img, 4, 24, 2, pad_value=backend.pad_value)
+        reflected = upscale_tiled(backend.infer, img, 4, 24, 2)
+    np.testing.assert_allclose(tiled, whole, rtol=0, atol=1e-4)
+    assert np.abs(reflected - whole).max() > 1e-3
 
 
 def test_rerun_skips_up_to_date_artifacts_and_force_redoes_them(tmp_path, tiny_ckpt):

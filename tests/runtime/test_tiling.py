@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mambaesr_runtime.runtime.tiling import Blender, extract, plan_tiles, upscale_tiled
+from mambaesr_runtime.runtime.tiling import PAD_VALUE, Blender, extract, plan_tiles, upscale_tiled
 
 
 @settings(max_examples=300, deadline=None)
@@ -36,6 +36,18 @@ def test_small_and_prime_sizes_reflect_pad_and_crop_back(h, w):
     # identity "network" at scale 1: tiling + blending must return the image exactly
     out = upscale_tiled(lambda x: x, img, 1, 8, 2, batch=3)
     np.testing.assert_allclose(out, img, rtol=0, atol=1e-6)
+
+
+def test_a_pad_value_fills_what_overhangs_the_image_instead_of_reflection():
+    img = np.random.default_rng(0).random((5, 7, 3), dtype=np.float32)
+    plan = plan_tiles(5, 7, 8, 2)
+    tiles = extract(img, plan, pad_value=PAD_VALUE)
+    np.testing.assert_array_equal(tiles[0, :, :5, :7], img.transpose(2, 0, 1))
+    assert (tiles[0, :, 5:, :] == PAD_VALUE).all() and (tiles[0, :, :, 7:] == PAD_VALUE).all()
+    seen = []
+    out = upscale_tiled(lambda x: seen.append(x.copy()) or x, img, 1, 8, 2, pad_value=PAD_VALUE)
+    np.testing.assert_array_equal(out, img)
+    assert (seen[0][0, :, 5:] == PAD_VALUE).all()
 
 
 def test_nearest_upscale_through_tiles_equals_whole_image():
