@@ -7,6 +7,8 @@ installs ``.[jetson]`` and keeps JetPack's; desktops and the Pi install ``.[open
 ``pip install torch==2.13.0 -e '.[torch]'``.
 """
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 OPENCV = ["opencv-python-headless>=4.6"]
@@ -18,7 +20,7 @@ setup(
     version="0.1.0",
     description="Edge x4 super-resolution: a lightweight multi-directional Mamba network, ONNX/TensorRT export and an "
                 "ONNX Runtime / TensorRT runtime with overlapped tiling",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     # The device side (runtime, backends, profiles, manifests, monitor, --plans-only, the torch-free CLIs) runs on
     # 3.8 (JetPack 5) to 3.13; the torch extra's parts need 3.9+. scripts/check_python_versions.py checks both.

@@ -39,7 +39,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-import hostile  # noqa: E402  (tests/hostile.py: the generators the tests use too)
+import hostile
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BIN = Path(sys.executable).parent
@@ -95,7 +95,7 @@ sys.exit(os.waitstatus_to_exitcode(status) % 256 if os.WIFEXITED(status) else 12
 
 def run_cmd(argv: list[str], cwd: Path, timeout: float, interrupt_after: Path | None = None):
     """(exit code, peak RSS MB of the command itself, seconds, stdout, stderr)."""
-    out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+    out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # noqa: SIM115 - the child writes them; closed below
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     read_fd, write_fd = os.pipe()
     start = time.perf_counter()
@@ -489,7 +489,7 @@ def run_case(case: Case, folder: Path) -> Result:
     argv, expected, checks = setup
     before = files_under(folder)
     interrupt = folder / case.interrupt_after if case.interrupt_after else None
-    code, rss, seconds, out, err = run_cmd(argv, folder, case.timeout, interrupt)
+    code, rss, seconds, _out, err = run_cmd(argv, folder, case.timeout, interrupt)
     message = " ".join(line for line in err.splitlines() if "error" in line or "interrupted" in line
                        or "skipped" in line)[:400]
     result = Result(case, code, rss, seconds, [], message=message)

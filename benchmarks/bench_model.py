@@ -31,12 +31,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import peers  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
+import peers
 
-from mambaesr_runtime.export.onnx_export import export_onnx  # noqa: E402
-from mambaesr_runtime.export.pipeline import engine_pad_value, simplify  # noqa: E402
-from mambaesr_runtime.model.checkpoint import load_checkpoint  # noqa: E402
-from mambaesr_runtime.model.net import count_parameters  # noqa: E402
+from mambaesr_runtime.export.onnx_export import export_onnx
+from mambaesr_runtime.export.pipeline import engine_pad_value, simplify
+from mambaesr_runtime.model.checkpoint import load_checkpoint
+from mambaesr_runtime.model.net import count_parameters
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHIPPED = Path(__file__).resolve().parents[1] / "mambaesr_runtime" / "weights"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -41,7 +42,7 @@ def test_image(size: int) -> np.ndarray:
     """A size x size BGR uint8 image of real content: the shipped sample (a Kodak crop) mirrored to size."""
     import cv2
 
-    from mambaesr_runtime.runtime.engines import shipped_dir
+    from mambaesr_runtime.artifacts.names import shipped_dir
 
     img = cv2.imread(str(shipped_dir().parent / "data" / "sample.png"), cv2.IMREAD_UNCHANGED)
     reps = -(-size // img.shape[0])
@@ -149,7 +150,7 @@ def child_peers(args) -> dict:
     for tier in tiers:
         up = Upscaler(args.device, tier=tier, threads=args.threads)
         ups.append(up)
-        fns[tier] = (lambda u: (lambda: u.upscale(img)))(up)
+        fns[tier] = functools.partial(up.upscale, img)
     try:
         times = peers.round_robin(fns, args.repeats)
         ours = {tier: {"engine": up.describe(), "variant": up.engine.tier.variant,
@@ -171,9 +172,9 @@ def run_child(mode: str, **kw) -> dict:
 
 
 def export_whole(variant: str, size: int, folder: Path) -> Path:
+    from mambaesr_runtime.artifacts.names import shipped_dir
     from mambaesr_runtime.export.onnx_export import export_onnx
     from mambaesr_runtime.model.checkpoint import load_checkpoint
-    from mambaesr_runtime.runtime.engines import shipped_dir
 
     path = folder / f"{variant}_{size}.onnx"
     if not path.exists():

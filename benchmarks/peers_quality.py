@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import peers  # noqa: E402
+import peers
 
-from mambaesr_runtime.evaluation.benchmark import score_set  # noqa: E402
-from mambaesr_runtime.training.data import load_benchmark  # noqa: E402
+from mambaesr_runtime.evaluation.benchmark import score_set
+from mambaesr_runtime.evaluation.sets import load_benchmark
 
 BENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks"
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -22,16 +22,16 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
+    "VARIANTS",
     "CheckpointError",
     "ConfigError",
     "DependencyError",
+    "DeviceProfile",
     "ExportError",
     "MambaESRError",
-    "DeviceProfile",
     "ModelConfig",
     "Upscaler",
-    "VARIANTS",
+    "__version__",
     "load_profile",
     "variant",
-    "__version__",
 ]

@@ -6,21 +6,22 @@ list the valid ones. Built-in profiles ship with the package; a user's YAML file
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from .artifacts.tensorrt import TARGETS as TENSORRT_TARGETS
 from .errors import ConfigError
 from .fileio import package_dir
 from .model.config import VARIANTS
+from .runtime.tiling import MIN_TILE, check_tiling
+from .typed import check_keys
 
 BACKENDS = ("tensorrt", "onnxruntime", "torch")
 ORT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 PRECISIONS = ("fp32", "fp16", "int8")
-TENSORRT_TARGETS = ("8.5", "10")
 _DATA = "mambaesr_runtime.profiles_data"
 #: ONNX Runtime intra-op threads a profile or caller may ask for. Far above any board we target; a request for
 #: 100,000 made ONNX Runtime crash the process (segfault) while creating its thread pool.
@@ -108,21 +109,6 @@ class DeviceProfile:
         raise ConfigError(f"profile {self.name!r} has no tier {name!r}; its tiers are {[t.name for t in self.tiers]}")
 
 
-def _fields(cls) -> dict:
-    return {f.name: f for f in dataclasses.fields(cls)}
-
-
-def _check_keys(data, cls, where: str) -> None:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where} must be a mapping of {sorted(_fields(cls))}, got {type(data).__name__}")
-    unknown = sorted(set(data) - set(_fields(cls)))
-    missing = sorted(set(_fields(cls)) - set(data))
-    if unknown:
-        raise ConfigError(f"{where}: unknown keys {unknown}; valid keys are {sorted(_fields(cls))}")
-    if missing:
-        raise ConfigError(f"{where}: missing keys {missing}")
-
-
 def _choice(value, valid, where: str):
     if value not in valid:
         raise ConfigError(f"{where} is {value!r}; valid values are {list(valid)}")
@@ -140,7 +126,7 @@ def _number(value, where: str, minimum=0, allow_none=False, integer=False):
 
 
 def _thresholds(tel, where: str) -> TelemetryThresholds:
-    _check_keys(tel, TelemetryThresholds, where)
+    check_keys(tel, TelemetryThresholds, where)
     t = TelemetryThresholds(
         temp_c=_number(tel["temp_c"], f"{where}.temp_c", allow_none=True),
         temp_hysteresis_c=_number(tel["temp_hysteresis_c"], f"{where}.temp_hysteresis_c"),
@@ -166,7 +152,7 @@ def _thresholds(tel, where: str) -> TelemetryThresholds:
 
 def profile_from_dict(data: dict, source: str = "profile") -> DeviceProfile:
     """Validate and build a :class:`DeviceProfile` from parsed YAML."""
-    _check_keys(data, DeviceProfile, source)
+    check_keys(data, DeviceProfile, source)
     where = f"{source} ({data.get('name')!r})"
     backends = tuple(_choice(b, BACKENDS, f"{where} backends entry") for b in data["backends"] or ())
     providers = tuple(_choice(p, ORT_PROVIDERS, f"{where} ort_providers entry") for p in data["ort_providers"] or ())
@@ -184,11 +170,10 @@ def profile_from_dict(data: dict, source: str = "profile") -> DeviceProfile:
         raise ConfigError(f"{where}: tiers is empty; give at least one (variant, tile, overlap, batch)")
     for i, t in enumerate(data["tiers"]):
         tw = f"{where} tiers[{i}]"
-        _check_keys(t, Tier, tw)
-        tile = _number(t["tile"], f"{tw} tile", 8, integer=True)
+        check_keys(t, Tier, tw)
+        tile = _number(t["tile"], f"{tw} tile", MIN_TILE, integer=True)
         overlap = _number(t["overlap"], f"{tw} overlap", 0, integer=True)
-        if 2 * overlap >= tile:
-            raise ConfigError(f"{tw}: overlap {overlap} must be less than half the tile {tile}")
+        check_tiling(tile, overlap, MIN_TILE, tw)
         tiers.append(Tier(str(t["name"]), _choice(t["variant"], sorted(VARIANTS), f"{tw} variant"), tile, overlap,
                           _number(t["batch"], f"{tw} batch", 1, integer=True)))
     if len({t.name for t in tiers}) != len(tiers):

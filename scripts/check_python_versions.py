@@ -44,7 +44,7 @@ DEVICE_TARGET, TORCH_TARGET = "3.8", "3.9"
 
 #: Modules (relative to mambaesr_runtime/) that only run where PyTorch is installed; everything else is device code.
 TORCH_ONLY = frozenset({
-    "model/net.py", "model/scan.py", "model/smoke.py", "export/parity.py", "training/loop.py",
+    "model/net.py", "model/scan.py", "training/loop.py", "training/state.py",
     "training/losses.py", "training/pipeline.py", "training/records.py", "cli/train.py", "cli/demo.py",
 })
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
+from mambaesr_runtime.cli.flags import for_cli
 from mambaesr_runtime.errors import MambaESRError
 from mambaesr_runtime.evaluation.datasets import default_sources, download_sets
 
@@ -26,11 +28,11 @@ def main(argv=None) -> int:
                         help="fetch files without a pinned checksum (prints their sha256)")
     args = parser.parse_args(argv)
     try:
-        sources = json.load(open(args.sources)) if args.sources else default_sources()
+        sources = json.loads(Path(args.sources).read_text()) if args.sources else default_sources()
         counts = download_sets(args.sets, args.dest, sources, allow_unverified=args.allow_unverified,
                                progress=lambda msg: print(msg, file=sys.stderr))
     except (MambaESRError, OSError, json.JSONDecodeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {for_cli(exc, {'allow_unverified': '--allow-unverified'})}", file=sys.stderr)
         return 2
     for name, n in counts.items():
         print(f"{name}: {n} HR images in {args.dest}/{name}")

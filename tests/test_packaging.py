@@ -89,4 +89,20 @@ def test_dockerfiles_keep_jetpacks_opencv_and_document_both_jetson_bases():
 def test_ci_runs_the_static_checks_before_the_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "scripts/check_python_versions.py" in ci and "hadolint Dockerfile.jetson Dockerfile.rpi" in ci
+    assert "ruff check ." in ci  # settings and the reason for each rule left out: pyproject.toml
     assert ci.index("check_python_versions") < ci.index(_readme_commands()[1])
+
+
+def test_the_readme_tree_names_every_module_and_folder():
+    """README's "What is here" is how a newcomer finds a part from the tree alone: it must name every module."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("## What is here")
+    tree = readme[readme.index("```", start):readme.index("```", readme.index("```", start) + 3)]
+    package = ROOT / "mambaesr_runtime"
+    missing = [str(p.relative_to(ROOT)) for p in package.rglob("*.py")
+               if p.name != "__init__.py" and not re.search(rf"\b{p.stem}\b", tree)]
+    missing += [str(d.relative_to(ROOT)) for d in package.rglob("*") if d.is_dir() and (d / "__init__.py").exists()
+                and f"{d.name}/" not in tree]
+    assert missing == [], f"README's tree does not mention {missing}"

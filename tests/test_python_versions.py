@@ -28,8 +28,10 @@ def test_the_groups_hold_what_the_design_says():
     device = {p.relative_to(check.PACKAGE).as_posix() for p in check.module_groups()["device"]}
     # What a Jetson imports: runtime, backends, profiles, manifests, monitor/policy, the --plans-only path, the
     # torch-free CLIs, and the model config/checkpoint readers.
-    assert {"runtime/upscaler.py", "runtime/monitor.py", "runtime/policy.py", "backends/tensorrt.py", "profiles.py",
-            "export/manifest.py", "export/pipeline.py", "export/tensorrt_build.py", "export/trt_compat.py",
+    assert {"runtime/upscaler.py", "runtime/monitor/telemetry.py", "runtime/monitor/sources.py", "runtime/policy.py",
+            "backends/tensorrt.py", "profiles.py",
+            "artifacts/manifest.py", "artifacts/names.py", "artifacts/tensorrt.py", "export/parity.py",
+            "export/pipeline.py", "export/tensorrt_build.py", "export/trt_compat.py",
             "cli/run.py", "cli/export.py", "cli/monitor.py", "cli/eval.py", "model/config.py",
             "model/checkpoint.py"} <= device
     assert not {"model/net.py", "model/scan.py", "training/loop.py"} & device

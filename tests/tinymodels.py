@@ -8,6 +8,8 @@ use :func:`untrained` instead of ``build_model``.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from mambaesr_runtime.model.config import variant
@@ -31,3 +33,26 @@ def untrained(name: str = "tiny", seed: int = 0, **overrides):
             if isinstance(module, LineMixer):
                 module.out.weight.normal_(std=0.05)
     return model.eval()
+
+
+def dynamic_sr_onnx(path, scale: int = 3, seed: int = 0):
+    """A tiny super-resolution ONNX file of the kind users bring: ``lr`` (n, 3, h, w) -> ``sr`` (n, 3, s*h, s*w) with
+    dynamic n, h and w (one conv and a pixel shuffle; not a MambaESR model, no manifest)."""
+    torch.manual_seed(seed)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 3 * scale * scale, 3, padding=1)
+            self.shuffle = torch.nn.PixelShuffle(scale)
+
+        def forward(self, x):
+            return self.shuffle(self.conv(x)) + torch.nn.functional.interpolate(x, scale_factor=scale)
+
+    model = Net().eval()
+    with warnings.catch_warnings():  # the TorchScript exporter's own deprecation notices, not ours
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, torch.rand(1, 3, 16, 16), str(path), input_names=["lr"], output_names=["sr"],
+                          opset_version=17, dynamo=False,
+                          dynamic_axes={"lr": {0: "n", 2: "h", 3: "w"}, "sr": {0: "n", 2: "sh", 3: "sw"}})
+    return path, model

@@ -1,7 +1,10 @@
-"""What every backend shares: the check at its one entry point, and explicit teardown as a context manager.
+"""What every backend shares: one validated entry point and explicit, idempotent teardown (as Polygraphy's
+``BaseRunner.infer`` -> ``infer_impl``).
 
-A backend sets ``path`` (its artifact) and ``input_shape`` (N, 3, h, w), implements ``infer``, ``describe`` and
-``close``, and calls :meth:`Backend.check_input` first thing in ``infer``.
+A backend sets ``path`` (its artifact), ``input_shape`` (N, 3, h, w) and ``scale`` when it opens, and implements
+``infer_impl`` (run a batch already checked), ``describe`` and ``close_impl`` (free what it holds). The public
+:meth:`Backend.infer` refuses a closed backend and a batch of the wrong type or shape before any backend code runs,
+so every backend behaves the same after :meth:`Backend.close`: a :class:`BackendError` that says so.
 """
 
 from __future__ import annotations
@@ -48,9 +51,32 @@ def verify_artifact(path: str | os.PathLike, manifest) -> None:
 
 
 class Backend:
-    #: What the tiler fills a tile that overhangs the image with (``None``: reflection); see the manifest's
-    #: ``pad_value``.
+    """The engine protocol: ``infer(float32 (N, 3, h, w) in [0, 1]) -> float32 (N, 3, s*h, s*w)``."""
+
+    name = "backend"
+    """The backend's name as profiles spell it (``onnxruntime``, ``tensorrt``, ``torch``)."""
+    path: Path
+    input_shape: tuple
+    """(N, 3, h, w): the batch of tiles every call takes."""
+    scale: int
+    dynamic = False
+    """True for an engine whose height and width are free (a dynamic-shape ONNX file): ``input_shape`` is then the
+    tile the caller chose and ``scale`` was measured by one probe run."""
+    _closed = False
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """float32 ``input_shape`` in [0, 1] -> float32 (N, 3, s*h, s*w); a :class:`BackendError` for anything else
+        or once the backend is closed."""
+        if self._closed:
+            raise BackendError(f"the {self.name} backend for {self.path.name} is closed; open a new one")
+        self.check_input(x)
+        return self.infer_impl(x)
+
+    def infer_impl(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
     pad_value: float | None = None
+    """What the tiler fills a tile that overhangs the image with (``None``: reflection); see the manifest's
+    ``pad_value``."""
 
     def check_input(self, x) -> None:
         """Refuse anything but a float32 array of the engine's static shape, before any work."""
@@ -58,7 +84,21 @@ class Backend:
             got = f"{x.dtype} {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__
             raise BackendError(f"{self.path.name} takes float32 {self.input_shape}, got {got}")
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
+        """Release what the backend holds; safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        self.close_impl()
+
+    def close_impl(self) -> None:
+        raise NotImplementedError
+
+    def describe(self) -> str:
         raise NotImplementedError
 
     def __enter__(self):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..artifacts.manifest import manifest_path, read_manifest
 from ..errors import BackendError, ConfigError
 from ..profiles import check_threads
 from .base import Backend, verify_artifact
@@ -20,13 +21,20 @@ log = logging.getLogger(__name__)
 class OrtBackend(Backend):
     """Runs an ONNX file. ``input_shape`` (N, 3, h, w) and ``scale`` come from the graph itself.
 
+    A graph with dynamic height and width (any super-resolution ONNX a user brings, e.g. ``(n, 3, h, w) -> (n, 3,
+    sh, sw)``) runs on ``tile`` x ``tile`` inputs, ``batch`` at a time where the batch is dynamic too; its scale is
+    measured by one probe run at that shape (``dynamic`` is then true and ``describe`` says so).
+
     ``providers``: execution providers in order of preference (a profile's ``ort_providers``); those this ONNX
     Runtime build lacks are skipped with a logged reason, and ``CPUExecutionProvider`` always closes the list.
     If a manifest sits beside the file, the graph's shapes must match it (a stale or swapped file is refused).
     ONNX Runtime sessions may be run from several threads at once.
     """
 
-    def __init__(self, path: str | os.PathLike, threads: int = 2, providers: list[str] | None = None):
+    name = "onnxruntime"
+
+    def __init__(self, path: str | os.PathLike, threads: int = 2, providers: list[str] | None = None,
+                 tile: int | None = None, batch: int = 1):
         import onnxruntime as ort
 
         path = Path(path)
@@ -52,9 +60,17 @@ class OrtBackend(Backend):
         except Exception as exc:  # ORT raises its own exception types for unreadable graphs
             raise BackendError(f"ONNX Runtime cannot load {path}: {exc}") from exc
         self.path = path
-        self.input_shape, self.scale = _engine_shapes(path, self._session)
+        self._providers = self._session.get_providers()
         self._input = self._session.get_inputs()[0].name
         self._output = self._session.get_outputs()[0].name
+        if _is_dynamic(self._session):
+            if manifest is not None:
+                raise BackendError(f"{path.name} has dynamic shapes but a MambaESR manifest; the file was replaced. "
+                                   f"Re-export it with mambaesr-export")
+            self.input_shape, self.scale = self._probe(tile, batch)
+            self.dynamic = True
+        else:
+            self.input_shape, self.scale = _engine_shapes(path, self._session)
         out_shape = (self.input_shape[0], 3, self.scale * self.input_shape[2], self.scale * self.input_shape[3])
         if manifest is not None and (manifest.input_shape, manifest.output_shape) != (self.input_shape, out_shape):
             raise BackendError(f"{path.name}: its manifest says {manifest.input_shape} -> {manifest.output_shape} "
@@ -63,19 +79,48 @@ class OrtBackend(Backend):
         self.manifest = manifest
         self.pad_value = None if manifest is None else manifest.pad_value  # an ONNX file without one: reflection
 
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        self.check_input(x)
+    def infer_impl(self, x: np.ndarray) -> np.ndarray:
         return self._session.run([self._output], {self._input: x})[0]
+
+    def _probe(self, tile: int | None, batch: int) -> tuple[tuple, int]:
+        """(input shape, scale) of a graph with dynamic height and width: one run on a ``tile`` x ``tile`` batch."""
+        inp = self._session.get_inputs()[0]
+        if tile is None:
+            raise BackendError(f"{self.path.name} takes any image size (dynamic height and width); give the tile "
+                               f"size to run it at")
+        n = inp.shape[0] if isinstance(inp.shape[0], int) else batch
+        shape = (n, 3, tile, tile)
+        try:
+            y = self._session.run([self._output], {self._input: np.full(shape, 0.5, np.float32)})[0]
+        except Exception as exc:  # ORT's own exception types
+            raise BackendError(f"{self.path.name} failed a probe run on a {shape} input: {exc}") from exc
+        scale = y.shape[2] // tile if y.ndim == 4 else 0
+        if y.dtype != np.float32 or y.ndim != 4 or y.shape[:2] != (n, 3) or scale < 1 \
+                or y.shape[2:] != (scale * tile, scale * tile):
+            raise BackendError(f"{self.path.name} maps a {shape} input to {y.dtype} {y.shape}; a super-resolution "
+                               f"model maps (N, 3, h, w) float32 to (N, 3, s*h, s*w)")
+        return shape, scale
 
     @property
     def providers(self) -> list[str]:
-        return self._session.get_providers()
+        return list(self._providers)
 
     def describe(self) -> str:
-        return f"onnxruntime {self.path.name} {self.input_shape} x{self.scale} {self.providers[0]}"
+        how = " (dynamic height/width: tiles of this shape, scale found by a probe run)" if self.dynamic else ""
+        return f"onnxruntime {self.path.name} {self.input_shape} x{self.scale}{how} {self._providers[0]}"
 
-    def close(self) -> None:
+    def close_impl(self) -> None:
         self._session = None
+
+
+def _is_dynamic(session) -> bool:
+    """One float input and output of rank 4 with 3 channels whose height and width are not fixed numbers."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or len(outputs) != 1 or len(inputs[0].shape) != 4 or len(outputs[0].shape) != 4:
+        return False
+    inp = inputs[0]
+    return inp.shape[1] == 3 and not all(isinstance(d, int) for d in inp.shape[2:]) \
+        and inp.type == outputs[0].type == "tensor(float)"
 
 
 def _engine_shapes(path: Path, session) -> tuple[tuple, int]:
@@ -105,8 +150,6 @@ def _engine_shapes(path: Path, session) -> tuple[tuple, int]:
 
 def _read_manifest(path: Path):
     """The manifest beside ``path`` if there is one (malformed: an error), else ``None``."""
-    from ..export.manifest import manifest_path, read_manifest
-
     if not manifest_path(path).is_file():
         return None
     try:

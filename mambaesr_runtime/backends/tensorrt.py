@@ -14,7 +14,7 @@ modules, as the tests do with recording stand-ins). The API generation follows `
   (https://docs.nvidia.com/deeplearning/tensorrt/latest/api/migration/tensorrt-8x-to-10x-c-api-patterns.html;
   unchanged in ``python/src/infer/pyCore.cpp`` @ release/11.0).
 
-Every runtime gets the process's one TensorRT logger (:func:`~..export.trt_compat.trt_logger`): TensorRT keeps the
+Every runtime gets the process's one TensorRT logger (:func:`~..artifacts.tensorrt.trt_logger`): TensorRT keeps the
 first logger it was given while any runtime lives, so a logger per backend would be freed with the first backend
 closed while the others still log through it. ``trt.nptype`` raises ``TypeError`` for a tensor type without a numpy
 equivalent (bf16, fp8...); that is reported as a :class:`BackendError` naming the tensor.
@@ -40,9 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendError, ConfigError
-from ..export.manifest import EngineManifest, check_plan_compatible, read_manifest
-from ..export.trt_compat import (
+from ..artifacts.manifest import EngineManifest, check_plan_compatible, read_manifest
+from ..artifacts.tensorrt import (
     SUPPORTED_TENSORRT,
     TRT_LOG_NAME,
     require_pycuda,
@@ -51,6 +50,7 @@ from ..export.trt_compat import (
     tensorrt_major,
     trt_logger,
 )
+from ..errors import BackendError, ConfigError
 from .base import Backend, verify_artifact
 
 __all__ = ["TrtBackend"]
@@ -66,6 +66,8 @@ class TrtBackend(Backend):
     ``manifest``: use this manifest instead of the file beside the plan (the export checks a plan before it writes
     the manifest).
     """
+
+    name = "tensorrt"
 
     def __init__(self, plan_path: str | os.PathLike, device_index: int = 0, trt=None, cuda=None,
                  manifest: EngineManifest | None = None):
@@ -184,13 +186,12 @@ class TrtBackend(Backend):
                             tuple(engine.get_tensor_shape(name)), engine.get_tensor_dtype(name)))
         return self._check_io(entries)
 
-    def infer(self, x: np.ndarray) -> np.ndarray:
+    def infer_impl(self, x: np.ndarray) -> np.ndarray:
         """float32 (N, 3, h, w) in [0, 1] -> float32 (N, 3, s*h, s*w); a new array each call."""
-        self.check_input(x)
         cuda = self._cuda
         with self._lock:
-            if self._closed:
-                raise BackendError(f"the TensorRT backend for {self.path.name} is closed; open a new one")
+            if self._ctx is None:  # closed by another thread since infer() checked
+                raise BackendError(f"the tensorrt backend for {self.path.name} is closed; open a new one")
             self._ctx.push()
             try:
                 np.copyto(self._h_in, x)
@@ -235,12 +236,9 @@ class TrtBackend(Backend):
             self._ctx.detach()
             self._ctx = None
 
-    def close(self) -> None:
-        """Release the GPU memory and the CUDA context; safe to call more than once."""
+    def close_impl(self) -> None:
+        """Release the GPU memory and the CUDA context (after a running ``infer``: same lock)."""
         with self._lock:
-            if self._closed:
-                return
-            self._closed = True
             if self._ctx is not None:
                 self._ctx.push()
                 self._teardown()

@@ -22,6 +22,8 @@ class TorchBackend(Backend):
     half-precision kernels are slow reference code: refused rather than silently crawling).
     """
 
+    name = "torch"
+
     def __init__(self, checkpoint: str | os.PathLike, input_shape: tuple[int, int, int, int],
                  device: str = "cpu", precision: str = "fp32"):
         from ..model.checkpoint import load_checkpoint
@@ -39,7 +41,7 @@ class TorchBackend(Backend):
         self._torch, self._dtype = torch, getattr(torch, PRECISIONS[precision])
         self.model = model.eval().to(self._dtype)
         if model.cfg.scan_layout == "lines":  # tiles that overhang the image are padded with PAD_VALUE for it
-            from ..export.manifest import PAD_VALUE
+            from ..runtime.tiling import PAD_VALUE
 
             self.model.set_pad_aware(True)
             self.pad_value = PAD_VALUE
@@ -49,8 +51,7 @@ class TorchBackend(Backend):
         self.scale = model.cfg.scale
         self._lock = threading.Lock()  # torch modules are reentrant, but one GPU stream at a time keeps memory flat
 
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        self.check_input(x)
+    def infer_impl(self, x: np.ndarray) -> np.ndarray:
         torch = self._torch
         with self._lock, torch.no_grad():
             y = self.model(torch.from_numpy(x).to(self.device, self._dtype))
@@ -59,5 +60,6 @@ class TorchBackend(Backend):
     def describe(self) -> str:
         return f"torch {self.path.name} ({self.variant}) {self.input_shape} x{self.scale} {self.device} {self.precision}"
 
-    def close(self) -> None:
-        self.model = None
+    def close_impl(self) -> None:
+        with self._lock:  # not while another thread runs the model
+            self.model = None

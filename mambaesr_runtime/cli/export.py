@@ -22,9 +22,13 @@ import logging
 import sys
 from pathlib import Path
 
+from ..artifacts.names import plan_name
 from ..errors import MambaESRError
-from ..export.manifest import plan_name
 from ..fileio import atomic_write
+from .flags import for_cli
+
+#: The export arguments the library's errors name, and the flags that set them here.
+FLAGS = {"weights": "--weights", "tiers": "--tier", "simplify_graph=False": "--no-simplify", "force": "--force"}
 
 
 def _devices_table() -> str:
@@ -99,16 +103,23 @@ def main(argv: list[str] | None = None) -> int:
                 art = adopt_plan(plan, profile, threads=args.threads)
                 print(f"{art.tier.name:10s} {art.plan}  (adopted; {_plan_note(art.plan_manifest)})")
             return 0
-        # export_profile looks for TensorRT itself when the profile targets it and a build is asked for.
-        results = export_profile(profile, args.output, args.weights, args.tier, args.force, not args.no_simplify,
-                                 build=not args.onnx_only, threads=args.threads,
-                                 progress=lambda m: print(m, file=sys.stderr, flush=True),
-                                 plans_only=args.plans_only)
+        say = lambda m: print(m, file=sys.stderr, flush=True)
+        if args.plans_only:
+            from ..export.pipeline import build_plans
+
+            if args.weights:
+                raise MambaESRError("--plans-only builds plans from the copied ONNX files; leave out --weights")
+            results = build_plans(profile, args.output, args.tier, args.force, threads=args.threads, progress=say)
+        else:
+            # export_profile looks for TensorRT itself when the profile targets it and a build is asked for.
+            results = export_profile(profile, args.output, args.weights, args.tier, args.force,
+                                     not args.no_simplify, build=not args.onnx_only, threads=args.threads,
+                                     progress=say)
     except KeyboardInterrupt:
         print("interrupted; nothing partial was left behind", file=sys.stderr)
         return 130
     except (MambaESRError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {for_cli(exc, FLAGS)}", file=sys.stderr)
         return 2
 
     out = results[0].onnx.parent

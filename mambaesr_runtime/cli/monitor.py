@@ -3,7 +3,7 @@
     mambaesr-monitor --device orin                       refreshes in place until Ctrl-C
     mambaesr-monitor --device orin --record trace.json   ... and records what it saw (written atomically)
     mambaesr-monitor --device orin --replay trace.json   plays a recorded trace through the policy
-    mambaesr-monitor --source psutil --count 5           five samples, then exit (scripts, CI)
+    mambaesr-monitor --telemetry psutil --count 5        five samples, then exit (scripts, CI)
 
 The policy starts on the heaviest tier. No frames run here, so latency is not measured: the tier shown is what
 temperature, power and free memory alone would choose. Exit codes: 0 done; 2 bad arguments or no telemetry source.
@@ -16,6 +16,10 @@ import sys
 import time
 
 from ..errors import MambaESRError
+from .flags import deprecated_alias, for_cli
+
+#: The monitor arguments the library's errors name, and the flags that set them here.
+FLAGS = {"source": "--telemetry", "replay": "--replay"}
 
 CLEAR_PANEL = "\x1b[{n}F\x1b[J"  # cursor up n lines to column 0, then clear to the end of the screen
 
@@ -87,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--device", default="cpu", help="built-in device profile (default cpu)")
     where.add_argument("--profile", help="a device profile YAML file instead of --device")
-    parser.add_argument("--source", choices=SOURCES, default=None,
-                        help="telemetry source (default auto: jtop > nvml > psutil; replay with --replay)")
+    parser.add_argument("--telemetry", "--source", dest="telemetry", choices=SOURCES, default=None,
+                        help="telemetry source (default auto: jtop > nvml > psutil; replay with --replay); --source "
+                             "is the old name of this flag, kept as an alias")
     parser.add_argument("--replay", metavar="TRACE", help="play a recorded trace (.json or .csv)")
     parser.add_argument("--replay-mode", choices=("frame", "time"), default="frame",
                         help="replay one snapshot per sample (frame, default) or at the recorded pace (time)")
@@ -98,11 +103,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds between samples (default: the profile's interval; 0 for a replay)")
     parser.add_argument("--start-tier", help="the tier the policy starts on (default: the heaviest)")
     args = parser.parse_args(argv)
+    deprecated_alias(sys.argv[1:] if argv is None else argv, "--source", "--telemetry")
     if args.count is not None and args.count < 1:
         parser.error(f"--count must be at least 1, got {args.count}")
     if args.interval is not None and args.interval < 0:
         parser.error(f"--interval must be >= 0 s, got {args.interval}")
-    source = args.source or ("replay" if args.replay else "auto")
+    source = args.telemetry or ("replay" if args.replay else "auto")
 
     try:
         from ..profiles import load_profile
@@ -123,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.record:
             _check_record_path(args.record)
     except (MambaESRError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {for_cli(exc, FLAGS)}", file=sys.stderr)
         return 2
 
     recorder = TraceRecorder(args.record, device=profile.name, monitor=monitor.describe()) if args.record else None

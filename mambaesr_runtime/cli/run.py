@@ -27,9 +27,22 @@ import sys
 from pathlib import Path
 
 from ..errors import MambaESRError
+from ..profiles import BACKENDS, PRECISIONS, builtin_profiles
+from ..runtime.monitor import SOURCES
+from .flags import deprecated_alias, for_cli
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm")  # kept in step with runtime.video
+#: The Upscaler / monitor arguments the library's errors name, and the flags that set them here.
+FLAGS = {"max_output_megapixels": "--max-megapixels", "overwrite": "--overwrite", "precision": "--precision",
+         "model": "--model", "scale": "--scale", "tile": "--tile", "overlap": "--overlap", "source": "--telemetry",
+         "replay": "--replay"}
+
+
+def _suffixes() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(image, video) suffixes a folder run picks up: what the image writer and the video reader handle."""
+    from ..runtime.imageio import WRITE_FORMATS
+    from ..runtime.video import VIDEO_SUFFIXES
+
+    return WRITE_FORMATS, VIDEO_SUFFIXES
 
 
 def _own_output(f: Path, scale: int) -> bool:
@@ -45,14 +58,15 @@ def _jobs(inputs: list[str], out: str | None, scale: int,
     an input folder that are the default outputs of their neighbours are left out (and listed in ``skipped``)."""
     jobs = []
     many = len(inputs) > 1 or any(Path(i).is_dir() for i in inputs) or (out is not None and Path(out).is_dir())
-    if many and out is not None and Path(out).suffix.lower() in IMAGE_SUFFIXES:
+    if many and out is not None and Path(out).suffix.lower() in _suffixes()[0]:
         raise MambaESRError(f"-o {out} looks like a file but several images are given; pass a folder")
+    image_suffixes, video_suffixes = _suffixes()
     for item in inputs:
         src = Path(item)
         if src.is_dir():
-            files = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+            files = sorted(p for p in src.iterdir() if p.suffix.lower() in image_suffixes + video_suffixes)
             if not files:
-                raise MambaESRError(f"{src} holds no images or videos ({', '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)})")
+                raise MambaESRError(f"{src} holds no images or videos ({', '.join(image_suffixes + video_suffixes)})")
             if out is None:
                 own = [f for f in files if _own_output(f, scale)]
                 files = [f for f in files if f not in own]
@@ -99,26 +113,30 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="*", help="image or video files, or folders of images")
     parser.add_argument("-o", "--output", help="output file (one input) or folder (several, or a folder input)")
-    parser.add_argument("--scale", type=int, default=4, help="upscaling factor; the shipped models are x4")
+    parser.add_argument("--scale", type=int, help="upscaling factor the engine must have (default: the engine's; "
+                                                  "the shipped models are x4)")
     target = parser.add_mutually_exclusive_group()
-    target.add_argument("--device", help="device profile: cpu (default), orin, orin-nano, xavier-nx, agx-xavier, "
-                                         "rpi5, cuda (see mambaesr-export --list-devices)")
+    target.add_argument("--device", help=f"device profile: {', '.join(builtin_profiles())} (default cpu; see "
+                                         f"mambaesr-export --list-devices)")
     target.add_argument("--profile", help="a device profile YAML file")
     parser.add_argument("--tier", help="profile tier to run (default: its first)")
-    parser.add_argument("--backend", choices=["tensorrt", "onnxruntime", "torch"],
+    parser.add_argument("--backend", choices=BACKENDS,
                         help="force a backend (default: the profile's order, falling back when one is unavailable)")
     parser.add_argument("--model", help="one engine file instead of the profile's (.onnx, .plan, or a .safetensors "
-                                        "checkpoint for --backend torch)")
+                                        "checkpoint for --backend torch); an ONNX file with dynamic height and width "
+                                        "(any x2/x3/x4 super-resolution model) runs on the profile's tile size")
     parser.add_argument("--engines", help="folder of exported engines (default engines/<device>, then the shipped)")
-    parser.add_argument("--tile", type=int, help="LR tile size (needs an engine exported for it)")
-    parser.add_argument("--overlap", type=int, help="tile overlap per side, LR pixels (default: the tier's, 8)")
-    parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="engine precision (default: the "
-                                                                              "profile's)")
+    parser.add_argument("--tile", type=int, help="LR tile size (needs an engine exported for it, or a dynamic-shape "
+                                                 "--model)")
+    parser.add_argument("--overlap", type=int, help="tile overlap per side, LR pixels (default: the tier's; with "
+                                                    "--model, the profile's first tier's)")
+    parser.add_argument("--precision", choices=PRECISIONS, help="engine precision (default: the profile's)")
     parser.add_argument("--threads", type=int, help="ONNX Runtime threads (default: the profile's)")
     parser.add_argument("--adaptive", action="store_true",
                         help="let the hardware monitor choose the tier between frames/files (reports the switches)")
-    parser.add_argument("--monitor", default="auto", choices=["auto", "jtop", "nvml", "psutil", "replay"],
-                        help="telemetry source for --adaptive (default: the best available)")
+    parser.add_argument("--telemetry", "--monitor", dest="telemetry", default="auto", choices=SOURCES,
+                        help="telemetry source for --adaptive (default: the best available; --monitor is the old "
+                             "name of this flag, kept as an alias)")
     parser.add_argument("--replay", help="a recorded telemetry trace (mambaesr-monitor --record) for --adaptive")
     parser.add_argument("--camera", help="read camera N, or a GStreamer pipeline ending in appsink (a Jetson CSI "
                                          "camera), instead of files (needs -o video file)")
@@ -128,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", action="store_true", help="log engine selection and fallbacks")
     args = parser.parse_args(argv)
+    deprecated_alias(sys.argv[1:] if argv is None else argv, "--monitor", "--telemetry")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s",
                         stream=sys.stderr)
     try:
@@ -139,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check_arguments(args) -> None:
     """Numbers the parser accepts as types but that cannot work: refused before anything is opened."""
-    if args.scale < 1:
+    if args.scale is not None and args.scale < 1:
         raise MambaESRError(f"--scale must be a positive integer (the shipped models are x4), got {args.scale}")
     if args.frames is not None and args.frames < 1:
         raise MambaESRError(f"--frames must be at least 1, got {args.frames}")
@@ -165,16 +184,12 @@ def _run(args) -> int:
 
         upscaler = Upscaler(args.profile or args.device or "cpu", model=args.model, tier=args.tier,
                             backend=args.backend, tile=args.tile, overlap=args.overlap, precision=args.precision,
-                            engines_dir=args.engines, threads=args.threads,
+                            scale=args.scale, engines_dir=args.engines, threads=args.threads,
                             max_output_megapixels=args.max_megapixels)
-        if args.scale != upscaler.scale:
-            scale = upscaler.scale
-            upscaler.close()
-            raise MambaESRError(f"--scale {args.scale} asked for, but the model upscales x{scale}")
         if args.adaptive or args.replay:
             from ..runtime.adaptive import AdaptiveController
 
-            source = "replay" if args.replay and args.monitor == "auto" else args.monitor
+            source = "replay" if args.replay and args.telemetry == "auto" else args.telemetry
             upscaler.controller = AdaptiveController.open(upscaler.profile, source, replay=args.replay,
                                                           start_tier=upscaler.tier)
             print(f"adaptive: {upscaler.controller.describe()}", file=sys.stderr)
@@ -183,9 +198,9 @@ def _run(args) -> int:
         if args.output and any(dst.parent == Path(args.output) for _, dst in jobs):
             Path(args.output).mkdir(parents=True, exist_ok=True)  # an output folder may be new
     except (MambaESRError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {for_cli(exc, FLAGS)}", file=sys.stderr)
         return 2
-    except Exception as exc:  # noqa: BLE001 - a library we call failed in a way we did not foresee: still exit 2
+    except Exception as exc:
         logging.getLogger(__name__).info("setup failed", exc_info=True)
         print(f"error: could not start: {type(exc).__name__}: {' '.join(str(exc).split())[-300:]} (-v shows where)",
               file=sys.stderr)
@@ -205,7 +220,7 @@ def _run(args) -> int:
             live = not isinstance(src, Path)  # a camera index or a GStreamer pipeline
             name = (f"camera {src}" if isinstance(src, int) else "GStreamer pipeline") if live else src.name
             try:
-                if live or src.suffix.lower() in VIDEO_SUFFIXES:
+                if live or src.suffix.lower() in _suffixes()[1]:
                     from ..runtime.video import upscale_video
 
                     _, n = upscale_video(upscaler, src, dst, args.overwrite, args.frames,
@@ -242,6 +257,7 @@ def _describe_failure(src, exc: Exception) -> str:
     name = f"camera {src}" if isinstance(src, int) else str(src)
     text = " ".join(str(exc).split()) or type(exc).__name__
     if isinstance(exc, MambaESRError):
+        text = for_cli(text, FLAGS)
         return text if name in text else f"{name}: {text}"
     if isinstance(exc, MemoryError):
         return f"{name}: out of memory while processing it; free memory, lower --max-megapixels or crop it"

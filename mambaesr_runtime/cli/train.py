@@ -16,6 +16,10 @@ import sys
 from pathlib import Path
 
 from ..errors import MambaESRError
+from .flags import for_cli
+
+#: The training arguments the library's errors name, and the flags that set them here.
+FLAGS = {"device": "--device", "init": "--init", "vgg_weights": "--vgg-weights"}
 from ..model.config import VARIANTS
 
 SHARED = Path("../shared/data")
@@ -153,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"stopped: {metrics['stopped']} at step {metrics['steps']}")
         return 0
     except MambaESRError as exc:
-        print(f"\nerror: {exc}", file=sys.stderr)
+        print(f"\nerror: {for_cli(exc, FLAGS)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted: the last saved state is intact; continue with mambaesr-train resume runs/latest",

@@ -1,8 +1,10 @@
 """Evaluate a model on benchmark sets by the standard protocol: per image, per set, against bicubic and the seed's
 table; what is measured is what ships (an ONNX file runs through the tiled runtime path).
 
-A model source is a checkpoint (``.safetensors``/``.json``: PyTorch, whole image) or an ONNX file (ONNX Runtime,
-tiles of the graph's static shape, blended as in production).
+A model source is a checkpoint (``.safetensors``/``.json``: PyTorch, whole image) or an engine file: an ONNX file or
+a TensorRT plan, opened by the runtime's :class:`~..runtime.upscaler.Upscaler` exactly as ``mambaesr-run --model``
+opens it and run through the tiles of its static shape (an ONNX file with dynamic height and width: the ``cpu``
+profile's tile size, or ``tile``), blended as in production.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..artifacts.names import BACKEND_OF_SUFFIX
 from ..imaging.imresize import imresize
-from ..training.data import load_benchmark
 from ..runtime.tiling import upscale_tiled
 from .metrics import psnr_y, ssim_y
+from .sets import load_benchmark
 
 #: The seed paper's student (370K), x4 PSNR / SSIM, for the comparison column.
 SEED_TABLE = {"Set5": (28.28, 0.837), "Set14": (25.39, 0.727), "B100": (25.20, 0.693)}
@@ -37,19 +40,17 @@ def torch_runner(model, device: str = "cpu"):
     return run
 
 
-def make_upscaler(source: str | os.PathLike, overlap: int = 8, threads: int = 2, device: str = "cpu"):
+def make_upscaler(source: str | os.PathLike, overlap: int = 8, threads: int = 2, device: str = "cpu",
+                  tile: int | None = None):
     """(callable uint8 LR RGB -> float32 SR RGB in [0, 1], scale, description) for a checkpoint, an ONNX file or a
-    TensorRT plan; engines run through the tiles of their static shape, blended, as the runtime runs them."""
+    TensorRT plan; engines run through the tiles of their static shape (or ``tile`` for a dynamic-shape ONNX file),
+    blended, as the runtime runs them."""
     source = Path(source)
-    if source.suffix in (".onnx", ".plan", ".engine"):
-        if source.suffix == ".onnx":
-            from ..backends.onnxruntime import OrtBackend
+    if BACKEND_OF_SUFFIX.get(source.suffix.lower(), "torch") != "torch":  # else a checkpoint, with or without suffix
+        from ..runtime.upscaler import Upscaler
 
-            backend = OrtBackend(source, threads)
-        else:  # a TensorRT plan built by mambaesr-export on this device (needs tensorrt + pycuda)
-            from ..backends.tensorrt import TrtBackend
-
-            backend = TrtBackend(source)
+        sel = Upscaler("cpu", model=source, overlap=overlap, tile=tile, threads=threads).engine
+        backend = sel.backend
         n, _, th, tw = backend.input_shape
 
         def run(lr: np.ndarray) -> np.ndarray:
@@ -83,10 +84,11 @@ def score_set(run, triples, scale: int, bicubic: bool = True) -> dict:
     return result
 
 
-def evaluate(source, sets: dict, overlap: int = 8, threads: int = 2, device: str = "cpu") -> dict:
+def evaluate(source, sets: dict, overlap: int = 8, threads: int = 2, device: str = "cpu",
+             tile: int | None = None) -> dict:
     """``sets``: {name: folder}. Returns {'model', 'runner', 'scale', 'sets': {set: {'psnr', 'ssim', 'bicubic_psnr',
     'bicubic_ssim', 'images': {name: {...}}}}}."""
-    run, scale, desc = make_upscaler(source, overlap, threads, device)
+    run, scale, desc = make_upscaler(source, overlap, threads, device, tile)
     return {"model": str(source), "runner": desc, "scale": scale,
             "sets": {name: score_set(run, load_benchmark(folder, scale), scale) for name, folder in sets.items()}}
 
@@ -99,14 +101,14 @@ def markdown_table(result: dict) -> str:
         seed = SEED_TABLE.get(name)
         lines.append(f"| {name} | {len(r['images'])} | {r['psnr']:.2f} / {r['ssim']:.4f} | "
                      f"{r['bicubic_psnr']:.2f} / {r['bicubic_ssim']:.4f} | "
-                     f"{'%.2f / %.3f' % seed if seed else '-'} | {r['psnr'] - r['bicubic_psnr']:+.2f} dB |")
+                     f"{f'{seed[0]:.2f} / {seed[1]:.3f}' if seed else '-'} | {r['psnr'] - r['bicubic_psnr']:+.2f} dB |")
     return "\n".join(lines) + "\n"
 
 
 def crop_sheet(source, folder, names: list[str] | None = None, crop: int = 96, overlap: int = 8,
-               threads: int = 2, max_images: int = 4) -> np.ndarray:
+               threads: int = 2, max_images: int = 4, tile: int | None = None) -> np.ndarray:
     """A BGR sheet: one row per image, (bicubic | ours | HR) HR-resolution crops from the image centre."""
-    run, scale, _ = make_upscaler(source, overlap, threads)
+    run, scale, _ = make_upscaler(source, overlap, threads, tile=tile)
     rows = []
     for name, lr, hr in load_benchmark(folder, scale):
         if names and name not in names:

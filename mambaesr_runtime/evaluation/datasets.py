@@ -91,7 +91,7 @@ def fetch(url: str, dest: Path, sha256: str | None, allow_unverified: bool = Fal
     if sha256 and dest.is_file() and not dest.is_symlink() and sha256_file(dest) == sha256:
         return sha256
     if sha256 is None and not allow_unverified:
-        raise DownloadError(f"{url} has no pinned sha256; pass --allow-unverified to fetch it anyway (only on a "
+        raise DownloadError(f"{url} has no pinned sha256; pass allow_unverified=True to fetch it anyway (only on a "
                             f"network you trust) and pin the checksum it prints")
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -135,11 +135,11 @@ def inside(root: Path, rel, what: str) -> Path:
     """``root / rel`` for a relative path from a sources file, refused unless it stays inside ``root``: no absolute
     paths, no ``..``, and (once its folder exists) no folder that is a link leading out of ``root``."""
     if not isinstance(rel, str) or not rel.strip():
-        raise DownloadError(f"{what} {rel!r} is not a file path; give a path relative to --dest")
+        raise DownloadError(f"{what} {rel!r} is not a file path; give a path relative to the destination folder")
     posix = PurePosixPath(rel.replace("\\", "/"))
     if posix.is_absolute() or PureWindowsPath(rel).drive or ".." in posix.parts:
         raise DownloadError(f"{what} {rel!r} leaves the destination folder (absolute, or with '..'); a sources file "
-                            f"may only name paths inside --dest")
+                            f"may only name paths inside the destination folder")
     return root.joinpath(*posix.parts)
 
 

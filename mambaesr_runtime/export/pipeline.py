@@ -4,8 +4,9 @@ For each tier of a device profile (needs torch, onnx and onnxsim):
 
 1. load the tier variant's checkpoint (the shipped weights unless others are given);
 2. export ONNX with the tier's static shape ``(batch, 3, tile, tile)`` and the profile's opset, then simplify it;
-3. verify: ONNX Runtime vs PyTorch on random tiles and real image tiles (fp32 max abs error <= ``FP32_TOLERANCE``),
-   and, for fp16 profiles, the model in half precision stays finite and within ``FP16_MIN_PSNR`` dB of fp32;
+3. verify (:mod:`.parity`): ONNX Runtime vs PyTorch on random tiles and real image tiles (fp32 max abs error <=
+   ``FP32_TOLERANCE``), and, for fp16 profiles, the model in half precision stays finite and within ``FP16_MIN_PSNR``
+   dB of fp32;
 4. for TensorRT profiles, check the graph against the parser's supported-op table of the profile's TensorRT;
 5. if ``tensorrt`` imports, build the plan (timing cache reused across builds), run it next to ONNX Runtime fp32 on
    real tiles and a saturated one (:mod:`.plan_parity`), and install it with its manifest only if it is within
@@ -31,27 +32,16 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..artifacts.manifest import PAD_VALUE, EngineManifest, manifest_path, read_manifest, write_manifest
+from ..artifacts.names import artifact_stem, checkpoint_name, engine_name, find_engine, plan_name, shipped_dir
 from ..errors import CheckpointError, ConfigError, ExportError, require_torch
-from ..fileio import atomic_write, package_dir, sha256_file
+from ..fileio import atomic_write, sha256_file
+from ..model.config import SCALES
 from ..profiles import DeviceProfile, Tier
-from .manifest import (
-    PAD_VALUE,
-    EngineManifest,
-    artifact_stem,
-    manifest_path,
-    plan_name,
-    read_manifest,
-    write_manifest,
-)
 from .onnx_export import forbidden_ops
+from .parity import real_tiles, verify_fp16, verify_fp32
 
 log = logging.getLogger(__name__)
-
-#: ONNX Runtime vs PyTorch, fp32: the largest absolute difference on outputs in [0, 1] that passes.
-FP32_TOLERANCE = 1e-4
-#: The model run in fp16 must stay within this PSNR of its fp32 output on real tiles (and finite).
-FP16_MIN_PSNR = 40.0
-
 
 @dataclass(frozen=True)
 class TierArtifacts:
@@ -69,30 +59,29 @@ class TierArtifacts:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
-def shipped_weights_dir() -> Path:
-    return package_dir("mambaesr_runtime") / "weights"
-
-
-def resolve_weights(variants: set[str], given: list[str | os.PathLike] = (), scale: int = 4) -> dict[str, Path]:
+def resolve_weights(variants: set[str], given: list[str | os.PathLike] = (),
+                    scale: int | None = None) -> dict[str, Path]:
     """Map each needed variant to a checkpoint: ``given`` ones (by the variant their config names) first, then the
-    shipped ``weights/<variant>_x<scale>.safetensors``. A variant with neither is an error that says what to do."""
+    shipped ``weights/<variant>_x<scale>.safetensors``. ``scale``: the one every checkpoint must have (``None``: each
+    its own). A variant with neither is an error that says what to do."""
     from ..model.checkpoint import checkpoint_paths, read_checkpoint_meta
 
     found: dict[str, Path] = {}
     for path in given:
         weights, _ = checkpoint_paths(path)
         meta = read_checkpoint_meta(path)
-        if meta["config"].scale != scale:
-            raise CheckpointError(f"{weights} is an x{meta['config'].scale} model; this profile exports x{scale}")
+        if scale is not None and meta["config"].scale != scale:
+            raise CheckpointError(f"{weights} is an x{meta['config'].scale} model; x{scale} was asked for")
         found.setdefault(meta["variant"], weights)
     for name in sorted(variants - set(found)):
-        shipped = shipped_weights_dir() / f"{name}_x{scale}.safetensors"
-        if shipped.is_file():
-            found[name] = shipped
+        for s in [scale] if scale is not None else sorted(SCALES, reverse=True):
+            if (shipped_dir() / checkpoint_name(name, s)).is_file():
+                found[name] = shipped_dir() / checkpoint_name(name, s)
+                break
     missing = sorted(variants - set(found))
     if missing:
-        raise CheckpointError(f"no weights for variant(s) {missing}: pass --weights with a checkpoint of each (train "
-                              f"one with mambaesr-train), or export only some tiers with --tier")
+        raise CheckpointError(f"no weights for variant(s) {missing}: give a checkpoint of each as weights=CHECKPOINT "
+                              f"(train one with mambaesr-train), or export only some tiers=NAME")
     return {name: found[name] for name in variants}
 
 
@@ -107,61 +96,6 @@ def tool_versions() -> dict:
             "onnxsim": getattr(onnxsim, "__version__", "unknown"), "onnxruntime": onnxruntime.__version__}
 
 
-def real_tiles(tile: int, count: int, seed: int = 0) -> np.ndarray:
-    """``count`` tiles of real image content (the shipped sample, reflected up to ``tile`` if smaller), with flips
-    and transposes so they differ: float32 (count, 3, tile, tile) in [0, 1]."""
-    from ..runtime.imageio import decode, read_image
-
-    img = decode(read_image(package_dir("mambaesr_runtime") / "data" / "sample.png")).rgb
-    if min(img.shape[:2]) < tile:
-        pad = max(0, tile - img.shape[0]), max(0, tile - img.shape[1])
-        img = np.pad(img, ((0, pad[0]), (0, pad[1]), (0, 0)), mode="reflect" if max(pad) < min(img.shape[:2])
-                     else "symmetric")
-    rng = np.random.default_rng(seed)
-    out = np.empty((count, 3, tile, tile), np.float32)
-    for i in range(count):
-        y = rng.integers(0, img.shape[0] - tile + 1)
-        x = rng.integers(0, img.shape[1] - tile + 1)
-        crop = img[y:y + tile, x:x + tile]
-        crop = np.rot90(crop, i % 4)
-        out[i] = (crop[:, ::-1] if (i // 4) % 2 else crop).transpose(2, 0, 1)
-    return out
-
-
-def verify_fp32(model, onnx_path: Path, inputs: list[np.ndarray], threads: int = 2) -> dict:
-    """Max abs error between ONNX Runtime and PyTorch over batches ``inputs``; raises above ``FP32_TOLERANCE``."""
-    from .parity import compare_with_torch
-
-    errors = [compare_with_torch(model, onnx_path, x, threads)["max_abs_err"] for x in inputs]
-    worst = max(errors)
-    if not np.isfinite(worst) or worst > FP32_TOLERANCE:
-        raise ExportError(f"{onnx_path.name}: ONNX Runtime and PyTorch disagree by {worst:.3g} (max abs, fp32), "
-                          f"above {FP32_TOLERANCE:g}; the export or simplification changed the model. Re-export "
-                          f"with --no-simplify to tell which, and report it")
-    return {"ort_vs_torch_max_abs_err": worst, "ort_vs_torch_batches": len(inputs)}
-
-
-def verify_fp16(model, tiles: np.ndarray, device: str = "cpu") -> dict:
-    """Run the model in half precision on ``tiles``: it must stay finite and within ``FP16_MIN_PSNR`` of fp32."""
-    torch = require_torch()
-    import copy
-
-    x = torch.from_numpy(tiles).to(device)
-    with torch.no_grad():
-        ref = model.to(device).float()(x).clamp(0, 1)
-        half = copy.deepcopy(model).half()
-        out = half(x.half()).float()
-    if not torch.isfinite(out).all():
-        raise ExportError("the model produces inf/NaN in fp16; build this profile's engines with precision fp32 "
-                          "(a profile with precision: fp32) or retrain")
-    mse = float(((out.clamp(0, 1) - ref) ** 2).mean())
-    psnr = float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
-    if psnr < FP16_MIN_PSNR:
-        raise ExportError(f"in fp16 the model's output is only {psnr:.1f} dB PSNR from fp32 (need >= "
-                          f"{FP16_MIN_PSNR:g}); build with precision fp32 or retrain")
-    return {"fp16_psnr_vs_fp32_db": round(psnr, 2), "fp16_tiles": int(tiles.shape[0]), "fp16_device": device}
-
-
 def simplify(src: Path, dst_tmp: str) -> None:
     import onnx
     import onnxsim
@@ -169,7 +103,7 @@ def simplify(src: Path, dst_tmp: str) -> None:
     model, ok = onnxsim.simplify(onnx.load(str(src)))
     if not ok:
         raise ExportError(f"onnx-simplifier could not validate the simplified {src.name}; re-export with "
-                          f"--no-simplify")
+                          f"simplify_graph=False")
     onnx.save(model, dst_tmp)
 
 
@@ -333,9 +267,9 @@ def adopt_plan(plan_path: str | os.PathLike, profile: DeviceProfile, trt=None, c
     found by that name). It is run on this device with the installed TensorRT, which the manifest records with this
     GPU. A plan that fails the check gets no manifest (:class:`ExportError`); the plan file itself is left alone.
     """
+    from ..artifacts.tensorrt import require_pycuda, require_tensorrt, tensorrt_family
     from .plan_parity import check_plan_parity
     from .tensorrt_build import gpu_name
-    from .trt_compat import require_pycuda, require_tensorrt, tensorrt_family
 
     plan = Path(plan_path)
     if not plan.is_file():
@@ -344,11 +278,13 @@ def adopt_plan(plan_path: str | os.PathLike, profile: DeviceProfile, trt=None, c
     if tensorrt_family(trt.__version__) != profile.tensorrt:
         raise ExportError(f"TensorRT {trt.__version__} is installed but profile {profile.name} targets TensorRT "
                           f"{profile.tensorrt}; adopt plans on the device the profile describes")
-    names = {plan_name(f"{artifact_stem(t.variant, 4, t.tile, t.batch)}.onnx", profile.precision,
-                       profile.dla_core).name: t for t in profile.tiers}
+    names = {engine_name("tensorrt", t.variant, s, t.tile, t.batch, profile.precision, profile.dla_core): t
+             for t in profile.tiers for s in SCALES}
     if plan.name not in names:
+        exported = [plan_name(onnx, profile.precision, profile.dla_core).name for onnx in
+                    (find_engine("onnxruntime", t, "fp32", None, [plan.parent])[1] for t in profile.tiers) if onnx]
         raise ExportError(f"{plan.name} is not the name of a plan of profile {profile.name}; its tiers' plans are "
-                          f"{sorted(names)} (the names the trtexec commands in build_engines.sh write)")
+                          f"{sorted(exported or names)} (the names the trtexec commands in build_engines.sh write)")
     art = verified_onnx(profile, names[plan.name], plan.parent)
     manifest = replace(art.manifest, kind="plan", artifact=plan.name, artifact_sha256=sha256_file(plan),
                        precision=profile.precision, dla_core=profile.dla_core, device=gpu_name(cuda),
@@ -363,11 +299,11 @@ def adopt_plan(plan_path: str | os.PathLike, profile: DeviceProfile, trt=None, c
 
 def verified_onnx(profile: DeviceProfile, tier: Tier, out_dir: Path) -> TierArtifacts:
     """An ONNX artifact exported elsewhere: present, intact (sha256 = manifest) and made for this tier's shape."""
-    onnx_path = out_dir / f"{artifact_stem(tier.variant, 4, tier.tile, tier.batch)}.onnx"
+    name, onnx_path = find_engine("onnxruntime", tier, "fp32", None, [out_dir])
     hint = (f"export it on a machine with the torch extra (mambaesr-export --device {profile.name} --onnx-only) and "
             f"copy {out_dir} here")
-    if not onnx_path.is_file():
-        raise ExportError(f"{onnx_path} not found: {hint}")
+    if onnx_path is None:
+        raise ExportError(f"{out_dir / name} not found: {hint}")
     try:
         manifest = read_manifest(onnx_path)
     except ConfigError as exc:
@@ -390,8 +326,8 @@ def verified_onnx(profile: DeviceProfile, tier: Tier, out_dir: Path) -> TierArti
 
 def find_tensorrt():
     """The ``tensorrt`` module, or ``None`` when it is not installed (then the export prints trtexec commands)."""
+    from ..artifacts.tensorrt import require_tensorrt
     from ..errors import DependencyError
-    from .trt_compat import require_tensorrt
 
     try:
         return require_tensorrt()
@@ -399,59 +335,74 @@ def find_tensorrt():
         return None
 
 
+def _chosen(profile: DeviceProfile, tiers: list[str] | None) -> list[Tier]:
+    return list(profile.tiers) if not tiers else [profile.tier(name) for name in tiers]
+
+
+def _out(profile: DeviceProfile, out_dir: str | os.PathLike | None) -> Path:
+    return Path(out_dir) if out_dir is not None else Path("engines") / profile.name
+
+
+def _with_plan(art: TierArtifacts, profile: DeviceProfile, trt, cuda, force: bool, threads: int, say) -> TierArtifacts:
+    """A tier's verified ONNX -> the trtexec command that builds its plan, and the plan itself when ``trt`` is given."""
+    from .tensorrt_build import trtexec_command
+
+    plan = plan_name(art.onnx, profile.precision, profile.dla_core)
+    # Paths relative to the output folder: the folder is what gets copied to the device.
+    command = trtexec_command(Path(art.onnx.name), Path(plan.name), target=profile.tensorrt,
+                              input_shape=art.manifest.input_shape, precision=profile.precision,
+                              workspace_mb=profile.workspace_mb, dla_core=profile.dla_core,
+                              timing_cache=Path("timing.cache"))
+    art = replace(art, trtexec=command)
+    if trt is not None:
+        say(f"{profile.name}/{art.tier.name}: building the TensorRT plan and checking it against ONNX Runtime")
+        art = build_plan(art, profile, trt, cuda, force, threads)
+    return art
+
+
 def export_profile(profile: DeviceProfile, out_dir: str | os.PathLike | None = None,
                    weights: list[str | os.PathLike] = (), tiers: list[str] | None = None, force: bool = False,
                    simplify_graph: bool = True, build: bool = True, trt=None, cuda=None, threads: int = 2,
-                   progress=None, plans_only: bool = False) -> list[TierArtifacts]:
-    """Export every tier of ``profile`` (or those named in ``tiers``) into ``out_dir`` (``engines/<profile>``).
+                   progress=None, scale: int | None = None) -> list[TierArtifacts]:
+    """Export every tier of ``profile`` (or those named in ``tiers``) into ``out_dir`` (``engines/<profile>``): the
+    checkpoint's ONNX, verified, and for TensorRT profiles the plan (needs torch, onnx and onnxsim).
 
-    ``plans_only``: the device half of the Jetson flow. The ONNX files were exported and verified on another machine
-    (with torch) and copied here; check them against their manifests and build the TensorRT plans (no torch needed).
-
-    ``trt``/``cuda``: the TensorRT and pycuda modules to build with (``None``: import them if installed).
-    ``build=False`` stops after the ONNX and its checks. ``progress(message)`` is called at each step.
+    ``weights``: checkpoints to use for their variants (default: the shipped ones); ``scale``: the scale they must
+    have (default: theirs). ``trt``/``cuda``: the TensorRT and pycuda modules to build with (``None``: import them
+    if installed; without TensorRT the result carries the ``trtexec`` command instead). ``build=False`` stops after
+    the ONNX and its checks. ``progress(message)`` is called at each step.
     """
-    say = progress or (lambda message: None)
-    chosen = list(profile.tiers) if not tiers else [profile.tier(name) for name in tiers]
-    out = Path(out_dir) if out_dir is not None else Path("engines") / profile.name
-    scale = 4
-    if plans_only:
-        if trt is None:
-            from .trt_compat import require_tensorrt
+    from ..model.checkpoint import load_checkpoint
 
-            trt = require_tensorrt()
-    else:
-        paths = resolve_weights({t.variant for t in chosen}, list(weights), scale)
-        versions = tool_versions()
+    say = progress or (lambda message: None)
+    chosen, out = _chosen(profile, tiers), _out(profile, out_dir)
+    paths = resolve_weights({t.variant for t in chosen}, list(weights), scale)
+    versions = tool_versions()
     if build and profile.tensorrt is not None and trt is None:
         trt = find_tensorrt()
-
     models = {}
     results = []
     for tier in chosen:
-        if plans_only:
-            art = verified_onnx(profile, tier, out)
-        else:
-            from ..model.checkpoint import load_checkpoint
-
-            if tier.variant not in models:
-                models[tier.variant] = load_checkpoint(paths[tier.variant])[0].eval()
-            say(f"{profile.name}/{tier.name}: {tier.variant} {tier.tile}x{tier.tile} batch {tier.batch} -> ONNX, "
-                f"verify")
-            art = export_tier(models[tier.variant], paths[tier.variant], profile, tier, out, versions, force,
-                              simplify_graph, threads)
+        if tier.variant not in models:
+            models[tier.variant] = load_checkpoint(paths[tier.variant])[0].eval()
+        say(f"{profile.name}/{tier.name}: {tier.variant} {tier.tile}x{tier.tile} batch {tier.batch} -> ONNX, verify")
+        art = export_tier(models[tier.variant], paths[tier.variant], profile, tier, out, versions, force,
+                          simplify_graph, threads)
         if profile.tensorrt is not None and build:
-            from .tensorrt_build import trtexec_command
-
-            plan = plan_name(art.onnx, profile.precision, profile.dla_core)
-            # Paths relative to the output folder: the folder is what gets copied to the device.
-            command = trtexec_command(Path(art.onnx.name), Path(plan.name), target=profile.tensorrt,
-                                      input_shape=art.manifest.input_shape, precision=profile.precision,
-                                      workspace_mb=profile.workspace_mb, dla_core=profile.dla_core,
-                                      timing_cache=Path("timing.cache"))
-            art = replace(art, trtexec=command)
-            if trt is not None:
-                say(f"{profile.name}/{tier.name}: building the TensorRT plan and checking it against ONNX Runtime")
-                art = build_plan(art, profile, trt, cuda, force, threads)
+            art = _with_plan(art, profile, trt, cuda, force, threads, say)
         results.append(art)
     return results
+
+
+def build_plans(profile: DeviceProfile, out_dir: str | os.PathLike | None = None, tiers: list[str] | None = None,
+                force: bool = False, trt=None, cuda=None, threads: int = 2, progress=None) -> list[TierArtifacts]:
+    """The device half of the Jetson flow (no torch): the ONNX files were exported and verified on another machine
+    and copied into ``out_dir``; check each against its manifest, then build, check and install its TensorRT plan.
+    ``trt``/``cuda`` as in :func:`export_profile` (``None``: TensorRT must be installed)."""
+    from ..artifacts.tensorrt import require_tensorrt
+
+    say = progress or (lambda message: None)
+    trt = require_tensorrt(trt)
+    out = _out(profile, out_dir)
+    return [_with_plan(verified_onnx(profile, tier, out), profile, trt, cuda, force, threads, say)
+            for tier in _chosen(profile, tiers)]

@@ -1,7 +1,7 @@
 """Build-time parity of a TensorRT plan: the plan and ONNX Runtime (fp32, CPU) on the same real tiles.
 
 A plan is installed (moved into place with its manifest) only after it has computed what its ONNX graph computes. The
-tiles are real image content (the shipped sample, :func:`.pipeline.real_tiles`) plus one high-contrast, saturated
+tiles are real image content (the shipped sample, :func:`.parity.real_tiles`) plus one high-contrast, saturated
 tile (:func:`saturated_tile`): flat black and white and hard edges between saturated colours are where reduced
 precision fails first (the largest activations, outputs at the clipping limits). The plan's output is compared with
 ONNX Runtime's fp32 output of the verified ONNX file it was built from: the largest absolute difference, the PSNR over
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..artifacts.manifest import EngineManifest
 from ..errors import ExportError
-from .manifest import EngineManifest
 
 __all__ = ["PARITY_MIN_TILES", "PLAN_MIN_PSNR", "check_plan_parity", "parity_tiles", "saturated_tile"]
 
@@ -53,7 +53,7 @@ def saturated_tile(tile: int) -> np.ndarray:
 
 def parity_tiles(tile: int, batch: int) -> np.ndarray:
     """float32 (k * batch, 3, tile, tile): real tiles, the saturated tile last; at least :data:`PARITY_MIN_TILES`."""
-    from .pipeline import real_tiles
+    from .parity import real_tiles
 
     total = batch * math.ceil(PARITY_MIN_TILES / batch)
     return np.concatenate([real_tiles(tile, total - 1), saturated_tile(tile)[None]])

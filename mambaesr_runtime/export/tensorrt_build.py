@@ -51,9 +51,7 @@ import shlex
 import time
 from pathlib import Path
 
-from ..errors import ConfigError, ExportError
-from ..fileio import atomic_write
-from .trt_compat import (
+from ..artifacts.tensorrt import (
     SUPPORTED_TENSORRT,
     TARGETS,
     TRT_LOG_NAME,
@@ -63,12 +61,15 @@ from .trt_compat import (
     tensorrt_major,
     trt_logger,
 )
+from ..errors import ConfigError, ExportError
+from ..fileio import atomic_write
+from ..profiles import PRECISIONS
 
 __all__ = ["PRECISIONS", "build_engine", "trtexec_command"]
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "int8")
+
 
 
 def _check_request(target: str, input_shape, precision: str, workspace_mb: int, dla_core: int | None) -> tuple:

@@ -25,10 +25,8 @@ The int64 rule, from the same pages: TensorRT 8.5 "will attempt to cast down INT
 
 TensorRT 10 has native INT64 (Changelog, 9.0 EA), so nothing int64 is refused there; the report still counts it.
 
-This module also holds the small helpers both the builder and the TensorRT backend need: the version family of an
-installed TensorRT, lazy imports of ``tensorrt`` / ``pycuda.driver`` with install hints, and the process's one
-TensorRT logger, which writes to :mod:`logging` (TensorRT's own ``trt.Logger`` prints to the console; a library must
-not). ``trt.ILogger`` subclassing follows the Python API page "tensorrt.ILogger" (TensorRT 8.5, 10.x, 11.x docs).
+The TensorRT targets themselves, the version family of an installed TensorRT and the process's one TensorRT logger
+live in :mod:`..artifacts.tensorrt` (torch- and onnx-free: the runtime needs them too).
 """
 
 from __future__ import annotations
@@ -36,132 +34,24 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
-import threading
 from collections import Counter
 from functools import lru_cache
 
 import numpy as np
 
+from ..artifacts.tensorrt import TARGETS, tensorrt_family, version_numbers
 from ..errors import ConfigError, DependencyError, ExportError
 from ..fileio import package_dir
 
-__all__ = ["SUPPORTED_TENSORRT", "TARGETS", "check_graph", "load_ops_table", "require_pycuda", "require_tensorrt",
-           "strongly_typed", "target_table", "tensorrt_family", "trt_logger"]
+__all__ = ["TARGETS", "check_graph", "load_ops_table", "target_table"]
 
 log = logging.getLogger(__name__)
 
-TARGETS = ("8.5", "10")
-"""TensorRT families a device profile can target (``profiles.TENSORRT_TARGETS``): ``"8.5"`` is TensorRT 8.5 (JetPack
-5.1), ``"10"`` is TensorRT 10.x (JetPack 6.1+, desktop) and 11.x (desktop; strongly typed networks only)."""
-SUPPORTED_TENSORRT = "8.5 (JetPack 5.1), 10.x (JetPack 6.1+, desktop) or 11.x (desktop)"
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 _INT32_MIN, _INT32_MAX = -(2 ** 31), 2 ** 31 - 1
 _ONNX_INT64 = 7  # onnx.TensorProto.INT64, kept literal so this module imports without onnx
 _SLICE_BOUND_INPUTS = (1, 2)  # Slice(data, starts, ends, axes, steps)
 _MAX_NAMES = 8  # node names listed per problem before "+N more"
-
-TENSORRT_INSTALL_HINT = (
-    "on a Jetson, TensorRT and its Python bindings come with JetPack (JetPack 5.1 = TensorRT 8.5, JetPack 6.1+ = "
-    "TensorRT 10.3; apt install python3-libnvinfer if the bindings are missing); on a desktop NVIDIA GPU: "
-    "pip install tensorrt (11.x; or 'tensorrt>=10,<11' for 10.x)")
-PYCUDA_INSTALL_HINT = "pip install pycuda (on a Jetson, with the JetPack CUDA toolkit on PATH: /usr/local/cuda/bin)"
-
-
-# --- the installed TensorRT -------------------------------------------------------------------------------------------
-
-def _version_numbers(version: str) -> tuple[int, int]:
-    match = re.match(r"(\d+)\.(\d+)", str(version))
-    if not match:
-        raise DependencyError(f"cannot read the TensorRT version {version!r}; expected 'major.minor...'")
-    return int(match.group(1)), int(match.group(2))
-
-
-def strongly_typed(version: str) -> bool:
-    """TensorRT 11 removed weak typing (``BuilderFlag.FP16``, ``platform_has_fast_fp16``, ``EXPLICIT_BATCH``): an
-    engine computes in the ONNX graph's own types (``include/NvInfer.h`` @ release/11.0)."""
-    return _version_numbers(version)[0] >= 11
-
-
-def tensorrt_major(version: str) -> int:
-    """``"8.5.2.2"`` -> 8: picks the API generation (8.x bindings vs 10.x named tensors)."""
-    return _version_numbers(version)[0]
-
-
-def tensorrt_family(version: str) -> str | None:
-    """The profile target a TensorRT version belongs to (``"8.5"``, ``"10"`` for 10.x and 11.x), ``None`` for one we
-    do not target (8.6, 9.x, and majors newer than this release knows, whose API it cannot promise)."""
-    major, minor = _version_numbers(version)
-    if (major, minor) == (8, 5):
-        return "8.5"
-    if major in (10, 11):
-        return "10"
-    return None
-
-
-def require_tensorrt(trt=None):
-    """``trt`` itself when given (tests pass a stand-in), else ``import tensorrt`` or say how to install it."""
-    if trt is not None:
-        return trt
-    try:
-        import tensorrt
-    except ImportError as exc:
-        raise DependencyError(f"this needs NVIDIA TensorRT's Python package `tensorrt`, which is not installed: "
-                              f"{TENSORRT_INSTALL_HINT}") from exc
-    return tensorrt
-
-
-def require_pycuda(cuda=None):
-    """``cuda`` itself when given, else ``import pycuda.driver`` (never ``pycuda.autoinit``: we manage the context)."""
-    if cuda is not None:
-        return cuda
-    try:
-        import pycuda.driver
-    except ImportError as exc:
-        raise DependencyError(f"the TensorRT backend needs PyCUDA for device buffers, which is not installed: "
-                              f"{PYCUDA_INSTALL_HINT}") from exc
-    return pycuda.driver
-
-
-#: The logger every TensorRT message goes to (builder and runtime alike: TensorRT has one logger per process).
-TRT_LOG_NAME = "mambaesr_runtime.tensorrt"
-_TRT_LOGGERS: dict = {}  # id(trt module) -> (module, logger); never emptied, see trt_logger
-_TRT_LOGGERS_LOCK = threading.Lock()
-
-
-def trt_logger(trt):
-    """The process's one ``trt.ILogger``, created on first use and never freed; pass it to every ``trt.Builder`` and
-    ``trt.Runtime``.
-
-    TensorRT keeps a single logger pointer while any builder, runtime or refitter exists and logs through it ("The
-    logger passed into createInferRuntime differs from one already provided ... TensorRT maintains only a single logger
-    pointer at any given time", NVIDIA/TensorRT#1475). A logger per builder/runtime lives only as long as its owner, so
-    closing the first of several engines (``Upscaler``'s LRU) would leave TensorRT logging through a freed object.
-    """
-    with _TRT_LOGGERS_LOCK:
-        entry = _TRT_LOGGERS.get(id(trt))
-        if entry is None or entry[0] is not trt:
-            entry = (trt, _logging_logger(trt, TRT_LOG_NAME))
-            _TRT_LOGGERS[id(trt)] = entry  # the module is kept too, so its id cannot be reused
-        return entry[1]
-
-
-def _logging_logger(trt, name: str):
-    """A ``trt.ILogger`` that forwards TensorRT's messages to the Python logger ``name`` (TensorRT's ``Logger``
-    would print them)."""
-    target = logging.getLogger(name)
-    severity = trt.ILogger.Severity
-    levels = {severity.INTERNAL_ERROR: logging.CRITICAL, severity.ERROR: logging.ERROR,
-              severity.WARNING: logging.WARNING, severity.INFO: logging.INFO, severity.VERBOSE: logging.DEBUG}
-
-    class _LoggingLogger(trt.ILogger):
-        def __init__(self):
-            trt.ILogger.__init__(self)  # pybind11 trampolines need the base initialiser called explicitly
-
-        def log(self, level, msg):
-            target.log(levels.get(level, logging.INFO), "TensorRT: %s", msg)
-
-    return _LoggingLogger()
 
 
 # --- the ops table ----------------------------------------------------------------------------------------------------
@@ -252,7 +142,7 @@ def _int64_values(onnx, node_or_tensor):
 
 def _rule_applies(rule: dict, version: tuple[int, int]) -> bool:
     """A rule with ``before: "10.3"`` binds only releases older than 10.3."""
-    return "before" not in rule or version < _version_numbers(rule["before"])
+    return "before" not in rule or version < version_numbers(rule["before"])
 
 
 def _ranks(onnx, model) -> dict[str, int]:
@@ -289,7 +179,7 @@ def check_graph(model_or_path, target: str, *, require_static: bool = True, tens
         raise ConfigError(f"TensorRT {tensorrt_version} does not belong to target {target!r}; valid targets are "
                           f"{list(TARGETS)} (8.5 = TensorRT 8.5, 10 = TensorRT 10.x and 11.x)")
     checked = str(tensorrt_version) if tensorrt_version is not None else table["floor"]
-    version = _version_numbers(checked)
+    version = version_numbers(checked)
     onnx, model, label = _load_model(model_or_path)
     graph = model.graph
     problems: list[str] = []

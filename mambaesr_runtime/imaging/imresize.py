@@ -36,7 +36,7 @@ def _contributions(in_len: int, out_len: int, scale: float, antialiasing: bool =
     x = np.arange(1, out_len + 1, dtype=np.float64)
     u = x / scale + 0.5 * (1 - 1 / scale)
     left = np.floor(u - width / 2)
-    taps = int(math.ceil(width)) + 2
+    taps = math.ceil(width) + 2
     indices = left[:, None] + np.arange(taps)[None, :]  # 1-based
     weights = kernel(u[:, None] - indices)
     weights = weights / weights.sum(axis=1, keepdims=True)
@@ -70,7 +70,7 @@ def imresize(img: np.ndarray, scale: float | None = None, output_shape: tuple[in
         if scale is None or scale <= 0:
             raise ValueError("give a positive scale or an output_shape")
         scales = (float(scale), float(scale))
-        output_shape = (int(math.ceil(scale * h)), int(math.ceil(scale * w)))
+        output_shape = (math.ceil(scale * h), math.ceil(scale * w))
     else:
         scales = (output_shape[0] / h, output_shape[1] / w)
     out_dtype = img.dtype if np.issubdtype(img.dtype, np.integer) else np.float64

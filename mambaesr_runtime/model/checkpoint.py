@@ -65,7 +65,7 @@ def save_checkpoint(model, path: str | os.PathLike, variant: str | None = None,
 
 def read_checkpoint_meta(path: str | os.PathLike) -> dict:
     """The checkpoint's JSON, validated, with ``config`` parsed into a :class:`ModelConfig`. Needs no torch."""
-    weights, meta = checkpoint_paths(path)
+    _weights, meta = checkpoint_paths(path)
     info = read_json(meta, "checkpoint config", "a checkpoint is a .safetensors file with its .json beside it (pass "
                      "either path, or the common stem); re-save a damaged one", CheckpointError)
     if not isinstance(info, dict) or info.get("format") != FORMAT:

@@ -9,6 +9,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
+from ..typed import from_dict
 
 #: Scan orders over an (H, W) feature map, in the order their parameters are stacked (see ``model.scan.scan_order``).
 DIRECTIONS = ("row", "row_rev", "col", "col_rev")
@@ -75,8 +76,8 @@ class ModelConfig:
             problems.append(f"ffn_dim must be an integer >= 0, got {self.ffn_dim!r}")
         if self.scale not in SCALES:
             problems.append(f"scale must be one of {SCALES}, got {self.scale!r}")
-        if isinstance(self.inner_dim, int) and isinstance(self.heads, int) and self.heads > 0:
-            if self.inner_dim % self.heads:
+        if isinstance(self.inner_dim, int) and isinstance(self.heads, int) and self.heads > 0 \
+                and self.inner_dim % self.heads:
                 problems.append(f"inner_dim ({self.inner_dim}) must be a multiple of heads ({self.heads})")
         dirs = tuple(self.directions)
         if not dirs or any(d not in DIRECTIONS for d in dirs) or len(set(dirs)) != len(dirs):
@@ -89,7 +90,7 @@ class ModelConfig:
     def head_dim(self) -> int:
         return self.inner_dim // self.heads
 
-    def replace(self, **changes) -> "ModelConfig":
+    def replace(self, **changes) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
@@ -98,22 +99,8 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ModelConfig":
-        return config_from_dict(cls, data, "model config", tuple_fields=("directions",))
-
-
-def config_from_dict(cls, data: dict, what: str, tuple_fields: tuple[str, ...] = ()):
-    """Build the frozen dataclass ``cls`` from JSON data: unknown or missing keys are errors that list the valid
-    ones; JSON lists become the tuples the dataclass expects."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"unknown {what} keys {unknown}; valid keys are {sorted(names)}")
-    missing = sorted(f.name for f in dataclasses.fields(cls)
-                     if f.name not in data and f.default is dataclasses.MISSING)
-    if missing:
-        raise ConfigError(f"{what} is missing required keys {missing}")
-    return cls(**{k: tuple(v) if k in tuple_fields else v for k, v in data.items()})
+    def from_dict(cls, data: dict) -> ModelConfig:
+        return from_dict(cls, data, "model config", tuple_fields=("directions",))
 
 
 #: The named variants. ``student`` and ``fast`` are what ships; ``tiny`` exists for tests only.

@@ -17,7 +17,6 @@ from torch import Tensor, nn
 from .config import ModelConfig
 from .scan import orientations, scan_2d, scan_lines
 
-
 #: The norm's working scale: each token is divided by its largest magnitude, then multiplied by this, so its
 #: squares are at most 256 and their sum over up to 255 channels stays below fp16's 65504; the mean of the squares
 #: is then at least 256 / channels, so the eps below it never matters by more than ~1e-5 relative.
@@ -238,11 +237,12 @@ class MambaESR(nn.Module):
         nn.init.zeros_(self.upsample.bias)
         self.pad_aware = False
 
-    def set_pad_aware(self, on: bool = True) -> "MambaESR":
+    def set_pad_aware(self, on: bool = True) -> MambaESR:
         """Engines only (``lines`` layout): treat input pixels below 0 as outside the image. The runtime pads a
-        tile that overhangs a small image with ``export.manifest.PAD_VALUE`` (-1); every 3x3 conv then sees zeros there and every scan
-        ``dt = 0``, exactly as for the whole image (a scan carries state along a whole line, so a reflected border
-        leaked into the image: -0.13 dB on Set5 for the fast tier). On a tile without padding it changes nothing."""
+        tile that overhangs a small image with ``runtime.tiling.PAD_VALUE`` (-1); every 3x3 conv then sees zeros
+        there and every scan ``dt = 0``, exactly as for the whole image (a scan carries state along a whole line, so
+        a reflected border leaked into the image: -0.13 dB on Set5 for the fast tier). On a tile without padding it
+        changes nothing."""
         if on and self.cfg.scan_layout != "lines":
             raise ValueError("pad-aware inference needs the lines scan layout; raster models pad by reflection")
         self.pad_aware = on

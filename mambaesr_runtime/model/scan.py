@@ -97,7 +97,7 @@ def scan_lines_ref(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
                    directions: tuple[str, ...] = DIRECTIONS) -> Tensor:
     """Oracle for :func:`scan_lines` on a 2D map: every row (``row``/``row_rev``) or column (``col``/``col_rev``)
     is its own sequence, scanned by :func:`selective_scan_ref` from a zero state. Shapes as in :func:`scan_2d`."""
-    b, h, p, H, W = x.shape
+    b, _h, _p, _H, _W = x.shape
     orients = orientations(directions)
     out = torch.zeros_like(x)
     for k, direction in enumerate(directions):

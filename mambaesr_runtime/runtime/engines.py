@@ -1,12 +1,15 @@
 """Finding and opening the engine of a profile tier, following the profile's backend order with logged fallbacks.
 
-Artifacts are found by name (see ``export.manifest.artifact_stem``) in, first, the export folder
-(``--engines``, else ``$MAMBAESR_ENGINES/<profile>``, else ``./engines/<profile>``) and then the weights shipped
-with the package (the student and fast ONNX files for 64x64 tiles, batch 4, and their checkpoints):
+Artifacts are found by name (``artifacts.names``) in, first, the export folder (``engines_dir``, else
+``$MAMBAESR_ENGINES/<profile>``, else ``./engines/<profile>``) and then the files shipped with the package (the
+student and fast ONNX files for the ``cpu`` profile's 136x136 tiles, batch 1, and their checkpoints):
 
-- tensorrt:    ``<variant>_x4_t<tile>_b<batch>_<precision>[_dla<N>].plan`` (built on the device by mambaesr-export)
-- onnxruntime: ``<variant>_x4_t<tile>_b<batch>.onnx``
-- torch:       ``<variant>_x4.safetensors`` (any tile; needs the torch extra)
+- tensorrt:    ``<variant>_x<scale>_t<tile>_b<batch>_<precision>[_dla<N>].plan`` (built on the device by mambaesr-export)
+- onnxruntime: ``<variant>_x<scale>_t<tile>_b<batch>.onnx``
+- torch:       ``<variant>_x<scale>.safetensors`` (any tile; needs the torch extra)
+
+The scale is the engine's: any x2, x3 or x4 export of the tier is found (``scale`` picks one when a folder holds
+several), and the upscaler follows what the opened engine does.
 
 A backend that cannot run here (library missing, no artifact) is skipped with its reason logged and kept in
 ``EngineSelection.skipped``; a backend the caller named explicitly gets no fallback: its failure is the error.
@@ -19,17 +22,13 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..errors import BackendError, ConfigError, DependencyError
-from ..export.manifest import artifact_stem, plan_name
-from ..fileio import package_dir
+from ..artifacts.names import find_engine, shipped_dir
+from ..backends.base import Backend
+from ..errors import BackendError, ConfigError, DependencyError, require_torch
 from ..profiles import BACKENDS, DeviceProfile, Tier
+from .tiling import MIN_TILE, check_tiling
 
 log = logging.getLogger(__name__)
-SCALE = 4
-
-
-def shipped_dir() -> Path:
-    return package_dir("mambaesr_runtime") / "weights"
 
 
 def search_dirs(profile: DeviceProfile, engines_dir: str | os.PathLike | None = None) -> list[Path]:
@@ -43,21 +42,13 @@ def search_dirs(profile: DeviceProfile, engines_dir: str | os.PathLike | None = 
     return [first, shipped_dir()]
 
 
-def artifact_name(backend: str, tier: Tier, precision: str, dla_core: int | None) -> str:
-    stem = artifact_stem(tier.variant, SCALE, tier.tile, tier.batch)
-    if backend == "tensorrt":
-        return plan_name(f"{stem}.onnx", precision, dla_core).name
-    if backend == "onnxruntime":
-        return f"{stem}.onnx"
-    return f"{tier.variant}_x{SCALE}.safetensors"
-
-
 @dataclass(frozen=True)
 class EngineSelection:
     """The engine opened for a tier and why the backends before it were skipped."""
 
-    backend: object
+    backend: Backend
     kind: str
+    """The backend's name: ``tensorrt``, ``onnxruntime`` or ``torch``."""
     path: Path
     tier: Tier
     precision: str
@@ -65,15 +56,11 @@ class EngineSelection:
     """(backend, reason) for each backend tried before this one."""
 
 
-def _find(name: str, dirs: list[Path]) -> Path | None:
-    for folder in dirs:
-        if (folder / name).is_file():
-            return folder / name
-    return None
-
-
-def open_backend(kind: str, path: Path, tier: Tier, profile: DeviceProfile, precision: str, threads: int | None):
-    """Open ``path`` on backend ``kind`` (``tier`` gives the torch backend its tile shape; engine files carry theirs)."""
+def open_backend(kind: str, path: Path, tier: Tier, profile: DeviceProfile, precision: str,
+                 threads: int | None) -> Backend:
+    """Open ``path`` on backend ``kind``. ``tier`` gives the shape where the artifact has none of its own: the
+    torch backend's tiles, and those of an ONNX file with dynamic height and width (static engine files carry
+    theirs)."""
     if kind == "tensorrt":
         from ..backends.tensorrt import TrtBackend
 
@@ -82,22 +69,21 @@ def open_backend(kind: str, path: Path, tier: Tier, profile: DeviceProfile, prec
         from ..backends.onnxruntime import OrtBackend
 
         return OrtBackend(path, threads if threads is not None else profile.threads,
-                          list(profile.ort_providers))
+                          list(profile.ort_providers), tile=tier.tile, batch=tier.batch)
     from ..backends.torch_backend import TorchBackend
 
-    try:
-        import torch
-    except ImportError as exc:
-        raise DependencyError("the torch backend needs PyTorch: pip install 'torch==2.13.0'") from exc
+    torch = require_torch()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return TorchBackend(path, (tier.batch, 3, tier.tile, tier.tile), device, precision)
 
 
 def open_engine(profile: DeviceProfile, tier: Tier, backend: str | None = None, precision: str | None = None,
-                engines_dir: str | os.PathLike | None = None, threads: int | None = None) -> EngineSelection:
+                engines_dir: str | os.PathLike | None = None, threads: int | None = None,
+                scale: int | None = None) -> EngineSelection:
     """Open the engine for ``tier``: the named ``backend``, else the first of the profile's backends that works.
 
-    ``precision``: what the caller asks for (``None``: the profile's). ONNX Runtime runs the fp32 graph: asking it
+    ``precision``: what the caller asks for (``None``: the profile's). ``scale``: only an engine of this scale
+    (``None``: whichever the folders hold). ONNX Runtime runs the fp32 graph: asking it
     for fp16 explicitly is an error, not a silent change; a profile's fp16 falling back to ONNX Runtime is logged.
     """
     if backend is not None and backend not in BACKENDS:
@@ -114,13 +100,15 @@ def open_engine(profile: DeviceProfile, tier: Tier, backend: str | None = None, 
             want = "fp32"
         elif kind == "torch" and precision is None:
             want = "fp32"  # the profile's precision names its engines; the dev backend defaults to the reference
-        name = artifact_name(kind, tier, want, profile.dla_core)
-        path = _find(name, dirs)
         try:
+            name, path = find_engine(kind, tier, want, profile.dla_core, dirs, scale)
             if path is None:
                 raise BackendError(f"no {name} in {', '.join(str(d) for d in dirs)}; make it with mambaesr-export "
                                    f"--device {profile.name}" + (" on the device" if kind == "tensorrt" else ""))
             engine = open_backend(kind, path, tier, profile, want, threads)
+            if scale is not None and engine.scale != scale:
+                engine.close()
+                raise BackendError(f"{path.name} upscales x{engine.scale}, not the x{scale} asked for")
         except (BackendError, DependencyError) as exc:
             if backend is not None:
                 raise
@@ -139,7 +127,5 @@ def with_overrides(tier: Tier, tile: int | None = None, overlap: int | None = No
     """A tier with the caller's tile/overlap (tile size must then have an artifact of its own)."""
     tier = replace(tier, tile=tile if tile is not None else tier.tile,
                    overlap=overlap if overlap is not None else tier.overlap)
-    if tier.tile < 8 or tier.overlap < 0 or 2 * tier.overlap >= tier.tile:
-        raise ConfigError(f"tile {tier.tile} / overlap {tier.overlap}: the tile must be >= 8 and the overlap >= 0 "
-                          f"and less than half the tile")
+    check_tiling(tier.tile, tier.overlap, MIN_TILE, f"tier {tier.name}")
     return tier

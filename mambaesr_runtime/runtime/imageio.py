@@ -197,7 +197,7 @@ def check_output(path: str | os.PathLike, *, sixteen_bit: bool = False, alpha: b
         raise ImageError(f"{path}: {suffix} has no alpha channel and the image has one; write .png, .webp or .tif "
                          f"(or remove the alpha first)")
     if os.path.lexists(path) and not overwrite:
-        raise ImageError(f"{path} exists; pass --overwrite to replace it, or choose another output")
+        raise ImageError(f"{path} exists; pass overwrite=True to replace it, or choose another output")
     if path.is_dir():
         raise ImageError(f"{path} is a folder; give an output file name")
     if not path.parent.is_dir():

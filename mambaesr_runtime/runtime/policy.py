@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError
 from ..profiles import DeviceProfile, TelemetryThresholds, Tier
-from .monitor import Telemetry
+from .monitor.telemetry import Telemetry
 
 __all__ = ["MAX_BACKOFF", "SIGNALS", "Decision", "PolicyState", "TierPolicy"]
 

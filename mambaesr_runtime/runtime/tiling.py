@@ -16,7 +16,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..export.manifest import PAD_VALUE  # noqa: F401  (re-exported: the tiler's side of the engines' contract)
+from ..errors import ConfigError
+
+#: What a tile that overhangs the image is filled with for a pad-aware engine (manifest ``pad_value``): below the
+#: [0, 1] pixel range, so the network can tell the padding from the image and treat it as outside (its scans carry
+#: state along whole lines: a reflected border leaked into the image and cost the fast tier 0.13 dB on Set5).
+PAD_VALUE = -1.0
+
+#: The smallest tile a profile tier (or a caller's tile override) may ask for: a smaller one would be mostly overlap
+#: and padding. Engine files may have any static tile the rule below allows.
+MIN_TILE = 8
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,19 @@ class TilePlan:
     tiles: tuple[Tile, ...]
 
 
+def check_tiling(tile: int | tuple[int, int], overlap: int, min_tile: int = 1, where: str = "") -> None:
+    """The one tile/overlap rule (profiles, tier overrides, engine files and :func:`plan_tiles` all apply it): each
+    side of the tile at least ``min_tile`` and the overlap per side ``>= 0`` and less than half the tile's shorter
+    side, so that neighbouring tiles advance. A :class:`ConfigError` (a ``ValueError``) naming ``where`` otherwise."""
+    th, tw = (tile, tile) if isinstance(tile, int) else tuple(tile)
+    prefix = f"{where}: " if where else ""
+    if min(th, tw) < max(min_tile, 1):
+        raise ConfigError(f"{prefix}tile {th}x{tw} is too small; a tile must be at least {max(min_tile, 1)} pixels")
+    if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0 or 2 * overlap >= min(th, tw):
+        raise ConfigError(f"{prefix}overlap {overlap!r} must be an integer >= 0 and less than half the tile "
+                          f"({th}x{tw})")
+
+
 def _starts(length: int, tile: int, overlap: int) -> list[int]:
     if length <= tile:
         return [0]
@@ -53,10 +75,7 @@ def plan_tiles(h: int, w: int, tile: int | tuple[int, int], overlap: int) -> Til
     th, tw = (tile, tile) if isinstance(tile, int) else tuple(tile)
     if h < 1 or w < 1:
         raise ValueError(f"image size must be at least 1x1, got {h}x{w}")
-    if th < 1 or tw < 1:
-        raise ValueError(f"tile must be at least 1x1, got {th}x{tw}")
-    if overlap < 0 or 2 * overlap >= min(th, tw):
-        raise ValueError(f"overlap must be >= 0 and less than half the tile ({th}x{tw}), got {overlap}")
+    check_tiling((th, tw), overlap)
     ph, pw = max(h, th), max(w, tw)
     tiles = tuple(Tile(y, x) for y in _starts(ph, th, overlap) for x in _starts(pw, tw, overlap))
     return TilePlan(h, w, (th, tw), overlap, (ph, pw), tiles)

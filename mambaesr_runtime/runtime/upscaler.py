@@ -7,10 +7,13 @@
         for frame in up.stream(frames):           # frames: BGR uint8 arrays, e.g. from cv2.VideoCapture
             ...
 
-Thread safety: ``upscale`` keeps no per-call state on the instance (tiles and accumulators live in the call) and the
-engine it uses serialises or tolerates concurrent calls (ONNX Runtime sessions are thread-safe; the TensorRT and
-torch backends hold a lock), so one instance can serve several threads. Switching tiers (``use_tier``, or the
-adaptive controller inside ``stream``) happens between images, never inside one. The library logs; it never prints.
+Thread safety: one instance can serve several threads. ``upscale`` keeps no per-call state on the instance (tiles
+and accumulators live in the call); the table of open engines and the current tier are guarded by a lock; an image
+holds the engine it started on until it is done, so a tier switch (``use_tier``, or the adaptive controller inside
+``stream``) by another thread takes effect from the next image, and an engine evicted by ``max_open_engines`` (or the
+upscaler's ``close``) is closed only once the last image running on it has finished. The engines themselves serialise
+or tolerate concurrent calls (ONNX Runtime sessions are thread-safe; the TensorRT and torch backends hold a lock).
+The library logs; it never prints.
 """
 
 from __future__ import annotations
@@ -18,11 +21,14 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
+from ..artifacts.names import backend_for, shipped_dir
 from ..errors import BackendError, ConfigError, MambaESRError
 from ..profiles import DeviceProfile, Tier, check_threads, load_profile
 from .engines import EngineSelection, open_backend, open_engine, with_overrides
@@ -36,22 +42,19 @@ from .imageio import (
     read_image,
     write_image,
 )
-from .tiling import NonFiniteOutput, upscale_tiled
+from .tiling import NonFiniteOutput, check_tiling, upscale_tiled
 
 log = logging.getLogger(__name__)
 
 #: The default engine of the ``cpu`` profile: the shipped student, exported for 136x136 LR tiles, batch 1.
 DEFAULT_MODEL = "student_x4_t136_b1.onnx"
-MODEL_SUFFIXES = {".onnx": "onnxruntime", ".plan": "tensorrt", ".engine": "tensorrt", ".safetensors": "torch"}
 
 
 def shipped_model(name: str = DEFAULT_MODEL) -> Path:
-    from .engines import shipped_dir
-
     path = shipped_dir() / name
     if not path.is_file():
-        raise MambaESRError(f"shipped model {name} is missing from {path.parent}; reinstall the package, or pass "
-                            f"--model with an exported ONNX file")
+        raise MambaESRError(f"shipped model {name} is missing from {path.parent}; reinstall the package, or run an "
+                            f"exported ONNX file as model=FILE")
     return path
 
 
@@ -61,18 +64,21 @@ class Upscaler:
     ``profile``: a built-in name (``cpu``, ``orin``, ``rpi5``...), a YAML path or a :class:`DeviceProfile`.
     ``tier``: the tier to start on (default: the profile's first, heaviest). ``backend``: force one backend
     (``tensorrt``, ``onnxruntime``, ``torch``) instead of the profile's order with fallbacks. ``model``: run this one
-    engine file instead (``.onnx``, ``.plan`` or a ``.safetensors`` checkpoint for the torch backend).
-    ``tile``/``overlap``: override the tier's (LR pixels; a tile size needs its own exported engine).
-    ``precision``: override the profile's (engines must exist for it). ``engines_dir``: where exported engines are
-    (default ``./engines/<profile>``, then the shipped ones). ``max_output_megapixels``: larger outputs are refused up
-    front with the memory they would need. ``controller``: an adaptive tier controller consulted by ``stream``.
-    ``max_open_engines``: engines kept open (warm) at once (default: one per tier); opening another closes the least
-    recently used one, so a device short of memory keeps only the tiers it is moving between.
+    engine file instead (``.onnx``, ``.plan`` or a ``.safetensors`` checkpoint for the torch backend); an ONNX file
+    with dynamic height and width (any x2/x3/x4 super-resolution model) runs on tiles of the profile's tile size (or
+    ``tile``), its scale found by one probe run. ``tile``/``overlap``: override the tier's (LR pixels; a tile size
+    needs its own exported engine; default overlap for ``model``: the profile's first tier's). ``scale``: the
+    upscaling factor the engine must have (``None``: the engine's). ``precision``: override the profile's (engines
+    must exist for it). ``engines_dir``: where exported engines are (default ``./engines/<profile>``, then the shipped
+    ones). ``max_output_megapixels``: larger outputs are refused up front with the memory they would need.
+    ``controller``: an adaptive tier controller consulted by ``stream``. ``max_open_engines``: engines kept open
+    (warm) at once (default: one per tier); opening another closes the least recently used one (once no image runs on
+    it), so a device short of memory keeps only the tiers it is moving between.
     """
 
     def __init__(self, profile: str | os.PathLike | DeviceProfile = "cpu", *, model: str | os.PathLike | None = None,
                  tier: str | None = None, backend: str | None = None, tile: int | None = None,
-                 overlap: int | None = None, precision: str | None = None,
+                 overlap: int | None = None, precision: str | None = None, scale: int | None = None,
                  engines_dir: str | os.PathLike | None = None, threads: int | None = None,
                  max_output_megapixels: float = 100.0, controller=None, max_open_engines: int | None = None):
         # Arguments first: a bad number must be an error here, not a crash inside an engine library later.
@@ -80,17 +86,23 @@ class Upscaler:
             check_threads(threads)
         if isinstance(max_output_megapixels, bool) or not isinstance(max_output_megapixels, (int, float)) or \
                 not math.isfinite(max_output_megapixels) or max_output_megapixels <= 0:
-            raise ConfigError(f"max_output_megapixels (--max-megapixels) must be a positive number, got "
-                              f"{max_output_megapixels!r}")
-        self.profile = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
-        self._backend, self._precision, self._engines_dir, self._threads = backend, precision, engines_dir, threads
-        self._tile, self._overlap = tile, overlap
-        self.max_output_megapixels = max_output_megapixels
-        self.controller = controller
+            raise ConfigError(f"max_output_megapixels must be a positive number, got {max_output_megapixels!r}")
+        if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int) or scale < 1):
+            raise ConfigError(f"scale must be a positive integer, got {scale!r}")
         if max_open_engines is not None and max_open_engines < 1:
             raise ConfigError(f"max_open_engines must be >= 1, got {max_open_engines}")
+        self.profile = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
+        self._backend, self._precision, self._engines_dir, self._threads = backend, precision, engines_dir, threads
+        self._tile, self._overlap, self._scale = tile, overlap, scale
+        self.max_output_megapixels = max_output_megapixels
+        self.controller = controller
         self.max_open_engines = max_open_engines
-        self._engines: dict[str, EngineSelection] = {}  # in order of use: the last one is the most recent
+        # Guards _engines, _users, _retired and tier. Opening an engine happens under it too (a load blocks the
+        # other threads' next image, never one already running).
+        self._lock = threading.RLock()
+        self._engines: dict[str, EngineSelection] | None = {}  # in order of use: the last one is the most recent
+        self._users: dict[int, int] = {}  # id(backend) -> images running on it now
+        self._retired: dict[int, EngineSelection] = {}  # evicted or closed while in use: closed by the last user
         if model is not None:
             self._engines["model"] = self._open_model(Path(model))
             self.tiers = (self._engines["model"].tier,)
@@ -109,54 +121,86 @@ class Upscaler:
                           f"{[t.name for t in self.tiers]}")
 
     def _open_model(self, path: Path) -> EngineSelection:
-        kind = MODEL_SUFFIXES.get(path.suffix)
-        if kind is None:
-            raise ConfigError(f"{path}: unknown engine type; give one of {sorted(MODEL_SUFFIXES)}")
+        kind = backend_for(path)
         if self._backend is not None and self._backend != kind:
             raise ConfigError(f"{path.name} is a {kind} artifact; it cannot run on backend {self._backend}")
         if not path.is_file():
             raise MambaESRError(f"engine file {path} not found; export one with mambaesr-export or pass another path")
-        overlap = self._overlap if self._overlap is not None else 8
-        # The tier shape matters to the torch backend only (engine files carry their own static shape).
         base = self.profile.tiers[0]
+        overlap = self._overlap if self._overlap is not None else base.overlap
+        # The tier's shape is what the torch backend and a dynamic-shape ONNX file run at; a static engine file
+        # carries its own.
         shape = with_overrides(Tier("model", base.variant, base.tile, base.overlap, base.batch), self._tile, overlap)
         engine = open_backend(kind, path, shape, self.profile, self._precision or "fp32", self._threads)
-        n, _, th, tw = engine.input_shape
-        if 2 * overlap >= min(th, tw):
+        try:
+            n, _, th, tw = engine.input_shape
+            check_tiling((th, tw), overlap, where=f"{path.name} ({th}x{tw} tiles)")
+            if self._tile is not None and self._tile != th and kind != "torch" and not engine.dynamic:
+                raise ConfigError(f"{path.name} takes {th}x{tw} tiles; tile {self._tile} needs an engine exported "
+                                  f"for it (a profile YAML whose tier has tile {self._tile}, exported with "
+                                  f"mambaesr-export --profile)")
+            if self._scale is not None and engine.scale != self._scale:
+                raise ConfigError(f"{path.name} upscales x{engine.scale}, not the x{self._scale} asked for")
+        except BaseException:
             engine.close()
-            raise ConfigError(f"overlap {overlap} must be less than half the engine's {th}x{tw} tile")
-        if self._tile is not None and self._tile != th and kind != "torch":
-            engine.close()
-            raise ConfigError(f"{path.name} takes {th}x{tw} tiles; --tile {self._tile} needs an engine exported "
-                              f"for it (a profile YAML whose tier has tile {self._tile}: mambaesr-export --profile "
-                              f"that.yaml)")
+            raise
         manifest = getattr(engine, "manifest", None)
         variant = manifest.variant if manifest is not None else "unknown"
-        tier = Tier("model", variant, th, overlap, n)
-        return EngineSelection(engine, kind, path, tier, self._precision or "fp32", ())
+        return EngineSelection(engine, kind, path, Tier("model", variant, th, overlap, n), self._precision or "fp32",
+                               ())
 
     def _engine(self, name: str | None = None) -> EngineSelection:
-        if self._engines is None:
-            raise MambaESRError("this Upscaler is closed; create a new one")
-        name = name or self.tier
-        if name in self._engines:
-            self._engines[name] = self._engines.pop(name)  # now the most recently used
-            return self._engines[name]
-        selection = open_engine(self.profile, self._tier(name), self._backend, self._precision, self._engines_dir,
-                                self._threads)
-        limit = self.max_open_engines
-        while limit is not None and len(self._engines) >= limit:
-            oldest = next(iter(self._engines))
-            log.info("closing the engine of tier %s (max_open_engines=%d)", oldest, limit)
-            self._engines.pop(oldest).backend.close()
-        self._engines[name] = selection
-        return selection
+        """The engine of tier ``name`` (default: the current one), opened if needed, now the most recently used."""
+        with self._lock:
+            if self._engines is None:
+                raise MambaESRError("this Upscaler is closed; create a new one")
+            name = name or self.tier
+            if name in self._engines:
+                self._engines[name] = self._engines.pop(name)
+                return self._engines[name]
+            selection = open_engine(self.profile, self._tier(name), self._backend, self._precision,
+                                    self._engines_dir, self._threads, self._scale)
+            limit = self.max_open_engines
+            while limit is not None and len(self._engines) >= limit:
+                oldest = next(iter(self._engines))
+                log.info("closing the engine of tier %s (max_open_engines=%d)", oldest, limit)
+                self._release(self._engines.pop(oldest))
+            self._engines[name] = selection
+            return selection
+
+    def _release(self, selection: EngineSelection) -> None:
+        """Close an engine no longer in the table, or leave that to the last image still running on it."""
+        key = id(selection.backend)
+        if self._users.get(key):
+            self._retired[key] = selection
+        else:
+            selection.backend.close()
+
+    @contextmanager
+    def _using(self):
+        """The current tier's engine, held open for one image (see the module's note on thread safety)."""
+        with self._lock:
+            selection = self._engine()
+            key = id(selection.backend)
+            self._users[key] = self._users.get(key, 0) + 1
+        try:
+            yield selection
+        finally:
+            with self._lock:
+                self._users[key] -= 1
+                if not self._users[key]:
+                    del self._users[key]
+                    retired = self._retired.pop(key, None)
+                    if retired is not None:
+                        retired.backend.close()
 
     def use_tier(self, name: str) -> None:
-        """Switch to tier ``name`` (its engine is opened on first use and kept warm). Between images only."""
-        self._tier(name)
-        self._engine(name)
-        self.tier = name
+        """Switch to tier ``name`` (its engine is opened on first use and kept warm). Images already running keep
+        their engine; the next image runs on the new tier."""
+        with self._lock:
+            self._tier(name)
+            self._engine(name)
+            self.tier = name
 
     def warm(self, names: list[str] | None = None) -> None:
         """Open the engines of ``names`` (default: every tier) now, so a later switch costs no load time."""
@@ -183,34 +227,38 @@ class Upscaler:
 
     def check_size(self, h: int, w: int, source: str | os.PathLike = "image") -> None:
         """Refuse an ``h`` x ``w`` input whose output would pass ``max_output_megapixels`` (``source`` names it)."""
-        oh, ow = self.output_size(h, w)
+        self._check_size(h, w, self.scale, source)
+
+    def _check_size(self, h: int, w: int, scale: int, source: str | os.PathLike) -> None:
+        oh, ow = h * scale, w * scale
         mp = oh * ow / 1e6
         if mp > self.max_output_megapixels:
             raise MambaESRError(f"{source}: a {w}x{h} input makes a {ow}x{oh} output ({mp:.1f} MP), above the "
                                 f"{self.max_output_megapixels:g} MP limit; blending it needs about "
-                                f"{oh * ow * 16 / 2**30:.1f} GiB. Raise the limit (--max-megapixels) or crop")
+                                f"{oh * ow * 16 / 2**30:.1f} GiB. Raise the limit (max_output_megapixels) or crop")
 
     def upscale(self, img: np.ndarray, progress=None, source: str | os.PathLike = "image") -> np.ndarray:
         """An image as OpenCV reads it (gray, gray+alpha (H, W, 2), BGR or BGRA; uint8 or uint16) -> the same kind,
         ``scale`` x larger. ``source`` names the image in errors."""
-        sel = self.engine  # taken once: a tier switch by another thread cannot change engines mid-image
-        if isinstance(img, np.ndarray) and img.ndim >= 2:
-            self.check_size(img.shape[0], img.shape[1], source)  # before decode() makes its float copies
-        decoded = decode(img, str(source))
-        n, _, th, tw = sel.backend.input_shape
-        out = output_array(decoded, sel.backend.scale)
-        # Finished rows go straight into the output's own dtype: the float blend never holds the whole image.
-        try:
-            upscale_tiled(sel.backend.infer, decoded.rgb, sel.backend.scale, (th, tw), sel.tier.overlap, n,
-                          progress, emit=lambda y0, rows: encode_rows(out, y0, rows, decoded),
-                          pad_value=sel.backend.pad_value)
-        except NonFiniteOutput as exc:
-            hint = (f"; the engine runs in {sel.precision}, whose range the model overflowed: use the fp32 engine "
-                    f"(--precision fp32)" if sel.precision in ("fp16", "int8") else
-                    "; the engine file is damaged or was not exported from a MambaESR checkpoint: re-export it "
-                    "with mambaesr-export")
-            raise BackendError(f"{source}: engine {sel.path.name} ({sel.kind}, {sel.precision}, tier "
-                               f"{sel.tier.name}): {exc}{hint}") from exc
+        with self._using() as sel:  # one engine for the whole image, whatever other threads switch to meanwhile
+            scale = sel.backend.scale
+            if isinstance(img, np.ndarray) and img.ndim >= 2:
+                self._check_size(img.shape[0], img.shape[1], scale, source)  # before decode() makes float copies
+            decoded = decode(img, str(source))
+            n, _, th, tw = sel.backend.input_shape
+            out = output_array(decoded, scale)
+            # Finished rows go straight into the output's own dtype: the float blend never holds the whole image.
+            try:
+                upscale_tiled(sel.backend.infer, decoded.rgb, scale, (th, tw), sel.tier.overlap, n, progress,
+                              emit=lambda y0, rows: encode_rows(out, y0, rows, decoded),
+                              pad_value=sel.backend.pad_value)
+            except NonFiniteOutput as exc:
+                hint = (f"; the engine runs in {sel.precision}, whose range the model overflowed: use the fp32 engine "
+                        f"(precision='fp32')" if sel.precision in ("fp16", "int8") else
+                        "; the engine file is damaged or was not exported from a MambaESR checkpoint: re-export it "
+                        "with mambaesr-export")
+                raise BackendError(f"{source}: engine {sel.path.name} ({sel.kind}, {sel.precision}, tier "
+                                   f"{sel.tier.name}): {exc}{hint}") from exc
         encode_alpha(out, decoded)
         return out
 
@@ -260,9 +308,11 @@ class Upscaler:
         return write_image(dst, out, overwrite=overwrite)
 
     def close(self) -> None:
-        for sel in (self._engines or {}).values():
-            sel.backend.close()
-        self._engines = None
+        """Close every engine (an engine another thread is still running closes when that image is done)."""
+        with self._lock:
+            for sel in (self._engines or {}).values():
+                self._release(sel)
+            self._engines = None
 
     def __enter__(self):
         return self

@@ -114,13 +114,13 @@ def upscale_video(upscaler, source: str | int | os.PathLike, dst: str | os.PathL
     if codec is None:
         raise VideoError(f"{dst}: cannot write {dst.suffix or 'no suffix'} video; use one of {sorted(CODECS)}")
     if dst.exists() and not overwrite:
-        raise VideoError(f"{dst} exists; pass --overwrite to replace it, or choose another output")
+        raise VideoError(f"{dst} exists; pass overwrite=True to replace it, or choose another output")
     if not is_camera(source) and Path(source).resolve() == dst.resolve():
         raise VideoError(f"{dst} is the input itself; choose another output (inputs are never overwritten)")
     cap, info = open_source(source)
     total = info.frames if max_frames is None else min(max_frames, info.frames or max_frames)
     try:
-        upscaler.check_size(info.height, info.width, "camera %d" % int(source) if is_camera(source) else source)
+        upscaler.check_size(info.height, info.width, f"camera {int(source)}" if is_camera(source) else source)
         oh, ow = upscaler.output_size(info.height, info.width)
         dst.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=dst.suffix, dir=dst.parent)

@@ -15,21 +15,23 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import CheckpointError, ConfigError, require_torch
+from ..errors import ConfigError, require_torch
 from ..evaluation.benchmark import score_set, torch_runner
-from ..fileio import atomic_write, atomic_write_json
+from ..evaluation.sets import load_benchmark
 from ..model.checkpoint import load_checkpoint, save_checkpoint
-from ..model.config import VARIANTS, config_from_dict
+from ..model.config import VARIANTS
 from ..model.config import variant as get_variant
-from .data import CropSampler, load_benchmark, load_pairs
+from ..typed import from_dict
+from .data import CropSampler, load_pairs
 from .losses import PIXEL_LOSSES, FeatureDistiller, PerceptualLoss, distillation_loss
 from .pack import verify_if_pack
 from .records import RunRecord
+from .state import EMA, load_state, save_state, trainables
 
 log = logging.getLogger(__name__)
 AMP_MODES = ("auto", "off", "bf16", "fp16")
@@ -128,8 +130,8 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
-        return config_from_dict(cls, data, "training config", tuple_fields=("train_dirs", "val_dirs", "guard_dirs"))
+    def from_dict(cls, data: dict) -> TrainConfig:
+        return from_dict(cls, data, "training config", tuple_fields=("train_dirs", "val_dirs", "guard_dirs"))
 
     def model_config(self):
         """The :class:`ModelConfig` this run trains: the variant at ``scale`` with ``model_overrides`` applied."""
@@ -156,7 +158,7 @@ def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was asked for but this PyTorch build sees no CUDA GPU; use --device cpu")
+        raise ConfigError("device 'cuda' was asked for but this PyTorch build sees no CUDA GPU; use device='cpu'")
     return name
 
 
@@ -165,37 +167,6 @@ def evaluate_model(model, benchmarks: dict, scale: int, device: str) -> dict:
     model.eval()
     run = torch_runner(model, device)
     return {name: score_set(run, triples, scale, bicubic=False) for name, triples in benchmarks.items()}
-
-
-class _EMA:
-    """Exponential moving average of the parameters.
-
-    The decay at step ``t`` is ``min(decay, (1 + t) / (10 + t))`` (timm's ModelEmaV2 warm-up): the average spans
-    about the last ``(t + 10) / 9`` steps, i.e. the latest ~11 % of the run, until that window reaches
-    ``1 / (1 - decay)`` steps (1,000 for 0.999, at step ~9,000). Deliberate: in short CPU runs the weights of the
-    first steps never dominate the average.
-    """
-
-    def __init__(self, model, decay: float):
-        self.decay = decay
-        self.params = [p.detach().clone() for p in model.parameters()]
-
-    def update(self, model, step: int):
-        d = min(self.decay, (1 + step) / (10 + step))
-        for e, p in zip(self.params, model.parameters()):
-            e.mul_(d).add_(p.detach(), alpha=1 - d)
-
-    def copy_to(self, model):
-        for e, p in zip(self.params, model.parameters()):
-            p.data.copy_(e)
-
-
-def _trainables(model, distiller) -> list:
-    """(name, parameter) of everything the optimiser updates: the model, then any distillation adapters."""
-    named = [(f"model.{n}", p) for n, p in model.named_parameters()]
-    if distiller is not None:
-        named += [(f"adapters.{n}", p) for n, p in distiller.adapters.named_parameters()]
-    return named
 
 
 def thin_curve(entries: list, recent: int = 2000, every: int = 10) -> list:
@@ -211,82 +182,50 @@ def _param_groups(model, distiller, weight_decay: float) -> list[dict]:
     """AdamW groups: weight decay on conv/linear weights only. Norm gains, biases and the scan's own parameters
     (``A_log``, ``dt_bias``, ``D``: decay rates and skips, not feature detectors) are not pulled towards 0."""
     decay, no_decay = [], []
-    for name, p in _trainables(model, distiller):
+    for name, p in trainables(model, distiller):
         (decay if p.ndim >= 2 and not name.endswith(("A_log", "dt_bias")) else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _save_state(path: Path, step: int, model, ema: _EMA, opt, sampler: CropSampler, extra: dict, distiller=None):
-    torch = require_torch()
-    from safetensors.torch import save_file
+@dataclass
+class _Run:
+    """Everything one invocation of :func:`train` works with; the steps below read and update it."""
 
-    tensors = {}
-    named = _trainables(model, distiller)
-    for n, p in named:
-        tensors[n] = p.detach().cpu().contiguous()
-    for (n, _), e in zip(named, ema.params):
-        tensors[f"ema.{n[len('model.'):]}"] = e.cpu().contiguous()
-    for n, p in named:
-        state = opt.state.get(p, {})
-        if state:  # AdamW's moments and its per-parameter step count
-            tensors[f"opt.{n}.exp_avg"] = state["exp_avg"].detach().cpu().contiguous()
-            tensors[f"opt.{n}.exp_avg_sq"] = state["exp_avg_sq"].detach().cpu().contiguous()
-            tensors[f"opt.{n}.step"] = torch.as_tensor(state["step"]).detach().cpu().reshape(1)
-    tensors["rng.torch_cpu"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        tensors["rng.torch_cuda"] = torch.cuda.get_rng_state()
-    atomic_write(path.with_suffix(".safetensors"), lambda tmp: save_file(tensors, tmp, metadata={"step": str(step)}))
-    atomic_write_json(path.with_suffix(".json"), {"step": step, "sampler_rng": sampler.state(), **extra}, indent=1)
+    cfg: TrainConfig
+    record: RunRecord
+    device: str
+    amp_dtype: object
+    benchmarks: dict
+    teacher: object
+    perceptual: object
+    model: object
+    forward: object
+    eval_model: object
+    sampler: CropSampler
+    distiller: object
+    trainable: list
+    opt: object
+    ema: EMA
+    start_wall: float
+    step: int = 0
+    curves: dict = field(default_factory=lambda: {"train": [], "val": []})
+    best: float = -math.inf
+    stale: int = 0
+    horizon: int | None = None
+    """The step the schedule ends at; ``None`` until the first steps' times size it (steps = 0, a time budget)."""
+    elapsed_before: float = 0.0
+    """Wall time of the earlier invocations of a resumed run."""
 
+    @property
+    def best_or_none(self) -> float | None:
+        return None if self.best == -math.inf else self.best
 
-def _load_state(path: Path, model, ema: _EMA, opt, sampler: CropSampler, device: str, distiller=None) -> dict:
-    torch = require_torch()
-    from safetensors import safe_open
-
-    meta_path, tensor_path = path.with_suffix(".json"), path.with_suffix(".safetensors")
-    if not meta_path.is_file() or not tensor_path.is_file():
-        raise CheckpointError(f"no training state at {path} (.json + .safetensors); start a new run instead")
-    info = json.loads(meta_path.read_text())
-    with safe_open(str(tensor_path), framework="pt", device="cpu") as fh:
-        if fh.metadata().get("step") != str(info["step"]):
-            raise CheckpointError(f"training state {tensor_path} is from step {fh.metadata().get('step')} but its "
-                                  f"JSON says step {info['step']}: the last save was interrupted; delete both files "
-                                  f"to resume from the previous run record, or start over")
-        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    named = _trainables(model, distiller)
-    with torch.no_grad():
-        for n, p in named:
-            p.copy_(tensors[n].to(device))
-        for (n, _), e in zip(named, ema.params):
-            e.copy_(tensors[f"ema.{n[len('model.'):]}"].to(device))
-    for n, p in named:
-        if f"opt.{n}.exp_avg" in tensors:
-            opt.state[p] = {"step": tensors[f"opt.{n}.step"].reshape(()).clone(),
-                            "exp_avg": tensors[f"opt.{n}.exp_avg"].to(device),
-                            "exp_avg_sq": tensors[f"opt.{n}.exp_avg_sq"].to(device)}
-    torch.set_rng_state(tensors["rng.torch_cpu"])
-    if "rng.torch_cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng.torch_cuda"])
-    sampler.set_state(info["sampler_rng"])
-    return info
+    def wall_s(self) -> float:
+        return self.elapsed_before + time.monotonic() - self.start_wall
 
 
-def train(cfg: TrainConfig, runs_root: str | os.PathLike = "runs", resume: str | os.PathLike | None = None,
-          progress=None, stop_after: int | None = None) -> Path:
-    """Run (or resume) one training run; returns its run folder.
-
-    ``progress(dict)`` is called after every step. ``stop_after``: end this invocation (saved, resumable) after that
-    many steps, e.g. to train on a CPU in slices.
-    """
-    torch = require_torch()
-    from ..model.net import build_model
-
-    start_wall = time.monotonic()
-    device = resolve_device(cfg.device)
-    amp = cfg.amp if cfg.amp != "auto" else ("bf16" if device.startswith("cuda") else "off")
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-
-    # Inputs first (data, teacher, VGG weights): a missing one must fail before a run folder is created.
+def _inputs(cfg: TrainConfig, device: str) -> tuple:
+    """(validation sets, training pairs, teacher, perceptual loss): every input, checked before a run folder exists."""
     for folder in (*cfg.train_dirs, *cfg.val_dirs, *cfg.guard_dirs):
         verify_if_pack(folder)  # a training pack's sha256 sums are checked before anything is read from it
     benchmarks = {Path(d).name: load_benchmark(d, cfg.scale)[:cfg.val_max_images] for d in cfg.val_dirs}
@@ -300,6 +239,11 @@ def train(cfg: TrainConfig, runs_root: str | os.PathLike = "runs", resume: str |
             raise ConfigError(f"teacher {cfg.teacher} is x{teacher.cfg.scale}, the run is x{cfg.scale}")
         teacher.requires_grad_(False)
     perceptual = PerceptualLoss(cfg.vgg_weights, device) if cfg.perceptual_weight else None
+    return benchmarks, pairs, teacher, perceptual
+
+
+def _open_record(cfg: TrainConfig, runs_root, resume) -> RunRecord:
+    """The run folder: a new one, or the resumed run's, whose training config must be this one."""
     record = RunRecord.resume(resume) if resume else RunRecord.create(runs_root, cfg.kind)
     # Compared as stored (JSON: tuples become lists); the budget belongs to an invocation, not to the run.
     same = lambda d: {k: v for k, v in json.loads(json.dumps(d)).items() if k != "time_budget_s"}
@@ -308,13 +252,26 @@ def train(cfg: TrainConfig, runs_root: str | os.PathLike = "runs", resume: str |
     if resume and same(TrainConfig.from_dict(record.config().get("train", {})).to_dict()) != same(cfg.to_dict()):
         raise ConfigError(f"the run in {record.path} was started with another training config; resume it with the "
                           f"same settings (see its config.json), or start a new run")
+    return record
+
+
+def _start(cfg: TrainConfig, runs_root, resume, start_wall: float) -> _Run:
+    """Inputs, run folder, model (initialised or resumed), optimiser, EMA and sampler, in the order that makes a
+    resumed run draw exactly what an uninterrupted one would."""
+    torch = require_torch()
+    from ..model.net import build_model
+
+    device = resolve_device(cfg.device)
+    amp = cfg.amp if cfg.amp != "auto" else ("bf16" if device.startswith("cuda") else "off")
+    benchmarks, pairs, teacher, perceptual = _inputs(cfg, device)
+    record = _open_record(cfg, runs_root, resume)
     torch.manual_seed(cfg.seed)
     model_cfg = cfg.model_config()
     model = build_model(model_cfg).to(device)
     if cfg.init and not resume:  # a resumed run restores its own weights below
         start, _ = load_checkpoint(cfg.init, device=device)
         if start.cfg != model_cfg:
-            raise ConfigError(f"--init {cfg.init} is a {start.cfg} model; this run trains {cfg.variant} "
+            raise ConfigError(f"init={cfg.init} is a {start.cfg} model; this run trains {cfg.variant} "
                               f"({model_cfg}): start from a checkpoint of the same variant and scale")
         model.load_state_dict(start.state_dict())
         log.info("weights initialised from %s", cfg.init)
@@ -328,125 +285,154 @@ def train(cfg: TrainConfig, runs_root: str | os.PathLike = "runs", resume: str |
         model = model.to(memory_format=torch.channels_last)
     sampler = CropSampler(pairs, cfg.scale, cfg.patch, cfg.batch, cfg.seed, device)
     distiller = FeatureDistiller(model, teacher, device) if cfg.feature_weight else None
-    trainable = list(model.parameters()) + (list(distiller.adapters.parameters()) if distiller else [])
-    opt = torch.optim.AdamW(_param_groups(model, distiller, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.99))
-    ema = _EMA(model, cfg.ema_decay)
-    eval_model = build_model(model_cfg).to(device)
-
-    forward = torch.compile(model) if cfg.compile else model
-    step, curves, best, stale, elapsed_before = 0, {"train": [], "val": []}, -math.inf, 0, 0.0
-    horizon = cfg.steps or None  # None: set from the first steps' times (steps = 0, a time budget)
+    run = _Run(cfg=cfg, record=record, device=device,
+               amp_dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp), benchmarks=benchmarks,
+               teacher=teacher, perceptual=perceptual, model=model, forward=None, eval_model=None, sampler=sampler,
+               distiller=distiller,
+               trainable=list(model.parameters()) + (list(distiller.adapters.parameters()) if distiller else []),
+               opt=torch.optim.AdamW(_param_groups(model, distiller, cfg.weight_decay), lr=cfg.lr,
+                                     betas=(0.9, 0.99)),
+               ema=EMA(model, cfg.ema_decay), start_wall=start_wall, horizon=cfg.steps or None)
+    run.eval_model = build_model(model_cfg).to(device)
+    run.forward = torch.compile(model) if cfg.compile else model
     if resume:
-        info = _load_state(record.path / "train_state", model, ema, opt, sampler, device, distiller)
-        step, curves, stale = info["step"], info["curves"], info["stale"]
-        horizon = info.get("horizon", horizon)
-        best = -math.inf if info["best"] is None else info["best"]
-        elapsed_before = info["elapsed_s"]
-        log.info("resumed %s at step %d", record.path, step)
+        info = load_state(record.path / "train_state", model, run.ema, run.opt, sampler, device, distiller)
+        run.step, run.curves, run.stale = info["step"], info["curves"], info["stale"]
+        run.horizon = info.get("horizon", run.horizon)
+        run.best = -math.inf if info["best"] is None else info["best"]
+        run.elapsed_before = info["elapsed_s"]
+        log.info("resumed %s at step %d", record.path, run.step)
     log.info("training %s (%s, %d params) on %s, amp %s, %d training pairs", cfg.kind, cfg.variant,
              sum(p.numel() for p in model.parameters()), device, amp, len(pairs))
+    return run
 
-    def save(reason: str):
-        curves["train"] = thin_curve(curves["train"])
-        ema.copy_to(eval_model)
-        summary = {"data": list(cfg.train_dirs), "steps": step, "device": device,
-                   "hardware": record.config().get("gpu") or "cpu",
-                   "wall_time_s": round(elapsed_before + time.monotonic() - start_wall, 1),
-                   "best_val_psnr": None if best == -math.inf else best, "distilled_from": cfg.teacher}
-        save_checkpoint(eval_model, record.path / "model_last", variant=cfg.variant, training=summary)
-        _save_state(record.path / "train_state", step, model, ema, opt, sampler,
-                    {"curves": curves, "best": None if best == -math.inf else best, "stale": stale, "horizon": horizon,
-                     "elapsed_s": elapsed_before + time.monotonic() - start_wall}, distiller)
-        record.write_metrics({"curves": curves, "best_val_psnr": None if best == -math.inf else best,
-                              "steps": step, "stopped": reason})
-        log.info("saved step %d (%s)", step, reason)
 
-    def validate() -> float | None:
-        nonlocal best, stale
-        if not benchmarks:
-            return None
-        ema.copy_to(eval_model)
-        res = evaluate_model(eval_model, benchmarks, cfg.scale, device)
-        score = float(np.mean([r["psnr"] for r in res.values()]))
-        curves["val"].append({"step": step, **{k: {"psnr": v["psnr"], "ssim": v["ssim"]} for k, v in res.items()},
+def _save(run: _Run, reason: str) -> None:
+    """model_last, the resume state and the metrics, as of ``run.step``."""
+    cfg, record = run.cfg, run.record
+    run.curves["train"] = thin_curve(run.curves["train"])
+    run.ema.copy_to(run.eval_model)
+    summary = {"data": list(cfg.train_dirs), "steps": run.step, "device": run.device,
+               "hardware": record.config().get("gpu") or "cpu", "wall_time_s": round(run.wall_s(), 1),
+               "best_val_psnr": run.best_or_none, "distilled_from": cfg.teacher}
+    save_checkpoint(run.eval_model, record.path / "model_last", variant=cfg.variant, training=summary)
+    save_state(record.path / "train_state", run.step, run.model, run.ema, run.opt, run.sampler,
+               {"curves": run.curves, "best": run.best_or_none, "stale": run.stale, "horizon": run.horizon,
+                "elapsed_s": run.wall_s()}, run.distiller)
+    record.write_metrics({"curves": run.curves, "best_val_psnr": run.best_or_none, "steps": run.step,
+                          "stopped": reason})
+    log.info("saved step %d (%s)", run.step, reason)
+
+
+def _validate(run: _Run) -> float | None:
+    """The EMA weights' mean validation PSNR (None without validation sets); a new best is saved as model_best."""
+    cfg = run.cfg
+    if not run.benchmarks:
+        return None
+    run.ema.copy_to(run.eval_model)
+    res = evaluate_model(run.eval_model, run.benchmarks, cfg.scale, run.device)
+    score = float(np.mean([r["psnr"] for r in res.values()]))
+    run.curves["val"].append({"step": run.step, **{k: {"psnr": v["psnr"], "ssim": v["ssim"]} for k, v in res.items()},
                               "mean_psnr": score})
-        if score > best:
-            best, stale = score, 0
-            save_checkpoint(eval_model, record.path / "model_best", variant=cfg.variant,
-                            training={"data": list(cfg.train_dirs), "steps": step, "val": curves["val"][-1],
-                                      "distilled_from": cfg.teacher})
-        else:
-            stale += 1
-        log.info("step %d validation %s", step, {k: round(v["psnr"], 3) for k, v in res.items()})
-        return score
+    if score > run.best:
+        run.best, run.stale = score, 0
+        save_checkpoint(run.eval_model, run.record.path / "model_best", variant=cfg.variant,
+                        training={"data": list(cfg.train_dirs), "steps": run.step, "val": run.curves["val"][-1],
+                                  "distilled_from": cfg.teacher})
+    else:
+        run.stale += 1
+    log.info("step %d validation %s", run.step, {k: round(v["psnr"], 3) for k, v in res.items()})
+    return score
 
+
+def _train_step(run: _Run, scaler) -> dict:
+    """One optimiser step at the schedule's learning rate; returns the step's curve entry."""
+    torch = require_torch()
+    cfg = run.cfg
+    lr = lr_at(cfg, run.step, run.horizon or 10**9)
+    for group in run.opt.param_groups:
+        group["lr"] = lr
+    lr_batch, hr_batch = run.sampler.sample()
+    if cfg.channels_last:
+        lr_batch = lr_batch.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device_type=run.device.split(":")[0], dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
+        out = run.forward(lr_batch)
+        teacher_out = run.teacher(lr_batch) if run.teacher is not None else None
+        losses = distillation_loss(cfg.loss, out.float(), hr_batch,
+                                   None if teacher_out is None else teacher_out.float(), cfg.alpha)
+        if run.distiller is not None:
+            losses["feature"] = run.distiller.loss()
+            losses["total"] = losses["total"] + cfg.feature_weight * losses["feature"]
+        if run.perceptual is not None:
+            losses["perceptual"] = run.perceptual(out.float(), hr_batch)
+            losses["total"] = losses["total"] + cfg.perceptual_weight * losses["perceptual"]
+    run.opt.zero_grad(set_to_none=True)
+    scaler.scale(losses["total"]).backward()
+    scaler.unscale_(run.opt)
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.trainable, cfg.grad_clip)
+    scaler.step(run.opt)
+    scaler.update()
+    run.ema.update(run.model, run.step)
+    run.step += 1
+    return {"step": run.step, "lr": lr, "loss": losses["total"].item(), "pixel": losses["pixel"].item(),
+            "kd": losses["kd"].item(), "grad_norm": grad_norm.item(),
+            **{k: losses[k].item() for k in ("feature", "perceptual") if k in losses}}
+
+
+def train(cfg: TrainConfig, runs_root: str | os.PathLike = "runs", resume: str | os.PathLike | None = None,
+          progress=None, stop_after: int | None = None) -> Path:
+    """Run (or resume) one training run; returns its run folder.
+
+    ``progress(dict)`` is called after every step. ``stop_after``: end this invocation (saved, resumable) after that
+    many steps, e.g. to train on a CPU in slices.
+
+    The steps: :func:`_start` (inputs, run folder, model, optimiser, resume state), then :func:`_train_step` until
+    the schedule's horizon, a pause, the time budget, early stopping or a non-finite loss, with :func:`_validate`
+    and :func:`_save` every ``eval_every`` steps and once at the end.
+    """
+    torch = require_torch()
+    run = _start(cfg, runs_root, resume, time.monotonic())
     # fp16 needs loss scaling (its gradients underflow); bf16 and fp32 do not.
-    scaler = torch.amp.GradScaler(device.split(":")[0], enabled=amp == "fp16")
+    scaler = torch.amp.GradScaler(run.device.split(":")[0], enabled=run.amp_dtype == torch.float16)
     step_times, reason = [], "finished"
-    eval_cost, first_step = 0.0, step
-    while horizon is None or step < horizon:
+    eval_cost, first_step = 0.0, run.step
+    while run.horizon is None or run.step < run.horizon:
         t0 = time.monotonic()
-        if stop_after is not None and step - first_step >= stop_after:
+        if stop_after is not None and run.step - first_step >= stop_after:
             reason = "paused"
             break
         if cfg.time_budget_s is not None:
-            spent = t0 - start_wall
             need = (np.median(step_times) if step_times else 0) + eval_cost + 1.0
-            if spent + need > cfg.time_budget_s:
+            if t0 - run.start_wall + need > cfg.time_budget_s:
                 reason = "time budget"
                 break
-        lr = lr_at(cfg, step, horizon or 10**9)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        lr_batch, hr_batch = sampler.sample()
-        if cfg.channels_last:
-            lr_batch = lr_batch.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device_type=device.split(":")[0], dtype=amp_dtype, enabled=amp_dtype is not None):
-            out = forward(lr_batch)
-            teacher_out = teacher(lr_batch) if teacher is not None else None
-            losses = distillation_loss(cfg.loss, out.float(), hr_batch,
-                                       None if teacher_out is None else teacher_out.float(), cfg.alpha)
-            if distiller is not None:
-                losses["feature"] = distiller.loss()
-                losses["total"] = losses["total"] + cfg.feature_weight * losses["feature"]
-            if perceptual is not None:
-                losses["perceptual"] = perceptual(out.float(), hr_batch)
-                losses["total"] = losses["total"] + cfg.perceptual_weight * losses["perceptual"]
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(losses["total"]).backward()
-        scaler.unscale_(opt)
-        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
-        scaler.step(opt)
-        scaler.update()
-        ema.update(model, step)
-        step += 1
-        entry = {"step": step, "lr": lr, "loss": losses["total"].item(), "pixel": losses["pixel"].item(),
-                 "kd": losses["kd"].item(), "grad_norm": grad_norm.item(),
-                 **{k: losses[k].item() for k in ("feature", "perceptual") if k in losses}}
-        curves["train"].append(entry)
+        entry = _train_step(run, scaler)
+        run.curves["train"].append(entry)
         step_times.append(time.monotonic() - t0)
         if not math.isfinite(entry["loss"]):
             reason = "non-finite loss"
-            log.error("non-finite loss at step %d; stopping (lower --lr or use --loss charbonnier)", step)
+            log.error("non-finite loss at step %d; stopping (lower the learning rate or use the charbonnier loss)",
+                      run.step)
             break
-        if horizon is None and len(step_times) >= 45:  # steps = 0: as many as fit, the first 5 were warm-up
-            left = cfg.time_budget_s - (time.monotonic() - start_wall)
-            horizon = step + max(1, int(0.9 * left / float(np.median(step_times[5:]))))
-            log.info("%d steps fit in the time budget: the schedule ends at step %d", horizon - step, horizon)
-        if step % cfg.eval_every == 0 or step == horizon:
+        if run.horizon is None and len(step_times) >= 45:  # steps = 0: as many as fit, the first 5 were warm-up
+            left = cfg.time_budget_s - (time.monotonic() - run.start_wall)
+            run.horizon = run.step + max(1, int(0.9 * left / float(np.median(step_times[5:]))))
+            log.info("%d steps fit in the time budget: the schedule ends at step %d", run.horizon - run.step,
+                     run.horizon)
+        if run.step % cfg.eval_every == 0 or run.step == run.horizon:
             t_eval = time.monotonic()
-            validate()
-            save("checkpoint")
+            _validate(run)
+            _save(run, "checkpoint")
             eval_cost = time.monotonic() - t_eval
-            if cfg.early_stop_patience and stale >= cfg.early_stop_patience:
+            if cfg.early_stop_patience and run.stale >= cfg.early_stop_patience:
                 reason = "early stopping"
                 break
         if progress is not None:
-            progress({**entry, "best_val_psnr": None if best == -math.inf else best, "of": horizon or 0})
-    if not curves["val"] or curves["val"][-1]["step"] != step:
-        validate()
-    save(reason)
-    record.plot_curves(curves)
-    log.info("run %s ended at step %d: %s", record.path, step, reason)
-    record.detach_log()
-    return record.path
+            progress({**entry, "best_val_psnr": run.best_or_none, "of": run.horizon or 0})
+    if not run.curves["val"] or run.curves["val"][-1]["step"] != run.step:
+        _validate(run)
+    _save(run, reason)
+    run.record.plot_curves(run.curves)
+    log.info("run %s ended at step %d: %s", run.record.path, run.step, reason)
+    run.record.detach_log()
+    return run.record.path

@@ -68,7 +68,7 @@ class PerceptualLoss:
             raise ConfigError(
                 f"the perceptual loss needs VGG19 weights as a local safetensors file (got {weights_path!r}); "
                 "save torchvision's vgg19 IMAGENET1K_V1 'features' state dict with safetensors on a machine that "
-                "has it, pass the file with --vgg-weights, or set the perceptual weight to 0 (nothing is downloaded)")
+                "has it, pass the file as vgg_weights=FILE, or set the perceptual weight to 0 (nothing is downloaded)")
         net = _vgg19_features(VGG_LAYER)
         state = {k[len("features."):]: v for k, v in load_file(str(path)).items() if k.startswith("features.")}
         wanted = net.state_dict().keys()

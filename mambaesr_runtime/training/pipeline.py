@@ -6,8 +6,8 @@ import json
 import os
 from pathlib import Path
 
+from ..evaluation.sets import load_benchmark
 from ..model.checkpoint import load_checkpoint
-from .data import load_benchmark
 from .loop import TrainConfig, evaluate_model, resolve_device, train
 from .records import RunRecord
 
@@ -51,7 +51,8 @@ def run_pipeline(base: TrainConfig, eval_dirs: tuple[str, ...] = (), runs_root: 
     for stage, r in results.items():
         cells = " | ".join(f"{r['sets'][k]['psnr']:.2f} / {r['sets'][k]['ssim']:.4f}" for k in benches)
         lines.append(f"| {stage} | {r['steps']} | {cells} |")
-    (record.path / "results.md").write_text("PSNR-Y / SSIM, x%d, shave %d (torch, full image)\n\n%s\n"
-                                            % (base.scale, base.scale, "\n".join(lines)))
+    table = "\n".join(lines)
+    (record.path / "results.md").write_text(f"PSNR-Y / SSIM, x{base.scale}, shave {base.scale} (torch, full image)\n\n"
+                                            f"{table}\n")
     (record.path / "stages.json").write_text(json.dumps(stages, indent=2) + "\n")
     return record.path

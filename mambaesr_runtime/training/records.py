@@ -27,7 +27,7 @@ class RunRecord:
         self._handler = None
 
     @classmethod
-    def create(cls, root: str | os.PathLike, kind: str) -> "RunRecord":
+    def create(cls, root: str | os.PathLike, kind: str) -> RunRecord:
         root = Path(root)
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         path = root / f"{kind}_{stamp}"
@@ -47,7 +47,7 @@ class RunRecord:
         return record
 
     @classmethod
-    def resume(cls, path: str | os.PathLike) -> "RunRecord":
+    def resume(cls, path: str | os.PathLike) -> RunRecord:
         path = Path(path)
         if path.is_symlink():
             path = path.resolve()
@@ -60,9 +60,9 @@ class RunRecord:
         """The commit and uncommitted diff of the code that ran (best effort: not every install is a checkout)."""
         here = Path(__file__).resolve().parent
         try:
-            commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+            commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, check=False, capture_output=True, text=True,
                                     timeout=10).stdout.strip()
-            diff = subprocess.run(["git", "diff", "HEAD"], cwd=here, capture_output=True, text=True,
+            diff = subprocess.run(["git", "diff", "HEAD"], cwd=here, check=False, capture_output=True, text=True,
                                   timeout=30).stdout
         except (OSError, subprocess.SubprocessError):
             commit, diff = "", ""

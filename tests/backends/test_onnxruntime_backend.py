@@ -10,12 +10,12 @@ import shutil
 import pytest
 
 import hostile
+from mambaesr_runtime.artifacts.manifest import read_manifest
+from mambaesr_runtime.artifacts.names import shipped_dir
 from mambaesr_runtime.backends import base
 from mambaesr_runtime.backends.onnxruntime import OrtBackend
 from mambaesr_runtime.errors import BackendError, ConfigError
-from mambaesr_runtime.export.manifest import read_manifest
 from mambaesr_runtime.fileio import sha256_file
-from mambaesr_runtime.runtime.engines import shipped_dir
 from mambaesr_runtime.runtime.upscaler import Upscaler
 
 

@@ -15,24 +15,13 @@ import threading
 import numpy as np
 import pytest
 from onnx import TensorProto
-from standins.tensorrt_standin import (
-    TRT10_VERSION,
-    TRT11_VERSION,
-    TRT85_VERSION,
-    make_standins,
-    write_static_sr_onnx,
-)
 
+from mambaesr_runtime.artifacts.manifest import EngineManifest, manifest_path, read_manifest, write_manifest
 from mambaesr_runtime.backends.tensorrt import TrtBackend
 from mambaesr_runtime.errors import BackendError, DependencyError
-from mambaesr_runtime.export.manifest import (
-    EngineManifest,
-    manifest_path,
-    read_manifest,
-    write_manifest,
-)
 from mambaesr_runtime.export.tensorrt_build import build_engine
 from mambaesr_runtime.fileio import sha256_file
+from standins.tensorrt_standin import TRT10_VERSION, TRT11_VERSION, TRT85_VERSION, make_standins, write_static_sr_onnx
 
 VERSIONS = {"8.5": TRT85_VERSION, "10": TRT10_VERSION}
 
@@ -290,7 +279,7 @@ def test_standin_logger_is_process_wide_like_tensorrt(tmp_path):
 
 
 def test_standin_deserialize_and_execution_context_need_a_current_cuda_context(tmp_path):
-    from mambaesr_runtime.export.trt_compat import trt_logger
+    from mambaesr_runtime.artifacts.tensorrt import trt_logger
 
     plan, trt, cuda, _ = _plan(tmp_path, "8.5")
     runtime = trt.Runtime(trt_logger(trt))
@@ -321,7 +310,7 @@ def test_trt11_engine_runs_on_the_tensor_address_path(tmp_path):
 
 def test_manifest_can_be_given_instead_of_read_and_describe_shows_the_parity(tmp_path):
     plan, trt, cuda, _ = _plan(tmp_path, "10")
-    from mambaesr_runtime.export.manifest import read_manifest
+    from mambaesr_runtime.artifacts.manifest import read_manifest
 
     manifest = read_manifest(plan)
     manifest_path(plan).unlink()

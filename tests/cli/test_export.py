@@ -9,8 +9,8 @@ import pytest
 import torch
 import yaml
 
+from mambaesr_runtime.artifacts.manifest import read_manifest
 from mambaesr_runtime.cli.export import main
-from mambaesr_runtime.export.manifest import read_manifest
 from mambaesr_runtime.model.checkpoint import save_checkpoint
 from mambaesr_runtime.profiles import builtin_profiles
 from tinymodels import untrained

@@ -48,7 +48,7 @@ def test_count_past_the_end_of_a_replay_holds_the_last_snapshot(hot_trace, capsy
 
 def test_psutil_run_with_count_records_a_trace(tmp_path, capsys):
     path = tmp_path / "live.json"
-    assert main(["--source", "psutil", "--count", "3", "--interval", "0.01", "--record", str(path)]) == 0
+    assert main(["--telemetry", "psutil", "--count", "3", "--interval", "0.01", "--record", str(path)]) == 0
     out, err = capsys.readouterr()
     assert len(out.splitlines()) == 3 and tiers(out) == ["balanced"] * 3  # the cpu profile's heaviest tier
     assert re.search(r"free_mb=\d+ cpu=\d+", out)
@@ -81,12 +81,12 @@ def test_the_panel_shows_every_reading_against_its_threshold():
 @pytest.mark.parametrize("argv, words", [
     (["--replay", "none.json"], "error: trace none.json not found; record one with mambaesr-monitor --record"),
     (["--device", "jetson-tx1", "--count", "1"], "error: unknown device 'jetson-tx1'; built-in devices are"),
-    (["--source", "psutil", "--count", "1", "--record", "trace.txt"], "give a .json or .csv file name"),
-    (["--source", "psutil", "--start-tier", "ultra", "--count", "1"], "no tier 'ultra'; its tiers are"),
+    (["--telemetry", "psutil", "--count", "1", "--record", "trace.txt"], "give a .json or .csv file name"),
+    (["--telemetry", "psutil", "--start-tier", "ultra", "--count", "1"], "no tier 'ultra'; its tiers are"),
     # Before: these failed only at save time, after the whole session, losing the samples.
-    (["--source", "psutil", "--count", "1", "--record", "/proc/r.json"], "cannot create files in /proc"),
-    (["--source", "psutil", "--count", "1", "--record", "no/such/r.json"], "the folder no/such does not exist"),
-    (["--source", "psutil", "--count", "1", "--record", "."], "give a .json or .csv file name"),
+    (["--telemetry", "psutil", "--count", "1", "--record", "/proc/r.json"], "cannot create files in /proc"),
+    (["--telemetry", "psutil", "--count", "1", "--record", "no/such/r.json"], "the folder no/such does not exist"),
+    (["--telemetry", "psutil", "--count", "1", "--record", "."], "give a .json or .csv file name"),
 ])
 def test_bad_arguments_exit_2_with_the_fix(argv, words, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -103,3 +103,21 @@ def test_unparseable_arguments_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2 and "error" in capsys.readouterr().err
+
+
+def test_the_old_source_flag_still_works_and_says_it_is_now_telemetry(capsys):
+    """mambaesr-run and mambaesr-monitor name the telemetry source the same way (--telemetry); --source stays."""
+    assert main(["--source", "psutil", "--count", "1"]) == 0
+    assert "note: --source is now called --telemetry" in capsys.readouterr().err
+    assert main(["--telemetry", "psutil", "--count", "1"]) == 0
+    assert "note:" not in capsys.readouterr().err
+
+
+def test_library_errors_show_this_commands_flags(capsys):
+    from mambaesr_runtime.cli.flags import for_cli
+
+    assert main(["--telemetry", "replay", "--count", "1"]) == 2  # a replay source without a trace file
+    assert "(--replay trace.json)" in capsys.readouterr().err
+    assert for_cli("pass overwrite=True or raise max_output_megapixels; use source='psutil'",
+                   {"overwrite": "--overwrite", "max_output_megapixels": "--max-megapixels",
+                    "source": "--telemetry"}) == "pass --overwrite or raise --max-megapixels; use --telemetry psutil"

@@ -171,3 +171,13 @@ def test_nan_output_is_an_error_naming_engine_and_tile(tmp_path, capsys):
     write_image(src, img, overwrite=True)
     assert main([str(src), "--model", str(model), "--overlap", "2", "-q"]) == 0  # finite everywhere: fine
     assert read_image(tmp_path / "in_x4.png").shape == (160, 160, 3)
+
+
+def test_telemetry_flag_and_its_old_name(tmp_path, capsys):
+    """--telemetry names the source as mambaesr-monitor does; --monitor (the old name) still works and says so."""
+    src = write_image(tmp_path / "a.png", np.full((8, 8, 3), 50, np.uint8))
+    assert main([str(src), "--adaptive", "--telemetry", "psutil", "-q"]) == 0  # the cpu profile's shipped engines
+    err = capsys.readouterr().err
+    assert "adaptive:" in err and "note:" not in err
+    assert main([str(src), "--adaptive", "--monitor", "psutil", "-q", "--overwrite"]) == 0
+    assert "note: --monitor is now called --telemetry" in capsys.readouterr().err

@@ -57,15 +57,11 @@ def test_a_tensorrt_plan_is_evaluated_through_the_runtime_path(tmp_path, shared_
     import types
 
     import cv2
-    from standins.tensorrt_standin import (
-        TRT10_VERSION,
-        make_standins,
-        write_static_sr_onnx,
-    )
 
+    from mambaesr_runtime.artifacts.manifest import EngineManifest, write_manifest
     from mambaesr_runtime.evaluation.metrics import psnr_y
-    from mambaesr_runtime.export.manifest import EngineManifest, write_manifest
     from mambaesr_runtime.export.tensorrt_build import build_engine
+    from standins.tensorrt_standin import TRT10_VERSION, make_standins, write_static_sr_onnx
 
     trt, cuda, rec = make_standins(TRT10_VERSION)
     rec.network_input = ("lr", (1, 3, 32, 32))
@@ -93,3 +89,20 @@ def test_a_tensorrt_plan_is_evaluated_through_the_runtime_path(tmp_path, shared_
         h, w = hr.shape[0] // 4 * 4, hr.shape[1] // 4 * 4
         assert abs(scores["psnr"] - psnr_y(nearest[:h, :w], hr[:h, :w], 4)) < 1e-6, name
     assert "trt.Runtime.deserialize_cuda_engine" in rec.names()
+
+
+def test_eval_takes_any_dynamic_shape_sr_onnx_at_its_own_scale(tmp_path, capsys):
+    """mambaesr-eval on a user's x2 ONNX with dynamic height and width: tiled at --tile, scale from the probe run, LR
+    made at x2 (the set has HR only), reported per set."""
+    import cv2
+    import numpy as np
+
+    from tinymodels import dynamic_sr_onnx
+
+    path, _ = dynamic_sr_onnx(tmp_path / "user_x2.onnx", scale=2)
+    (tmp_path / "Mini" / "HR").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(tmp_path / "Mini" / "HR" / "a.png"), (rng.random((40, 36, 3)) * 255).astype(np.uint8))
+    assert main([str(path), str(tmp_path / "Mini"), "--tile", "16", "--overlap", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "x2" in out and "tiles 16x16 overlap 2" in out and "scale found by a probe run" in out and "| Mini | 1 |" in out

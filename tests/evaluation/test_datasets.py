@@ -89,7 +89,7 @@ def server():
 
 
 def test_downloads_verifies_and_lays_out_hr_and_lr(server, tmp_path):
-    base, files, log, sources = server
+    _base, _files, log, sources = server
     assert download_sets(["Tiny"], tmp_path, sources) == {"Tiny": 3}
     root = tmp_path / "Tiny"
     assert sorted(p.name for p in (root / "HR").iterdir()) == ["a.png", "b.png", "c.png"]
@@ -104,7 +104,7 @@ def test_downloads_verifies_and_lays_out_hr_and_lr(server, tmp_path):
 
 
 def test_resumes_a_partial_download_with_a_range_request(server, tmp_path):
-    base, files, log, sources = server
+    base, files, log, _sources = server
     body = files["/pack.zip"]
     dest = tmp_path / "pack.zip"
     (tmp_path / "pack.zip.part").write_bytes(body[:100])
@@ -149,15 +149,15 @@ def test_builtin_sources_pin_the_team_copies(shared_data):
 
 
 def test_script_entry_point(server, tmp_path):
-    base, _, _, sources = server
+    _base, _, _, sources = server
     src = tmp_path / "sources.json"
     src.write_text(json.dumps(sources))
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "download_datasets.py"), "Tiny", "--dest",
-                           str(tmp_path / "data"), "--sources", str(src)], capture_output=True, text=True)
+                           str(tmp_path / "data"), "--sources", str(src)], check=False, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "Tiny: 3 HR images" in done.stdout
     bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "download_datasets.py"), "Nope", "--dest",
-                          str(tmp_path / "data"), "--sources", str(src)], capture_output=True, text=True)
+                          str(tmp_path / "data"), "--sources", str(src)], check=False, capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown sets" in bad.stderr
 
 
@@ -181,7 +181,7 @@ def test_a_planted_part_link_is_refused_and_its_target_untouched(server, tmp_pat
 
 def test_planted_tmp_links_beside_members_are_never_followed(server, tmp_path):
     """Before: extraction wrote <member>.tmp, so a link planted under that name had its target overwritten."""
-    base, files, _, sources = server
+    _base, files, _, sources = server
     victim = tmp_path / "victim.txt"
     victim.write_text("precious\n")
     hr = tmp_path / "data" / "Tiny" / "HR"
@@ -197,7 +197,7 @@ def test_planted_tmp_links_beside_members_are_never_followed(server, tmp_path):
     ("member", "HR/../../escaped.png"), ("set", "../escaped"), ("archive", "/pack.zip/..")])
 def test_sources_cannot_write_outside_dest(server, tmp_path, where, value):
     """Before: a sources file whose dest or member names held ../ or an absolute path wrote outside --dest (exit 0)."""
-    base, files, log, sources = server
+    base, _files, _log, sources = server
     spec = json.loads(json.dumps(sources))
     tiny = spec["sets"]["Tiny"]
     if where == "file":
@@ -216,7 +216,7 @@ def test_sources_cannot_write_outside_dest(server, tmp_path, where, value):
 
 
 def test_a_link_inside_dest_cannot_lead_outside(server, tmp_path):
-    base, _, _, sources = server
+    _base, _, _, sources = server
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (tmp_path / "data" / "Tiny").mkdir(parents=True)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from mambaesr_runtime.artifacts.names import shipped_dir
 from mambaesr_runtime.evaluation import benchmark
 from mambaesr_runtime.profiles import load_profile
-from mambaesr_runtime.runtime.engines import shipped_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,9 +9,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from mambaesr_runtime.artifacts.names import shipped_dir
 from mambaesr_runtime.errors import ExportError
 from mambaesr_runtime.export.fp16_onnx import convert_to_fp16
-from mambaesr_runtime.export.pipeline import real_tiles, shipped_weights_dir
+from mambaesr_runtime.export.parity import real_tiles
 
 
 def _run(model, x):
@@ -22,7 +23,7 @@ def _run(model, x):
 
 
 def test_shipped_fast_model_converts_with_float32_io_and_computes_the_same():
-    model = onnx.load(shipped_weights_dir() / "fast_x4_t136_b1.onnx")
+    model = onnx.load(shipped_dir() / "fast_x4_t136_b1.onnx")
     half = convert_to_fp16(model)
     assert [i.type.tensor_type.elem_type for i in half.graph.input] == [TensorProto.FLOAT]
     assert [o.type.tensor_type.elem_type for o in half.graph.output] == [TensorProto.FLOAT]

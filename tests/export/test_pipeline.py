@@ -11,9 +11,10 @@ import onnx
 import pytest
 import torch
 
+from mambaesr_runtime.artifacts.manifest import manifest_path, read_manifest
+from mambaesr_runtime.artifacts.names import shipped_dir
 from mambaesr_runtime.errors import CheckpointError, ExportError
-from mambaesr_runtime.export import pipeline
-from mambaesr_runtime.export.manifest import manifest_path, read_manifest
+from mambaesr_runtime.export import parity, pipeline
 from mambaesr_runtime.fileio import sha256_file
 from mambaesr_runtime.model.checkpoint import save_checkpoint
 from mambaesr_runtime.profiles import Tier, load_profile
@@ -52,7 +53,7 @@ def test_tiny_export_writes_verified_onnx_and_manifest(tmp_path, tiny_ckpt):
     assert m.weights_sha256 == sha256_file(tiny_ckpt)
     assert m.profile == "test-cpu" and m.tier == "t" and m.tensorrt_target is None
     assert {"torch", "onnx", "onnxsim", "onnxruntime", "mambaesr"} <= set(m.versions)
-    assert m.verification["ort_vs_torch_max_abs_err"] <= pipeline.FP32_TOLERANCE
+    assert m.verification["ort_vs_torch_max_abs_err"] <= parity.FP32_TOLERANCE
     assert "fp16_psnr_vs_fp32_db" not in m.verification  # an fp32 profile has no fp16 engines to check
     assert art.trtexec is None  # ONNX Runtime profile: nothing to build on a device
     assert sorted(p.name for p in out.iterdir()) == ["tiny_x4_t16_b4.onnx", "tiny_x4_t16_b4.onnx.manifest.json"]
@@ -61,8 +62,8 @@ def test_tiny_export_writes_verified_onnx_and_manifest(tmp_path, tiny_ckpt):
 def test_a_line_model_exports_pad_aware_and_a_small_image_through_it_is_the_whole_image_result(tmp_path):
     """The manifest says what to pad with; through ONNX Runtime and the tiler, an image smaller than the tile comes
     out as the whole-image PyTorch result (a reflected border changed it: the scans carry state along lines)."""
+    from mambaesr_runtime.artifacts.manifest import PAD_VALUE
     from mambaesr_runtime.backends.onnxruntime import OrtBackend
-    from mambaesr_runtime.export.manifest import PAD_VALUE
     from mambaesr_runtime.runtime.tiling import upscale_tiled
 
     model = untrained("tiny", **LINES)
@@ -110,7 +111,7 @@ def test_tensorrt_profile_without_tensorrt_gives_trtexec_and_checks_fp16_and_ops
     [art] = pipeline.export_profile(profile, tmp_path, [tiny_ckpt], trt=None)
     assert art.plan is None
     v = art.manifest.verification
-    assert v["fp16_psnr_vs_fp32_db"] >= pipeline.FP16_MIN_PSNR
+    assert v["fp16_psnr_vs_fp32_db"] >= parity.FP16_MIN_PSNR
     assert v["tensorrt_compat"]["target"] == "10" and v["tensorrt_compat"]["ok"]
     assert art.trtexec.startswith("trtexec ") and "tiny_x4_t16_b4.onnx" in art.trtexec
     assert "--fp16" in art.trtexec and "tiny_x4_t16_b4_fp16.plan" in art.trtexec
@@ -124,8 +125,8 @@ def test_shipped_student_exports_and_verifies_on_real_tiles(tmp_path, shared_dat
     [art] = pipeline.export_profile(profile, tmp_path, [], threads=2)  # default: the shipped weights
     from mambaesr_runtime.model.checkpoint import load_checkpoint
 
-    model, _ = load_checkpoint(pipeline.shipped_weights_dir() / "student_x4.safetensors")
-    result = pipeline.verify_fp32(model.eval(), art.onnx, [np.ascontiguousarray(tiles)])
+    model, _ = load_checkpoint(shipped_dir() / "student_x4.safetensors")
+    result = parity.verify_fp32(model.eval(), art.onnx, [np.ascontiguousarray(tiles)])
     assert result["ort_vs_torch_max_abs_err"] <= 1e-4
     assert art.manifest.verification["ort_vs_torch_max_abs_err"] <= 1e-4
     # onnx-simplifier folded the graph: fewer nodes than the raw export, and no shape arithmetic left
@@ -146,9 +147,9 @@ def test_verify_rejects_an_onnx_from_other_weights(tmp_path, tiny_ckpt):
     other = untrained("tiny", seed=7)
     x = np.random.default_rng(0).random((4, 3, 16, 16), dtype=np.float32)
     with pytest.raises(ExportError, match="disagree by"):
-        pipeline.verify_fp32(other, art.onnx, [x])
+        parity.verify_fp32(other, art.onnx, [x])
     model, _ = load_checkpoint(tiny_ckpt)
-    assert pipeline.verify_fp32(model.eval(), art.onnx, [x])["ort_vs_torch_max_abs_err"] <= 1e-4
+    assert parity.verify_fp32(model.eval(), art.onnx, [x])["ort_vs_torch_max_abs_err"] <= 1e-4
 
 
 def test_fp16_check_fails_a_model_that_overflows_in_half_precision():
@@ -159,7 +160,7 @@ def test_fp16_check_fails_a_model_that_overflows_in_half_precision():
             p.mul_(300.0)  # activations far beyond fp16's 65504
     tiles = np.random.default_rng(0).random((1, 3, 16, 16), dtype=np.float32)
     with pytest.raises(ExportError, match="fp16"):
-        pipeline.verify_fp16(model, tiles)
+        parity.verify_fp16(model, tiles)
 
 
 def test_interrupted_export_leaves_nothing(tmp_path, tiny_ckpt, monkeypatch):
@@ -175,17 +176,17 @@ def test_interrupted_export_leaves_nothing(tmp_path, tiny_ckpt, monkeypatch):
 
 def test_missing_weights_for_a_variant_name_the_fix(tmp_path, tiny_ckpt):
     profile = make_profile(tiers=(("a", "tiny", 16, 1, 2), ("b", "teacher", 16, 1, 2)))
-    with pytest.raises(CheckpointError, match=r"no weights for variant\(s\) \['teacher'\].*--weights"):
+    with pytest.raises(CheckpointError, match=r"no weights for variant\(s\) \['teacher'\].*weights=CHECKPOINT"):
         pipeline.export_profile(profile, tmp_path, [tiny_ckpt])
     assert list(tmp_path.iterdir()) == []
 
 
 def test_real_tiles_are_real_content_of_the_right_shape():
-    tiles = pipeline.real_tiles(64, 5)
+    tiles = parity.real_tiles(64, 5)
     assert tiles.shape == (5, 3, 64, 64) and tiles.dtype == np.float32
     assert 0 <= tiles.min() and tiles.max() <= 1 and tiles.std() > 0.05
     assert not np.array_equal(tiles[0], tiles[1])
-    big = pipeline.real_tiles(160, 1)  # larger than the 128x128 sample: reflected
+    big = parity.real_tiles(160, 1)  # larger than the 128x128 sample: reflected
     assert big.shape == (1, 3, 160, 160)
 
 
@@ -228,13 +229,13 @@ def test_plans_only_builds_on_the_device_from_copied_onnx_without_reexporting(tm
     rec.network_input = ("lr", (4, 3, 16, 16))
     monkeypatch.setattr(pipeline, "export_tier", lambda *a, **k: pytest.fail("plans-only must not re-export"))
     monkeypatch.setattr(pipeline, "resolve_weights", lambda *a, **k: pytest.fail("plans-only needs no weights"))
-    [art] = pipeline.export_profile(profile, tmp_path, trt=trt, cuda=cuda, plans_only=True)
+    [art] = pipeline.build_plans(profile, tmp_path, trt=trt, cuda=cuda)
     assert art.onnx == dev.onnx and art.plan.is_file() and art.plan_manifest.onnx_sha256 == dev.manifest.onnx_sha256
     dev.onnx.write_bytes(dev.onnx.read_bytes() + b"\0")  # damaged in the copy
     with pytest.raises(ExportError, match="does not match its manifest's sha256"):
-        pipeline.export_profile(profile, tmp_path, trt=trt, cuda=cuda, plans_only=True)
+        pipeline.build_plans(profile, tmp_path, trt=trt, cuda=cuda)
     with pytest.raises(ExportError, match="not found: export it on a machine with the torch extra"):
-        pipeline.export_profile(profile, tmp_path / "empty", trt=trt, cuda=cuda, plans_only=True)
+        pipeline.build_plans(profile, tmp_path / "empty", trt=trt, cuda=cuda)
 
 
 def _profile_shapes() -> list:
@@ -273,7 +274,7 @@ def test_parity_of_the_built_plan_is_recorded_in_its_manifest(tmp_path, tiny_ckp
     from mambaesr_runtime.export.plan_parity import PLAN_MIN_PSNR
 
     profile, trt, cuda, _ = _jetson_export(tmp_path, tiny_ckpt)
-    [art] = pipeline.export_profile(profile, tmp_path, trt=trt, cuda=cuda, plans_only=True)
+    [art] = pipeline.build_plans(profile, tmp_path, trt=trt, cuda=cuda)
     v = read_manifest(art.plan).verification
     # The stand-in engine computes the parsed graph, so it matches ONNX Runtime: the numbers are the measurement.
     assert v["parity_reference"] == "onnxruntime fp32 CPU" and v["parity_min_psnr_db"] == PLAN_MIN_PSNR
@@ -291,7 +292,7 @@ def test_a_plan_that_computes_something_else_is_refused_and_nothing_is_written(t
     rec.output_fault = lambda x, y: y + 0.05  # 26 dB: a broken plan
     with pytest.raises(ExportError, match=r"only 2\d.\d dB PSNR from ONNX Runtime fp32 on .* must reach 40 dB on every "
                                           r"tile. It was not installed \(nothing was written\)"):
-        pipeline.export_profile(profile, tmp_path, trt=trt, cuda=cuda, plans_only=True)
+        pipeline.build_plans(profile, tmp_path, trt=trt, cuda=cuda)
     assert "trt.Builder.build_serialized_network" in rec.names()  # it was built, then refused
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no plan, no manifest, no scratch folder
     assert cache.read_bytes() == b"FAKECACHE:5"  # the timing cache of a refused build is not kept either
@@ -299,11 +300,11 @@ def test_a_plan_that_computes_something_else_is_refused_and_nothing_is_written(t
 
 def test_a_refused_rebuild_keeps_the_installed_plan(tmp_path, tiny_ckpt):
     profile, trt, cuda, rec = _jetson_export(tmp_path, tiny_ckpt)
-    [good] = pipeline.export_profile(profile, tmp_path, trt=trt, cuda=cuda, plans_only=True)
+    [good] = pipeline.build_plans(profile, tmp_path, trt=trt, cuda=cuda)
     plan_bytes, manifest = good.plan.read_bytes(), read_manifest(good.plan)
     rec.output_fault = lambda x, y: np.full_like(y, np.nan)
     with pytest.raises(ExportError, match=r"produces inf/NaN .*\(nothing was written\)"):
-        pipeline.export_profile(profile, tmp_path, trt=trt, cuda=cuda, plans_only=True, force=True)
+        pipeline.build_plans(profile, tmp_path, trt=trt, cuda=cuda, force=True)
     assert good.plan.read_bytes() == plan_bytes and read_manifest(good.plan) == manifest
 
 
@@ -318,7 +319,7 @@ def test_the_saturated_tile_catches_what_real_tiles_miss(tmp_path, tiny_ckpt):
 
     rec.output_fault = fails_on_saturated
     with pytest.raises(ExportError, match="on the saturated tile"):
-        pipeline.export_profile(profile, tmp_path, trt=trt, cuda=cuda, plans_only=True)
+        pipeline.build_plans(profile, tmp_path, trt=trt, cuda=cuda)
 
 
 def test_saturated_tile_is_saturated_and_high_contrast():
@@ -337,7 +338,7 @@ def test_trt11_fp16_plan_passes_parity_through_its_fp16_graph(tmp_path, tiny_ckp
     from standins.tensorrt_standin import TRT11_VERSION
 
     profile, trt, cuda, _ = _jetson_export(tmp_path, tiny_ckpt, version=TRT11_VERSION)
-    [art] = pipeline.export_profile(profile, tmp_path, trt=trt, cuda=cuda, plans_only=True)
+    [art] = pipeline.build_plans(profile, tmp_path, trt=trt, cuda=cuda)
     v = art.plan_manifest.verification
     assert v["strongly_typed"] is True and art.plan_manifest.versions["tensorrt"] == TRT11_VERSION
     assert v["plan_vs_ort_min_tile_psnr_db"] >= 40  # the tiny model, computed from its fp16 conversion

@@ -16,6 +16,9 @@ import sys
 import numpy as np
 import onnx
 import pytest
+
+from mambaesr_runtime.errors import DependencyError, ExportError
+from mambaesr_runtime.export.tensorrt_build import build_engine, trtexec_command
 from standins.tensorrt_standin import (
     _PLAN_MAGIC,
     TRT10_VERSION,
@@ -24,9 +27,6 @@ from standins.tensorrt_standin import (
     make_standins,
     write_static_sr_onnx,
 )
-
-from mambaesr_runtime.errors import DependencyError, ExportError
-from mambaesr_runtime.export.tensorrt_build import build_engine, trtexec_command
 
 VERSIONS = {"8.5": TRT85_VERSION, "10": TRT10_VERSION}
 
@@ -331,8 +331,8 @@ def test_trt11_fp32_engine_is_built_from_the_graph_as_it_is(tmp_path, onnx_file)
 def test_trt11_fp16_engine_computes_what_the_fp32_graph_computes(tmp_path, onnx_file):
     """The fp16 conversion keeps the function: the (ONNX Runtime backed) fake engine built on 11 still upscales by
     nearest neighbour, up to fp16 rounding of the input."""
+    from mambaesr_runtime.artifacts.manifest import EngineManifest, write_manifest
     from mambaesr_runtime.backends.tensorrt import TrtBackend
-    from mambaesr_runtime.export.manifest import EngineManifest, write_manifest
 
     trt, cuda, _ = make_standins(TRT11_VERSION)
     plan = tmp_path / "e.plan"
@@ -361,7 +361,7 @@ def test_trt11_fp16_without_onnx_says_how_to_get_it(tmp_path, onnx_file, monkeyp
 # --- stricter stand-ins: each behaves as the real library -----------------------------------------------------------
 
 def test_trt85_standin_refuses_to_parse_a_network_without_explicit_batch(onnx_file):
-    from mambaesr_runtime.export.trt_compat import trt_logger
+    from mambaesr_runtime.artifacts.tensorrt import trt_logger
 
     trt, _, _ = make_standins(TRT85_VERSION)
     builder = trt.Builder(trt_logger(trt))
@@ -373,7 +373,7 @@ def test_trt85_standin_refuses_to_parse_a_network_without_explicit_batch(onnx_fi
 
 
 def test_standin_build_returns_a_buffer_only_host_memory(tmp_path, onnx_file):
-    from mambaesr_runtime.export.trt_compat import trt_logger
+    from mambaesr_runtime.artifacts.tensorrt import trt_logger
 
     trt, _, _ = make_standins(TRT10_VERSION)
     builder = trt.Builder(trt_logger(trt))
@@ -410,7 +410,7 @@ def test_standin_enum_values_are_the_real_ones():
 
 
 def test_standin_create_timing_cache_can_return_none_and_set_timing_cache_refuses_none():
-    from mambaesr_runtime.export.trt_compat import trt_logger
+    from mambaesr_runtime.artifacts.tensorrt import trt_logger
 
     trt, _, rec = make_standins(TRT10_VERSION)
     rec.timing_cache_unreadable = True

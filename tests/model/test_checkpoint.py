@@ -147,7 +147,7 @@ def test_a_config_within_limits_is_checked_against_the_weights_header_first(save
 
 
 def test_a_lying_safetensors_header_is_refused(saved):
-    _, weights, meta = saved
+    _, weights, _meta = saved
     data = weights.read_bytes()
     weights.write_bytes((10**12).to_bytes(8, "little") + data[8:])  # a header "a terabyte long"
     with pytest.raises(CheckpointError, match="header claims 1000000000000 bytes"):

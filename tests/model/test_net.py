@@ -123,7 +123,7 @@ def test_invalid_configs_are_rejected_with_the_reason(bad, words):
 def test_config_round_trips_and_rejects_unknown_keys():
     cfg = variant("student", scale=3)
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(ConfigError, match="unknown model config keys \\['depth'\\]"):
+    with pytest.raises(ConfigError, match="model config: unknown keys \\['depth'\\]"):
         ModelConfig.from_dict({**cfg.to_dict(), "depth": 3})
     with pytest.raises(ConfigError, match="valid variants are"):
         variant("huge")
@@ -172,7 +172,7 @@ def test_a_line_mixer_sees_its_whole_row_and_nothing_beyond_its_stride_neighbour
 def test_a_pad_aware_tile_of_a_small_image_is_the_whole_image_result(h, w):
     """A 32x40 tile holding an h x w image and PAD_VALUE elsewhere gives, on the image, what the whole image gives
     (even sizes: exactly, up to float rounding), while a replicated border leaks in through the scans and convs."""
-    from mambaesr_runtime.export.manifest import PAD_VALUE
+    from mambaesr_runtime.artifacts.manifest import PAD_VALUE
 
     model = untrained("tiny", **TINY["lines"], num_blocks=2)
     x = torch.rand(2, 3, h, w)

@@ -105,7 +105,7 @@ def test_gradients_match_oracle():
     (selective_scan_ref(*leaves) * torch.linspace(-1, 1, 45)[None, :, None, None]).sum().backward()
     fast = [t.clone().requires_grad_() for t in (u, log_a, B, C)]
     (selective_scan_chunked(*fast, chunk=8) * torch.linspace(-1, 1, 45)[None, :, None, None]).sum().backward()
-    for name, want, got in zip("u log_a B C".split(), leaves, fast):
+    for name, want, got in zip(["u", "log_a", "B", "C"], leaves, fast):
         assert rel_err(got.grad, want.grad) <= RTOL, name
 
 
@@ -132,7 +132,7 @@ def test_scan_2d_gradients_match_oracle():
     (scan_2d_ref(*slow) * weights).sum().backward()
     fast = [t.clone().requires_grad_() for t in (x, dt, A, B, C)]
     (scan_2d(*fast, DIRECTIONS, 4) * weights.float()).sum().backward()
-    for name, want, got in zip("x dt A B C".split(), slow, fast):
+    for name, want, got in zip(["x", "dt", "A", "B", "C"], slow, fast):
         assert rel_err(got.grad, want.grad) <= RTOL, name
 
 
@@ -243,7 +243,7 @@ def test_line_scan_gradients_match_oracle():
     (scan_lines_ref(*slow) * weights).sum().backward()
     fast = [t.clone().requires_grad_() for t in (x, dt, A, B, C)]
     (lines_2d(*fast, DIRECTIONS, 4) * weights.float()).sum().backward()  # 19 tokens: 5 chunks of 4, padded
-    for name, want, got in zip("x dt A B C".split(), slow, fast):
+    for name, want, got in zip(["x", "dt", "A", "B", "C"], slow, fast):
         assert rel_err(got.grad, want.grad) <= RTOL, name
 
 

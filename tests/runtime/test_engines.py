@@ -150,7 +150,7 @@ def test_video_errors_leave_nothing(engines, tmp_path):
         with pytest.raises(MambaESRError, match="the input itself"):
             upscale_video(up, src, src, overwrite=True)
         (tmp_path / "exists.avi").write_bytes(b"keep")
-        with pytest.raises(MambaESRError, match="--overwrite"):
+        with pytest.raises(MambaESRError, match="overwrite=True"):
             upscale_video(up, src, tmp_path / "exists.avi")
     assert (tmp_path / "exists.avi").read_bytes() == b"keep"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi", "exists.avi", "notes.avi"]
@@ -251,6 +251,61 @@ def test_max_open_engines_closes_the_least_recently_used(engines):
         assert list(up._engines) == ["big"]
     with pytest.raises(ConfigError, match="max_open_engines must be >= 1"):
         Upscaler(tiny_profile(), engines_dir=engines, max_open_engines=0)
+
+
+def test_concurrent_upscales_across_tier_switches_never_lose_their_engine(engines, monkeypatch):
+    """Several threads upscale while another keeps switching tiers with room for one open engine: every switch
+    evicts the engine the other threads may be running. Each image must finish on the engine it started on (the
+    evicted one is closed only after its last image), and come out as that tier makes it."""
+    import threading
+    import time
+
+    img = (np.random.default_rng(3).random((48, 72, 3)) * 255).astype(np.uint8)  # several engine calls per image
+    expected = {}
+    with Upscaler(tiny_profile(), engines_dir=engines) as up:
+        for name in ("big", "small"):
+            up.use_tier(name)
+            expected[name] = up.upscale(img)
+    assert not np.array_equal(expected["big"], expected["small"])  # the tiers are told apart by their output
+
+    # Slow engine calls (as on a real device) keep images running while the switcher evicts their engine.
+    from mambaesr_runtime.backends.onnxruntime import OrtBackend
+
+    fast = OrtBackend.infer_impl
+    monkeypatch.setattr(OrtBackend, "infer_impl", lambda self, x: (time.sleep(0.02), fast(self, x))[1])
+    errors, outputs, stop = [], [], threading.Event()
+    with Upscaler(tiny_profile(), engines_dir=engines, max_open_engines=1) as up:
+        opened = []
+
+        def switch():
+            while not stop.is_set():
+                for name in ("small", "big"):
+                    up.use_tier(name)
+                    opened.append(up.engine.backend)
+
+        def work():
+            try:
+                for _ in range(6):
+                    outputs.append(up.upscale(img))
+            except Exception as exc:  # noqa: BLE001 - collected and reported by the assertion below
+                errors.append(exc)
+
+        switcher = threading.Thread(target=switch)
+        workers = [threading.Thread(target=work) for _ in range(3)]
+        switcher.start()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        stop.set()
+        switcher.join()
+        assert errors == []
+        assert len(outputs) == 18
+        assert all(any(np.array_equal(out, e) for e in expected.values()) for out in outputs)
+        assert len({id(b) for b in opened}) > 2  # engines really were evicted and reopened meanwhile
+        current = up.engine.backend
+        assert all(b.closed for b in opened if b is not current)  # every evicted engine was closed in the end
+    assert current.closed
 
 
 class FakeCamera:

@@ -74,7 +74,7 @@ def test_outputs_refuse_overwrite_bad_formats_and_unwritable_folders(tmp_path):
     img = np.zeros((4, 4, 3), np.uint8)
     path = write_image(tmp_path / "out.png", img)
     before = path.read_bytes()
-    with pytest.raises(ImageError, match="pass --overwrite"):
+    with pytest.raises(ImageError, match="pass overwrite=True"):
         write_image(path, img + 1)
     assert path.read_bytes() == before
     write_image(path, img + 1, overwrite=True)

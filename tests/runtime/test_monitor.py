@@ -12,8 +12,6 @@ from types import SimpleNamespace
 
 import psutil
 import pytest
-from standins import jtop_standin
-from standins.jtop_standin import SERVICE
 
 from mambaesr_runtime.errors import ConfigError, DependencyError, MonitorError
 from mambaesr_runtime.runtime import monitor as monitor_module
@@ -32,6 +30,8 @@ from mambaesr_runtime.runtime.monitor import (
     save_trace,
     select_monitor,
 )
+from standins import jtop_standin
+from standins.jtop_standin import SERVICE
 
 
 class FakeClock:
@@ -70,7 +70,8 @@ def test_snapshot_keeps_its_own_copy_of_the_sensor_dicts():
 
 @pytest.mark.parametrize("data, words", [
     ({"timestamp": 1, "temp": 50}, "unknown keys \\['temp'\\]; valid keys are \\['cpu_percent'"),
-    ({"cpu_percent": 5}, "timestamp must be a number"),
+    ({"cpu_percent": 5}, "missing keys \\[.timestamp.\\]"),
+    ({"timestamp": None}, "timestamp must be a number"),
     ({"timestamp": 1, "power_w": "high"}, "power_w must be a number or null, got 'high'"),
     ({"timestamp": 1, "temps_c": {"cpu": "hot"}}, "temps_c must map sensor names to numbers"),
     ({"timestamp": 1, "jetson_clocks": "yes"}, "jetson_clocks must be true, false or null"),
@@ -268,7 +269,7 @@ def test_auto_falls_back_to_psutil_and_says_why(monkeypatch, caplog):
     m, why = select_monitor()
     assert isinstance(m, PsutilMonitor)
     assert why == ("psutil, the fallback; passed over jtop: jetson-stats is not installed; nvml: the NVML monitor "
-                   "needs nvidia-ml-py: pip install nvidia-ml-py (the [nvml] extra), or use --source psutil")
+                   "needs nvidia-ml-py: pip install nvidia-ml-py (the [nvml] extra), or use source='psutil'")
     with caplog.at_level("INFO", logger="mambaesr_runtime.runtime.monitor"):
         assert isinstance(open_monitor("auto"), PsutilMonitor)
     assert "telemetry source: psutil, the fallback" in caplog.text
@@ -280,11 +281,11 @@ def test_auto_prefers_jtop_when_its_service_answers_or_on_a_jetson(monkeypatch):
     m, why = select_monitor()
     assert isinstance(m, JtopMonitor) and m.connected and why == "jtop: the jtop service answers"
     SERVICE.die()
-    monkeypatch.setattr(monitor_module, "is_jetson", lambda: True)
+    monkeypatch.setattr(monitor_module.sources, "is_jetson", lambda: True)
     m, why = select_monitor()
     assert isinstance(m, JtopMonitor) and not m.connected  # a Jetson whose service is late: keep retrying it
     assert why.startswith("jtop: this is a Jetson; the service is not answering yet (cannot connect:")
-    monkeypatch.setattr(monitor_module, "is_jetson", lambda: False)
+    monkeypatch.setattr(monitor_module.sources, "is_jetson", lambda: False)
     m, why = select_monitor()
     assert isinstance(m, PsutilMonitor)
     assert why.startswith("psutil, the fallback; passed over jtop: installed, but its service is not running here")

@@ -85,8 +85,9 @@ def test_cli_bad_arguments_exit_2(tiny_onnx, tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
     assert main([str(src), str(src), "-o", str(tmp_path / "one.png"), "--model", onnx_path]) == 2
     assert "pass a folder" in capsys.readouterr().err
-    assert run_main([str(src), "--model", onnx_path]) == 2  # default overlap 8 does not fit a 16x16 engine
-    assert "less than half the engine's 16x16 tile" in capsys.readouterr().err
+    assert run_main([str(src), "--model", onnx_path, "--overlap", "8"]) == 2  # 8 does not fit a 16x16 engine
+    assert "overlap 8 must be an integer >= 0 and less than half the tile (16x16)" in capsys.readouterr().err
+    assert run_main([str(src), "--model", onnx_path, "-q", "--overwrite"]) == 0  # default: the profile's overlap
 
 
 def test_the_readme_main_job_runs_without_torch(tmp_path):
@@ -99,7 +100,7 @@ def test_the_readme_main_job_runs_without_torch(tmp_path):
             "from mambaesr_runtime.runtime.upscaler import shipped_model\n"
             "sample = shipped_model().parent.parent / 'data' / 'sample.png'\n"
             f"sys.exit(main([str(sample), '-o', r'{tmp_path / 'sample_x4.png'}', '-q']))\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     out = read_image(tmp_path / "sample_x4.png")
     assert out.shape == (512, 512, 3) and out.dtype == np.uint8
@@ -115,5 +116,30 @@ def test_non_finite_output_of_an_fp16_engine_names_the_fp32_fix(tmp_path):
         up._engines["model"] = dataclasses.replace(up._engines["model"], precision="fp16")
         with pytest.raises(MambaESRError, match=r"frame: engine nan.onnx \(onnxruntime, fp16, tier model\): tile 1 of "
                                                 r"1 .* NaN or infinite values; the engine runs in fp16, whose range the "
-                                                r"model overflowed: use the fp32 engine \(--precision fp32\)"):
+                                                r"model overflowed: use the fp32 engine \(precision='fp32'\)"):
             up.upscale(np.zeros((10, 10, 3), np.uint8), source="frame")
+
+
+def test_any_dynamic_shape_sr_onnx_runs_on_the_profiles_tiles_at_its_own_scale(tmp_path, capsys):
+    """A user's x3 model with dynamic height and width (no manifest, not ours): tiled at the profile's tile size (or
+    tile=), its scale measured by one probe run and said in describe(); the tiles agree with the whole-image run."""
+    from tinymodels import dynamic_sr_onnx
+
+    path, model = dynamic_sr_onnx(tmp_path / "user_x3.onnx", scale=3)
+    img = (np.random.default_rng(0).random((30, 41, 3)) * 255).astype(np.uint8)
+    with Upscaler(model=path, tile=24, overlap=4) as up:
+        assert up.scale == 3 and up.engine.backend.input_shape == (1, 3, 24, 24)
+        assert "dynamic height/width" in up.describe() and "x3" in up.describe()
+        out = up.upscale(img)
+    assert out.shape == (90, 123, 3)
+    rgb = torch.from_numpy(img[:, :, ::-1].copy()).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        whole = (model(rgb)[0].permute(1, 2, 0).numpy()[:, :, ::-1].clip(0, 1) * 255).round()
+    assert np.abs(out.astype(float) - whole).mean() < 1.0  # a 3x3 conv: tiles with overlap are exact but for rounding
+    with Upscaler(model=path) as up:  # default: the cpu profile's first tier
+        tier = up.profile.tiers[0]
+        assert up.engine.backend.input_shape == (tier.batch, 3, tier.tile, tier.tile)
+    assert run_main([str(write_image(tmp_path / "a.png", img)), "--model", str(path), "--scale", "3", "-q"]) == 0
+    assert read_image(tmp_path / "a_x3.png").shape == (90, 123, 3)
+    assert run_main([str(tmp_path / "a.png"), "--model", str(path), "--scale", "4", "-q"]) == 2
+    assert "upscales x3, not the x4 asked for" in capsys.readouterr().err

@@ -95,7 +95,7 @@ def test_gpu_training_command_runs_on_the_cpu_within_its_budget(pack, tmp_path):
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_train.sh"), str(pack), str(out), "45s",
                            "--variant", "tiny", "--batch", "2", "--patch", "16", "--eval-every", "25",
                            "--device", "cpu", "--warmup", "10"],
-                          capture_output=True, text=True, env=env, timeout=120)
+                          check=False, capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     [bundle] = list(out.glob("student_*.tar.gz"))
     with tarfile.open(bundle) as tar:

@@ -9,18 +9,11 @@ import pytest
 import torch
 
 from mambaesr_runtime.errors import CheckpointError, ConfigError
+from mambaesr_runtime.evaluation.sets import load_benchmark
 from mambaesr_runtime.model.checkpoint import load_checkpoint, save_checkpoint
 from mambaesr_runtime.model.config import variant
 from mambaesr_runtime.model.net import build_model
-from mambaesr_runtime.training.data import (
-    CropSampler,
-    DataError,
-    benchmark_copy,
-    list_images,
-    load_benchmark,
-    load_pairs,
-    make_pair,
-)
+from mambaesr_runtime.training.data import CropSampler, DataError, benchmark_copy, list_images, load_pairs, make_pair
 from mambaesr_runtime.training.loop import TrainConfig, _param_groups, lr_at, thin_curve, train
 from mambaesr_runtime.training.losses import distillation_loss, pixel_loss
 from mambaesr_runtime.training.records import latest_summary

@@ -15,15 +15,13 @@ from pathlib import Path
 
 from ..errors import BackendError, ConfigError
 from ..fileio import atomic_write_json, read_json
+from ..runtime.tiling import PAD_VALUE  # noqa: F401  (re-exported: the value a manifest's pad_value names)
+from ..typed import check_keys
 
 FORMAT = "mambaesr-engine-manifest"
 FORMAT_VERSION = 1
 KINDS = ("onnx", "plan")
 SUFFIX = ".manifest.json"
-#: What a tile that overhangs the image is filled with for a pad-aware engine (manifest ``pad_value``): below the
-#: [0, 1] pixel range, so the network can tell the padding from the image and treat it as outside (its scans carry
-#: state along whole lines: a reflected border leaked into the image and cost the fast tier 0.13 dB on Set5).
-PAD_VALUE = -1.0
 
 
 @dataclass(frozen=True)
@@ -77,14 +75,7 @@ class EngineManifest:
         if data.get("format_version") != FORMAT_VERSION:
             raise ConfigError(f"{source} has manifest format_version {data.get('format_version')!r}; this version "
                               f"reads {FORMAT_VERSION}. Re-export the artifact with mambaesr-export")
-        body = {k: v for k, v in data.items() if k not in ("format", "format_version")}
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown, missing = sorted(set(body) - names), sorted(
-            f.name for f in dataclasses.fields(cls)
-            if f.name not in body and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
-        if unknown or missing:
-            raise ConfigError(f"{source}: unknown keys {unknown}, missing keys {missing}; valid keys are "
-                              f"{sorted(names)}")
+        body = check_keys({k: v for k, v in data.items() if k not in ("format", "format_version")}, cls, source)
         if body["kind"] not in KINDS:
             raise ConfigError(f"{source}: kind is {body['kind']!r}; valid values are {list(KINDS)}")
         for key in ("input_shape", "output_shape"):
@@ -94,18 +85,6 @@ class EngineManifest:
                 raise ConfigError(f"{source}: {key} must be 4 positive integers (N, C, H, W), got {shape!r}")
             body[key] = tuple(shape)
         return cls(**body)
-
-
-def artifact_stem(variant: str, scale: int, tile: int, batch: int) -> str:
-    """The file-name stem shared by a tier's artifacts: ``student_x4_t64_b4`` (the runtime finds engines by it)."""
-    return f"{variant}_x{scale}_t{tile}_b{batch}"
-
-
-def plan_name(onnx_path: str | os.PathLike, precision: str, dla_core: int | None = None) -> Path:
-    """``student_x4_t64_b4.onnx`` -> ``student_x4_t64_b4_fp16.plan`` (``_dla0`` added for a DLA core)."""
-    onnx_path = Path(onnx_path)
-    dla = f"_dla{dla_core}" if dla_core is not None else ""
-    return onnx_path.with_name(f"{onnx_path.stem}_{precision}{dla}.plan")
 
 
 def manifest_path(artifact: str | os.PathLike) -> Path:
