@@ -343,9 +343,9 @@ def catalogue() -> list[Case]:
         weights = folder / "weights"
         shutil.copytree(ROOT / "mambaesr_runtime" / "weights", weights,
                         ignore=shutil.ignore_patterns("*.safetensors", "*.md"))
-        shutil.copyfile(weights / "fast_x4_t136_b1.onnx", weights / "student_x4_t136_b1.onnx")
+        shutil.copyfile(weights / "fast_x4_t264_b1.onnx", weights / "student_x4_t264_b1.onnx")
         src = img(folder / "in.png")
-        return RUN + [str(src), "--model", str(weights / "student_x4_t136_b1.onnx"), "-q"], \
+        return RUN + [str(src), "--model", str(weights / "student_x4_t264_b1.onnx"), "-q"], \
             [], [lambda res: "was replaced or damaged" in res.message or "swap not refused"]
     add(Case("shipped-name ONNX with another graph", "new", swapped, 2))
     add(Case("YAML alias bomb profile", "new", profile_case("anchors and aliases", "\n".join(

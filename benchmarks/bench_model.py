@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint", action="append", type=Path,
                         help="checkpoint to time (repeatable; default: the shipped student and fast)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[136, 256],
-                        help="LR input sizes (default: the CPU profiles' 136 tile and a 256x256 image)")
+                        help="LR input sizes (default: the GPU profiles' and the CPU profile's tile class, 136, and a 256x256 image)")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--profile-size", type=int, default=136, help="input of the op profile (0: none)")

@@ -69,7 +69,7 @@ def test_a_user_file_loads_like_a_builtin(tmp_path):
     (lambda d: d.update(precision="fp8"), "valid values are \\['fp32', 'fp16', 'int8'\\]"),
     (lambda d: d.update(backends=["openvino"]), "valid values are \\['tensorrt', 'onnxruntime', 'torch'\\]"),
     (lambda d: d["tiers"][0].update(variant="huge"), "variant is 'huge'; valid values are"),
-    (lambda d: d["tiers"][0].update(overlap=68), "less than half the tile"),
+    (lambda d: d["tiers"][0].update(overlap=d["tiers"][0]["tile"] // 2), "less than half the tile"),
     (lambda d: d["tiers"][0].update(batch=0), "batch must be an integer >= 1"),
     (lambda d: d["telemetry"].pop("dwell_s"), "missing keys \\['dwell_s'\\]"),
     (lambda d: d["telemetry"].update(cooldown=3), "unknown keys \\['cooldown'\\]; valid keys are \\['dwell_s'"),

@@ -1,7 +1,7 @@
 """``mambaesr-eval``: PSNR/SSIM of a checkpoint, an ONNX file or a TensorRT plan on benchmark folders (``<Set>/HR``
 + ``<Set>/LR_bicubic/X<scale>``, or HR only), per image and per set, against bicubic and the seed's table.
 
-    mambaesr-eval mambaesr_runtime/weights/student_x4_t136_b1.onnx ../shared/data/benchmarks/{Set5,Set14} -o report/
+    mambaesr-eval mambaesr_runtime/weights/student_x4_t264_b1.onnx ../shared/data/benchmarks/{Set5,Set14} -o report/
     mambaesr-eval ../shared/peers/span_x4.onnx ../shared/data/benchmarks/Set5 --tile 136
         (any x2/x3/x4 super-resolution ONNX with dynamic height and width, tiled like ours)
 """

@@ -108,8 +108,8 @@ VARIANTS: dict[str, ModelConfig] = {
     "teacher": ModelConfig(embed_dim=96, num_blocks=8, mixers_per_block=2, inner_dim=192, state_dim=16, heads=2,
                            ffn_dim=192),
     # The shipped layout (benchmarks/results/arch_study.md): per block, one half-resolution line mixer (rows and
-    # columns alternating) beside a full-resolution 3x3 conv pair. 136-pixel tiles scan 68-token lines: 2 chunks of
-    # 34, no padding.
+    # columns alternating) beside a full-resolution 3x3 conv pair. The CPU profile's 264-pixel tiles scan 132-token
+    # lines (4 chunks of 33), the GPU profiles' 64- and 128-pixel tiles 32 and 64 (2 x 32): no padding.
     "student": ModelConfig(embed_dim=48, num_blocks=6, mixers_per_block=1, inner_dim=48, state_dim=8, heads=1,
                            chunk=34, ffn_dim=48, scan_layout="lines", scan_stride=2, ffn_kind="conv"),
     "fast": ModelConfig(embed_dim=32, num_blocks=4, mixers_per_block=1, inner_dim=24, state_dim=4, heads=1,

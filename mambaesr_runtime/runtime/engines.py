@@ -2,7 +2,7 @@
 
 Artifacts are found by name (``artifacts.names``) in, first, the export folder (``engines_dir``, else
 ``$MAMBAESR_ENGINES/<profile>``, else ``./engines/<profile>``) and then the files shipped with the package (the
-student and fast ONNX files for the ``cpu`` profile's 136x136 tiles, batch 1, and their checkpoints):
+student and fast ONNX files for the ``cpu`` profile's 264x264 tiles, batch 1, and their checkpoints):
 
 - tensorrt:    ``<variant>_x<scale>_t<tile>_b<batch>_<precision>[_dla<N>].plan`` (built on the device by mambaesr-export)
 - onnxruntime: ``<variant>_x<scale>_t<tile>_b<batch>.onnx``

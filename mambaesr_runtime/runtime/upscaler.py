@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifacts.names import backend_for, shipped_dir
+from ..artifacts.names import backend_for, engine_name, shipped_dir
 from ..errors import BackendError, ConfigError, MambaESRError
 from ..profiles import DeviceProfile, Tier, check_threads, load_profile
 from .engines import EngineSelection, open_backend, open_engine, with_overrides
@@ -46,11 +46,12 @@ from .tiling import NonFiniteOutput, check_tiling, upscale_tiled
 
 log = logging.getLogger(__name__)
 
-#: The default engine of the ``cpu`` profile: the shipped student, exported for 136x136 LR tiles, batch 1.
-DEFAULT_MODEL = "student_x4_t136_b1.onnx"
-
-
-def shipped_model(name: str = DEFAULT_MODEL) -> Path:
+def shipped_model(name: str | None = None) -> Path:
+    """A file of the shipped weights folder; by default the ``cpu`` profile's default engine (the student's ONNX
+    for that profile's first tier)."""
+    if name is None:
+        tier = load_profile("cpu").tiers[0]
+        name = engine_name("onnxruntime", tier.variant, 4, tier.tile, tier.batch)  # the weights ship as x4
     path = shipped_dir() / name
     if not path.is_file():
         raise MambaESRError(f"shipped model {name} is missing from {path.parent}; reinstall the package, or run an "

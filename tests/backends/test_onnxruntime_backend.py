@@ -29,12 +29,12 @@ def weights(tmp_path):
 
 def test_a_swapped_engine_under_a_shipped_name_is_refused(weights):
     """Before: the fast graph under the student's name ran, described as the student (the manifest's variant)."""
-    student = weights / "student_x4_t136_b1.onnx"
+    student = weights / "student_x4_t264_b1.onnx"
     recorded = read_manifest(student).artifact_sha256
-    shutil.copyfile(weights / "fast_x4_t136_b1.onnx", student)
+    shutil.copyfile(weights / "fast_x4_t264_b1.onnx", student)
     actual = sha256_file(student)
-    with pytest.raises(BackendError, match=f"student_x4_t136_b1.onnx: its sha256 {actual[:16]}... is not the "
-                                           f"{recorded[:16]}... recorded in student_x4_t136_b1.onnx.manifest.json"):
+    with pytest.raises(BackendError, match=f"student_x4_t264_b1.onnx: its sha256 {actual[:16]}... is not the "
+                                           f"{recorded[:16]}... recorded in student_x4_t264_b1.onnx.manifest.json"):
         OrtBackend(student, 1)
     with pytest.raises(BackendError, match="was replaced or damaged"):
         Upscaler(model=student)
@@ -44,7 +44,7 @@ def test_the_hash_is_computed_once_per_file_version(weights, monkeypatch):
     calls = []
     real = base.sha256_file
     monkeypatch.setattr(base, "sha256_file", lambda p: calls.append(p) or real(p))
-    fast = weights / "fast_x4_t136_b1.onnx"
+    fast = weights / "fast_x4_t264_b1.onnx"
     for _ in range(3):
         OrtBackend(fast, 1).close()
     assert len(calls) == 1  # re-opening (a tier switch, a new Upscaler) costs a stat, not a hash
@@ -68,4 +68,4 @@ def test_graphs_that_are_not_engines_are_refused_on_open(tmp_path, kind, words):
 @pytest.mark.parametrize("threads", [-1, 100000, 2.5, True])
 def test_absurd_thread_counts_are_refused_before_onnx_runtime_sees_them(tmp_path, threads):
     with pytest.raises(ConfigError, match="threads must be an integer from 0"):
-        OrtBackend(shipped_dir() / "fast_x4_t136_b1.onnx", threads)
+        OrtBackend(shipped_dir() / "fast_x4_t264_b1.onnx", threads)

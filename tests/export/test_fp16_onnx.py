@@ -23,7 +23,7 @@ def _run(model, x):
 
 
 def test_shipped_fast_model_converts_with_float32_io_and_computes_the_same():
-    model = onnx.load(shipped_dir() / "fast_x4_t136_b1.onnx")
+    model = onnx.load(shipped_dir() / "fast_x4_t264_b1.onnx")
     half = convert_to_fp16(model)
     assert [i.type.tensor_type.elem_type for i in half.graph.input] == [TensorProto.FLOAT]
     assert [o.type.tensor_type.elem_type for o in half.graph.output] == [TensorProto.FLOAT]
@@ -31,7 +31,7 @@ def test_shipped_fast_model_converts_with_float32_io_and_computes_the_same():
     floats = {t.data_type for t in half.graph.initializer} & {TensorProto.FLOAT, TensorProto.FLOAT16}
     assert floats == {TensorProto.FLOAT16}
     onnx.checker.check_model(half, full_check=True)
-    x = real_tiles(136, 1)
+    x = real_tiles(264, 1)
     a, b = _run(model, x), _run(half, x)
     assert b.dtype == np.float32 and b.shape == a.shape
     mse = float(np.mean((np.clip(a, 0, 1) - np.clip(b, 0, 1)) ** 2))

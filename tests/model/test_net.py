@@ -31,14 +31,16 @@ def test_variant_builds_with_budget_and_shape(name, scale):
 
 @pytest.mark.parametrize("name", ["student", "fast"])
 def test_shipped_variants_scan_four_directions_without_padding_on_their_tiles(name):
-    """Both orientations, forward and reverse (alternating between mixers), and the CPU profiles' 136-pixel tiles
-    give 68-token half-resolution lines: whole chunks, nothing padded."""
+    """Both orientations, forward and reverse (alternating between mixers), and the CPU profile's tiles (264 pixels:
+    132-token half-resolution lines, 4 chunks of 33) are whole chunks, nothing padded."""
     from mambaesr_runtime.model.scan import line_chunking
+    from mambaesr_runtime.profiles import load_profile
 
     cfg = VARIANTS[name]
     assert cfg.scan_layout == "lines" and len(cfg.directions) == 4 and cfg.num_blocks * cfg.mixers_per_block >= 2
-    q, k = line_chunking(136 // cfg.scan_stride, cfg.chunk)
-    assert q * k == 136 // cfg.scan_stride
+    tile = next(t.tile for t in load_profile("cpu").tiers if t.variant == name)
+    q, k = line_chunking(tile // cfg.scan_stride, cfg.chunk)
+    assert q * k == tile // cfg.scan_stride
 
 
 def test_fresh_model_starts_near_nearest_neighbour_upscaling():

@@ -183,7 +183,7 @@ def test_default_profile_runs_the_shipped_student():
     with Upscaler() as up:
         sel = up.engine
         assert up.profile.name == "cpu" and sel.kind == "onnxruntime" and sel.tier.variant == "student"
-        assert sel.path.name == "student_x4_t136_b1.onnx" and up.scale == 4
+        assert sel.path.name == "student_x4_t264_b1.onnx" and up.scale == 4
 
 
 def test_cli_adaptive_replay_switches_tiers_between_frames(engines, tmp_path, capsys):
