@@ -4,7 +4,7 @@
 
 For each ``LABEL=RUN`` (a ``mambaesr-train`` run folder): parameters, MACs per output pixel, ONNX nodes, the final
 validation PSNR (Set5, Set14) from the run's metrics, and ONNX Runtime time as a ratio to RLFN and SPAN timed in the
-same process (see bench_model.py), at the runtime tile and on a 256x256 image. Writes
+same process (see bench_model.py), at the cpu profile's tile (264) and on a 512x512 image. Writes
 benchmarks/results/arch_study.md (+ .json); the prose around the table (the choice and why) is kept in the .md
 between the markers, so re-running updates the numbers only.
 """
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     parser.add_argument("--speed-only", action="append", default=[], metavar="LABEL=VARIANT[:KEY=VALUE,...]",
                         help="an untrained candidate timed and counted only (random weights: speed does not depend "
                              "on them), e.g. B=student_raster:mixers_per_block=1,ffn_dim=160")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[136, 256])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[264, 512])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS / "arch_study")

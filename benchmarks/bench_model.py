@@ -134,11 +134,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", action="append", type=Path,
                         help="checkpoint to time (repeatable; default: the shipped student and fast)")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[136, 256],
-                        help="LR input sizes (default: the GPU profiles' and the CPU profile's tile class, 136, and a 256x256 image)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[264, 512],
+                        help="LR input sizes (default: the cpu profile's tile, 264, and a 512x512 image)")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--profile-size", type=int, default=136, help="input of the op profile (0: none)")
+    parser.add_argument("--profile-size", type=int, default=264, help="input of the op profile (0: none)")
     parser.add_argument("--out", type=Path, default=RESULTS / "model_speed")
     args = parser.parse_args(argv)
     if args.rounds < 5:
