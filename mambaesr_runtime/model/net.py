@@ -53,6 +53,33 @@ def _init_decays(o: int, h: int) -> tuple[Tensor, Tensor]:
     return A_log, dt + torch.log(-torch.expm1(-dt))
 
 
+class ValidMap:
+    """Which pixels of a pad-aware input are inside the image (:meth:`MambaESR.set_pad_aware`), as 0/1 maps.
+
+    ``at(channels, stride)`` gives the map at ``1 / stride`` resolution (a token is inside if its first pixel is),
+    expanded to ``channels`` by a constant 1x1 conv, made once per (channels, stride) and shared by every Mul that
+    masks with it. ONNX Runtime keeps conv outputs in its blocked NCHWc layout, so a Mul of two such maps runs in
+    place; a broadcast (b, 1, h, w) mask cost a layout reorder pair around every Mul instead.
+    """
+
+    def __init__(self, x: Tensor):
+        # exactly 1 for pixels in [0, 1], 0 for the -1 padding (arithmetic only: no bool, no Cast)
+        self.map = torch.clamp((x[:, :1] + 0.5) * 4, 0, 1)  # (b, 1, h, w)
+        self._made: dict[tuple[int, int], Tensor] = {}
+
+    def at(self, channels: int, stride: int = 1) -> Tensor:
+        key = (channels, stride)
+        if key not in self._made:
+            m = self.map
+            H, W = m.shape[-2:]
+            if stride > 1:
+                if H % stride or W % stride:  # odd sizes: as the mixer pads its input
+                    m = F.pad(m, (0, -W % stride, 0, -H % stride), mode="replicate")
+                m = m[..., ::stride, ::stride]
+            self._made[key] = F.conv2d(m, m.new_ones(channels, 1, 1, 1)) if channels > 1 else m
+        return self._made[key]
+
+
 class ScanMixer(nn.Module):
     """Multi-directional selective-scan mixer (Mamba-2 style) over a 2D feature map.
 
@@ -126,29 +153,26 @@ class LineMixer(nn.Module):
         self.A_log, self.dt_bias = nn.Parameter(A_log[0]), nn.Parameter(dt_bias[0])
         self.D = nn.Parameter(torch.ones(d))
 
-    def forward(self, u: Tensor, valid: Tensor | None = None) -> Tensor:
-        """``valid``: optional (b, 1, H, W) 0/1 map of the pixels inside the image (see :meth:`MambaESR.forward`):
-        tokens outside it are zeroed before the depthwise conv and get ``dt = 0`` (no decay, no input), so no scan
-        carries anything across them."""
+    def forward(self, u: Tensor, valid: ValidMap | None = None) -> Tensor:
+        """``valid``: the pixels inside the image, for a pad-aware model (:class:`ValidMap`): tokens outside it are
+        zeroed before the depthwise conv and get ``dt = 0`` (no decay, no input), so no scan carries anything across
+        them."""
         cfg, s, n = self.cfg, self.cfg.scan_stride, self.cfg.state_dim
         H, W = u.shape[-2:]
         if s > 1 and (H % s or W % s):  # odd sizes (whole-image evaluation): replicate to a multiple, crop after
             u = F.pad(u, (0, -W % s, 0, -H % s), mode="replicate")
-            valid = None if valid is None else F.pad(valid, (0, -W % s, 0, -H % s), mode="replicate")
         swap = self.orient == "col"  # a column mixer is a row mixer on the map with H and W swapped
         x = self.inp(u)  # (b, d, H/s, W/s)
         if valid is not None:
-            valid = valid[..., ::s, ::s] if s > 1 else valid  # a token is inside if its first pixel is
-            x = x * valid
-        if swap:
-            x, valid = x.transpose(-1, -2), None if valid is None else valid.transpose(-1, -2)
-        x = F.silu(self.local(x))
+            x = x * valid.at(x.shape[1], s)
+        x = F.silu(self.local(x.transpose(-1, -2) if swap else x))
         xt = x.permute(0, 2, 3, 1)  # (b, lines, tokens, d)
         xt = rms_normalize(xt, dim=-1) * self.norm_weight
         dt, *bc = self.params(xt).split([1] + [n] * 2 * len(self.dirs), dim=-1)
         dt = F.softplus(dt.squeeze(-1) + self.dt_bias)  # (b, lines, tokens)
         if valid is not None:
-            dt = dt * valid[:, 0]
+            inside = valid.at(1, s)[:, 0]  # (b, H/s, W/s)
+            dt = dt * (inside.transpose(-1, -2) if swap else inside)
         pairs = {d_: (bc[2 * k], bc[2 * k + 1]) for k, d_ in enumerate(self.dirs)}
         y = scan_lines(xt, dt, torch.exp(self.A_log), pairs.get(self.orient), pairs.get(self.orient + "_rev"),
                        cfg.chunk)
@@ -168,10 +192,11 @@ class ConvBlock(nn.Module):
         self.conv1 = nn.Conv2d(channels, hidden, 3, padding=1)
         self.conv2 = nn.Conv2d(hidden, channels, 3, padding=1)
 
-    def forward(self, x: Tensor, valid: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, valid: ValidMap | None = None) -> Tensor:
         if valid is None:
             return self.conv2(F.leaky_relu(self.conv1(x), 0.05))
-        return self.conv2(F.leaky_relu(self.conv1(x * valid), 0.05) * valid)
+        h = F.leaky_relu(self.conv1(x * valid.at(x.shape[1])), 0.05)
+        return self.conv2(h * valid.at(h.shape[1]))
 
 
 class ConvFFN(nn.Module):
@@ -183,9 +208,9 @@ class ConvFFN(nn.Module):
         self.local = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
         self.project = nn.Conv2d(hidden, channels, 1)
 
-    def forward(self, x: Tensor, valid: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, valid: ValidMap | None = None) -> Tensor:
         h = self.expand(x)
-        return self.project(F.silu(self.local(h if valid is None else h * valid)))
+        return self.project(F.silu(self.local(h if valid is None else h * valid.at(h.shape[1]))))
 
 
 class MambaBlock(nn.Module):
@@ -208,7 +233,7 @@ class MambaBlock(nn.Module):
         self.ffn = (None if not cfg.ffn_dim else ConvFFN(cfg.embed_dim, cfg.ffn_dim) if cfg.ffn_kind == "dw"
                     else ConvBlock(cfg.embed_dim, cfg.ffn_dim))
 
-    def forward(self, x: Tensor, valid: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, valid: ValidMap | None = None) -> Tensor:
         for i, mixer in enumerate(self.mixers):
             if self.norms is not None:  # raster mixers (the first shipped models) take no valid map
                 x = x + mixer(self.norms[i](x))
@@ -251,15 +276,15 @@ class MambaESR(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         b, ch, h, w = x.shape
         s = self.cfg.scale
-        # (b, 1, h, w): exactly 1 for pixels in [0, 1], 0 for the -1 padding (arithmetic only: no bool, no Cast)
-        valid = torch.clamp((x[:, :1] + 0.5) * 4, 0, 1) if self.pad_aware else None
-        feat = self.head(x - 0.5 if valid is None else (x - 0.5) * valid)
+        valid = ValidMap(x) if self.pad_aware else None
+        feat = self.head(x - 0.5 if valid is None else (x - 0.5) * valid.map)
         body = feat
         for block in self.blocks:
             body = block(body, valid)
-        feat = self.body_tail(body if valid is None else body * valid) + feat
+        c = feat.shape[1]
+        feat = self.body_tail(body if valid is None else body * valid.at(c)) + feat
         if valid is not None:
-            feat = feat * valid
+            feat = feat * valid.at(c)
         # Global residual: the nearest-neighbour upscaled input, added before the shuffle (each input channel
         # repeated s*s times lands on exactly its own s x s output block).
         base = x.unsqueeze(2).expand(b, ch, s * s, h, w).reshape(b, ch * s * s, h, w)
