@@ -34,7 +34,7 @@ def _shipped_from(run: Path) -> list[str]:
     return names
 
 
-def describe(run: Path, every: int) -> list[str]:
+def describe(run: Path, every: int, others: list[Path] = ()) -> list[str]:
     cfg = json.loads((run / "config.json").read_text())["train"]
     state = json.loads((run / "train_state.json").read_text())
     metrics = json.loads((run / "metrics.json").read_text())
@@ -44,9 +44,14 @@ def describe(run: Path, every: int) -> list[str]:
     best = max(val, key=lambda v: v["mean_psnr"]) if val else None
     status = metrics.get("stopped") or "running"
     device = "CPU (AMD EPYC, 2 cores), one torch thread" if cfg.get("device") in ("auto", "cpu") else cfg["device"]
+    shipped = _shipped_from(run)
+    for other in others:  # a run whose weights another listed run started from fed what that one shipped
+        init = json.loads((other / "config.json").read_text())["train"].get("init") or ""
+        if other != run and Path(init).parent.name == run.name:
+            shipped.append(f"as the start of `{other.name}` (its `{Path(init).name}`)")
     lines = [f"## `{run.name}`", "",
              f"- model: `{cfg['variant']}`" + (f" ({cfg['kind']})" if cfg["kind"] != cfg["variant"] else "")
-             + f"; shipped as: {', '.join(_shipped_from(run)) or 'not (yet)'}",
+             + f"; shipped: {', '.join(shipped) or 'not (yet)'}",
              f"- hardware: {device}",
              f"- schedule: {steps:,} of {cfg['steps']:,} steps ({status}), batch {cfg['batch']}, "
              f"{cfg['patch']}x{cfg['patch']} LR crops, L1, AdamW lr {cfg['lr']:g} ({cfg['warmup_steps']} warm-up, "
@@ -78,7 +83,7 @@ def main(argv=None) -> int:
              "with the EMA weights, so it differs slightly from the shipped-ONNX numbers in "
              "`benchmarks/results/{student,fast}_x4/results.md`. No GPU was lent to these sessions.", ""]
     for run in args.runs:
-        lines += describe(run, args.every)
+        lines += describe(run, args.every, args.runs)
     text = "\n".join(lines)
     args.out.write_text(text)
     print(text)
