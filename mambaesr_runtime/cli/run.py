@@ -180,6 +180,10 @@ def _run(args) -> int:
             jobs = [(int(args.camera) if args.camera.isdigit() else args.camera, Path(args.output))]
         elif not args.inputs:
             raise MambaESRError("give input images, videos or folders (or --camera N)")
+        if args.model and (args.adaptive or args.replay):
+            raise MambaESRError("--adaptive switches between the profile's tiers, and --model gives one engine with "
+                                "no tiers to switch to: drop --model to let the monitor choose, or --adaptive to run "
+                                "that engine")
         from ..runtime.upscaler import Upscaler
 
         upscaler = Upscaler(args.profile or args.device or "cpu", model=args.model, tier=args.tier,

@@ -142,6 +142,14 @@ def test_bad_numbers_exit_2_before_anything_opens(engine, tmp_path, capsys, argv
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]
 
 
+def test_adaptive_with_one_model_says_there_is_nothing_to_switch(engine, tmp_path, capsys):
+    """Before: "profile 'cpu' has no tier 'model'", which named neither flag."""
+    src = write_image(tmp_path / "in.png", np.full((8, 8, 3), 50, np.uint8))
+    assert run(engine, src, "--adaptive") == 2
+    assert "drop --model to let the monitor choose, or --adaptive" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]
+
+
 @pytest.mark.parametrize("kind, words", [("two_d", "maps \\[4, 16\\] to \\[4, 16\\]"),
                                          ("shrink", "not an integer upscale")])
 def test_a_graph_that_is_not_an_engine_exits_2(tmp_path, capsys, kind, words):
