@@ -58,6 +58,17 @@ def real_tiles(tile: int, count: int, seed: int = 0) -> np.ndarray:
     return out
 
 
+def padded_tiles(tiles: np.ndarray, pad_value: float) -> tuple[np.ndarray, int]:
+    """``tiles`` with their bottom and right thirds set to ``pad_value``: an image smaller than the tile, as the
+    runtime pads it for a pad-aware engine. Returns the tiles and the side of their image part (LR pixels); only
+    that part of an output is compared (what lies over the padding is discarded by the runtime)."""
+    keep = 2 * tiles.shape[-1] // 3
+    out = tiles.copy()
+    out[..., keep:, :] = pad_value
+    out[..., keep:] = pad_value
+    return out, keep
+
+
 def verify_fp32(model, onnx_path: Path, inputs: list[np.ndarray], threads: int = 2) -> dict:
     """Max abs error between ONNX Runtime and PyTorch over batches ``inputs``; raises above ``FP32_TOLERANCE``."""
     errors = [compare_with_torch(model, onnx_path, x, threads)["max_abs_err"] for x in inputs]
@@ -69,8 +80,9 @@ def verify_fp32(model, onnx_path: Path, inputs: list[np.ndarray], threads: int =
     return {"ort_vs_torch_max_abs_err": worst, "ort_vs_torch_batches": len(inputs)}
 
 
-def verify_fp16(model, tiles: np.ndarray, device: str = "cpu") -> dict:
-    """Run the model in half precision on ``tiles``: it must stay finite and within ``FP16_MIN_PSNR`` of fp32."""
+def verify_fp16(model, tiles: np.ndarray, device: str = "cpu", keep: int | None = None) -> dict:
+    """Run the model in half precision on ``tiles``: it must stay finite and within ``FP16_MIN_PSNR`` of fp32
+    (on the top-left ``keep`` x ``keep`` LR pixels only, for :func:`padded_tiles`)."""
     torch = require_torch()
     import copy
 
@@ -82,6 +94,9 @@ def verify_fp16(model, tiles: np.ndarray, device: str = "cpu") -> dict:
     if not torch.isfinite(out).all():
         raise ExportError("the model produces inf/NaN in fp16; build this profile's engines with precision fp32 "
                           "(a profile with precision: fp32) or retrain")
+    if keep is not None:
+        side = keep * out.shape[-1] // tiles.shape[-1]
+        out, ref = out[..., :side, :side], ref[..., :side, :side]
     mse = float(((out.clamp(0, 1) - ref) ** 2).mean())
     psnr = float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
     if psnr < FP16_MIN_PSNR:

@@ -39,7 +39,7 @@ from ..fileio import atomic_write, sha256_file
 from ..model.config import SCALES
 from ..profiles import DeviceProfile, Tier
 from .onnx_export import forbidden_ops
-from .parity import real_tiles, verify_fp16, verify_fp32
+from .parity import padded_tiles, real_tiles, verify_fp16, verify_fp32
 
 log = logging.getLogger(__name__)
 
@@ -196,9 +196,7 @@ def _export_verified(model, onnx_path: Path, profile: DeviceProfile, tier: Tier,
             batches = [rng.random(shape, dtype=np.float32),
                        verify_inputs if verify_inputs is not None else real_tiles(tier.tile, tier.batch)]
             if pad_value is not None:  # the padded path too: real tiles whose bottom and right thirds are padding
-                padded = batches[1].copy()
-                padded[..., 2 * tier.tile // 3:, :] = pad_value
-                padded[..., 2 * tier.tile // 3:] = pad_value
+                padded, keep = padded_tiles(batches[1], pad_value)
                 batches.append(padded)
             verification.update(verify_fp32(model, Path(tmp), batches, threads))
             if profile.precision == "fp16":
@@ -207,6 +205,9 @@ def _export_verified(model, onnx_path: Path, profile: DeviceProfile, tier: Tier,
                 # fp16 on a CPU is slow: one real tile of the tier's shape there; the whole batch on a GPU.
                 tiles = batches[1] if device == "cuda" else batches[1][:1]
                 verification.update(verify_fp16(model, tiles, device))
+                if pad_value is not None:  # and the image part of a padded one
+                    padded_check = verify_fp16(model, padded if device == "cuda" else padded[:1], device, keep)
+                    verification["fp16_padded_psnr_vs_fp32_db"] = padded_check["fp16_psnr_vs_fp32_db"]
 
         atomic_write(onnx_path, write, suffix=".onnx")
     return verification

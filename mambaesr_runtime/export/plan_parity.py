@@ -72,7 +72,8 @@ def check_plan_parity(plan: Path, manifest: EngineManifest, onnx_path: Path, *, 
 
     Returned keys: ``parity_reference``, ``parity_tiles``, ``plan_vs_ort_max_abs_err``, ``plan_vs_ort_psnr_db``,
     ``plan_vs_ort_min_tile_psnr_db``, ``plan_vs_ort_saturated_tile_psnr_db``, ``parity_min_psnr_db``, ``infer_ms``
-    (one batch through the plan, after a warm-up call).
+    (one batch through the plan, after a warm-up call); for a pad-aware plan (manifest ``pad_value``) also
+    ``plan_vs_ort_padded_tile_psnr_db``, the worst image part of one batch of padded tiles, which must pass too.
     """
     from ..backends.onnxruntime import OrtBackend
     from ..backends.tensorrt import TrtBackend
@@ -82,6 +83,12 @@ def check_plan_parity(plan: Path, manifest: EngineManifest, onnx_path: Path, *, 
     if h != w:
         raise ExportError(f"{plan.name}: tiles are square, but the manifest says {manifest.input_shape}")
     tiles = parity_tiles(h, n)
+    plain, keep = len(tiles), h
+    if manifest.pad_value is not None:  # a pad-aware plan: one batch of padded tiles too, compared on their image part
+        from .parity import padded_tiles, real_tiles
+
+        padded, keep = padded_tiles(real_tiles(h, n, seed=1), manifest.pad_value)
+        tiles = np.concatenate([tiles, padded])
     outputs, references = [], []
     with OrtBackend(onnx_path, threads, ["CPUExecutionProvider"]) as reference, \
             TrtBackend(plan, trt=trt, cuda=cuda, manifest=manifest) as engine:
@@ -98,17 +105,23 @@ def check_plan_parity(plan: Path, manifest: EngineManifest, onnx_path: Path, *, 
         raise ExportError(f"{plan.name}: the {precision} plan produces inf/NaN on real tiles where ONNX Runtime fp32 "
                           f"does not; it was not installed (nothing was written). "
                           + _fix(precision, manifest.profile))
-    per_tile = [_psnr(o, r) for o, r in zip(out, ref)]
+    side = keep * out.shape[-1] // w
+    per_tile = [_psnr(o, r) if i < plain else _psnr(o[..., :side, :side], r[..., :side, :side])
+                for i, (o, r) in enumerate(zip(out, ref))]
     result = {
         "parity_reference": "onnxruntime fp32 CPU", "parity_tiles": len(tiles),
-        "plan_vs_ort_max_abs_err": float(np.abs(out - ref).max()), "plan_vs_ort_psnr_db": round(_psnr(out, ref), 2),
+        "plan_vs_ort_max_abs_err": float(np.abs(out[:plain] - ref[:plain]).max()),
+        "plan_vs_ort_psnr_db": round(_psnr(out[:plain], ref[:plain]), 2),
         "plan_vs_ort_min_tile_psnr_db": round(min(per_tile), 2),
-        "plan_vs_ort_saturated_tile_psnr_db": round(per_tile[-1], 2), "parity_min_psnr_db": PLAN_MIN_PSNR,
+        "plan_vs_ort_saturated_tile_psnr_db": round(per_tile[plain - 1], 2), "parity_min_psnr_db": PLAN_MIN_PSNR,
         "infer_ms": round(infer_ms, 2),
     }
+    if plain < len(tiles):
+        result["plan_vs_ort_padded_tile_psnr_db"] = round(min(per_tile[plain:]), 2)
     worst = int(np.argmin(per_tile))
     if per_tile[worst] < PLAN_MIN_PSNR:
-        which = "the saturated tile" if worst == len(tiles) - 1 else f"real tile {worst}"
+        which = ("the saturated tile" if worst == plain - 1 else f"real tile {worst}" if worst < plain
+                 else f"padded tile {worst - plain} (its image part)")
         raise ExportError(f"{plan.name}: the {precision} plan is only {per_tile[worst]:.1f} dB PSNR from ONNX Runtime "
                           f"fp32 on {which} (all tiles: {result['plan_vs_ort_psnr_db']} dB, max abs error "
                           f"{result['plan_vs_ort_max_abs_err']:.3g}); a plan must reach {PLAN_MIN_PSNR:g} dB on every "

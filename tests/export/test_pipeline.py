@@ -284,6 +284,32 @@ def test_parity_of_the_built_plan_is_recorded_in_its_manifest(tmp_path, tiny_ckp
     assert v["built_by"] == "mambaesr-export" and v["infer_ms"] >= 0 and v["strongly_typed"] is False
 
 
+def test_a_pad_aware_export_checks_padded_tiles_in_fp16_and_in_the_plan(tmp_path):
+    """fp16 and the built plan are also checked on tiles that overhang an image (on the image part, where the
+    runtime keeps the output), for a line model, whose engines are pad-aware."""
+    from mambaesr_runtime.export.parity import FP16_MIN_PSNR
+    from mambaesr_runtime.export.plan_parity import PLAN_MIN_PSNR
+
+    ckpt = tmp_path / "ckpt" / "tiny_x4.safetensors"
+    ckpt.parent.mkdir()
+    save_checkpoint(untrained("tiny", **LINES), ckpt, variant="tiny")
+    profile, trt, cuda, _ = _jetson_export(tmp_path, ckpt)
+    [art] = pipeline.build_plans(profile, tmp_path, trt=trt, cuda=cuda)
+    onnx_v, plan_v = read_manifest(art.onnx).verification, read_manifest(art.plan).verification
+    assert art.manifest.pad_value is not None and read_manifest(art.plan).pad_value == art.manifest.pad_value
+    assert onnx_v["fp16_padded_psnr_vs_fp32_db"] >= FP16_MIN_PSNR
+    assert plan_v["parity_tiles"] == 4 + 4 and plan_v["plan_vs_ort_padded_tile_psnr_db"] >= PLAN_MIN_PSNR
+
+
+def test_padded_tiles_pad_bottom_and_right_thirds_and_fp16_compares_only_the_image_part():
+    from mambaesr_runtime.export.parity import FP16_MIN_PSNR, padded_tiles, real_tiles, verify_fp16
+
+    tiles, keep = padded_tiles(real_tiles(24, 2), -1.0)
+    assert keep == 16 and (tiles[..., 16:, :] == -1).all() and (tiles[..., :16, :16] >= 0).all()
+    model = untrained("tiny", **LINES).set_pad_aware(True)
+    assert verify_fp16(model, tiles, "cpu", keep)["fp16_psnr_vs_fp32_db"] >= FP16_MIN_PSNR
+
+
 def test_a_plan_that_computes_something_else_is_refused_and_nothing_is_written(tmp_path, tiny_ckpt):
     profile, trt, cuda, rec = _jetson_export(tmp_path, tiny_ckpt)
     cache = tmp_path / "timing.cache"
