@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers
 
 from mambaesr_runtime.export.onnx_export import export_onnx
-from mambaesr_runtime.export.pipeline import engine_pad_value, simplify
+from mambaesr_runtime.export.pipeline import simplify
 from mambaesr_runtime.model.checkpoint import load_checkpoint
 from mambaesr_runtime.model.net import count_parameters
 
@@ -53,7 +53,7 @@ def exported(model, size: int, folder: Path, stem: str) -> Path:
     """The simplified static ONNX of ``model`` for a ``size`` x ``size`` input (what mambaesr-export ships)."""
     raw, path = folder / f"{stem}_{size}_raw.onnx", folder / f"{stem}_{size}.onnx"
     was = model.pad_aware
-    model.set_pad_aware(engine_pad_value(model) is not None)  # as export_tier exports it
+    model.set_pad_aware(model.engine_pad_value is not None)  # as export_tier exports it
     try:
         export_onnx(model, raw, size, size)
     finally:

@@ -40,11 +40,8 @@ class TorchBackend(Backend):
         model, info = load_checkpoint(checkpoint, device=device)
         self._torch, self._dtype = torch, getattr(torch, PRECISIONS[precision])
         self.model = model.eval().to(self._dtype)
-        if model.cfg.scan_layout == "lines":  # tiles that overhang the image are padded with PAD_VALUE for it
-            from ..runtime.tiling import PAD_VALUE
-
-            self.model.set_pad_aware(True)
-            self.pad_value = PAD_VALUE
+        self.pad_value = model.engine_pad_value
+        self.model.set_pad_aware(self.pad_value is not None)
         self.path, self.device, self.precision = Path(checkpoint), device, precision
         self.variant = info.get("variant")
         self.input_shape = tuple(input_shape)

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..artifacts.manifest import PAD_VALUE, EngineManifest, manifest_path, read_manifest, write_manifest
+from ..artifacts.manifest import EngineManifest, manifest_path, read_manifest, write_manifest
 from ..artifacts.names import artifact_stem, checkpoint_name, engine_name, find_engine, plan_name, shipped_dir
 from ..errors import CheckpointError, ConfigError, ExportError, require_torch
 from ..fileio import atomic_write, sha256_file
@@ -123,13 +123,6 @@ def _up_to_date(path: Path, expect: dict) -> EngineManifest | None:
     return found if same and sha256_file(path) == found.artifact_sha256 else None
 
 
-def engine_pad_value(model) -> float | None:
-    """What the engines of ``model`` are padded with: line-scan models export pad-aware (the runtime fills what
-    overhangs an image with PAD_VALUE and the graph keeps every scan and conv from seeing it, as for the whole
-    image); others (raster) are padded by reflection (``None``)."""
-    return PAD_VALUE if model.cfg.scan_layout == "lines" else None
-
-
 def export_tier(model, weights: Path, profile: DeviceProfile, tier: Tier, out_dir: Path, versions: dict,
                 force: bool = False, simplify_graph: bool = True, threads: int = 2,
                 verify_inputs: np.ndarray | None = None) -> TierArtifacts:
@@ -138,7 +131,7 @@ def export_tier(model, weights: Path, profile: DeviceProfile, tier: Tier, out_di
     onnx_path = out_dir / f"{artifact_stem(tier.variant, scale, tier.tile, tier.batch)}.onnx"
     shape = (tier.batch, 3, tier.tile, tier.tile)
     weights_sha = sha256_file(weights)
-    pad_value = engine_pad_value(model)
+    pad_value = model.engine_pad_value
     expect = {"kind": "onnx", "variant": tier.variant, "input_shape": shape, "opset": profile.opset,
               "weights_sha256": weights_sha, "versions": versions, "pad_value": pad_value}
     if not force and (found := _up_to_date(onnx_path, expect)) is not None:
@@ -146,7 +139,7 @@ def export_tier(model, weights: Path, profile: DeviceProfile, tier: Tier, out_di
         return TierArtifacts(tier, onnx_path, found, reused=True)
 
     started = time.perf_counter()
-    was_pad_aware = getattr(model, "pad_aware", False)
+    was_pad_aware = model.pad_aware
     if pad_value is not None:
         model.set_pad_aware(True)
     try:

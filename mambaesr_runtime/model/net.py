@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..runtime.tiling import PAD_VALUE
 from .config import ModelConfig
 from .scan import orientations, scan_2d, scan_lines
 
@@ -261,6 +262,12 @@ class MambaESR(nn.Module):
         nn.init.zeros_(self.upsample.weight)
         nn.init.zeros_(self.upsample.bias)
         self.pad_aware = False
+
+    @property
+    def engine_pad_value(self) -> float | None:
+        """What this model's tiles are padded with when it runs as an engine: line-scan models run pad-aware
+        (``PAD_VALUE``), raster ones take reflection (``None``). The one rule export and the torch backend follow."""
+        return PAD_VALUE if self.cfg.scan_layout == "lines" else None
 
     def set_pad_aware(self, on: bool = True) -> MambaESR:
         """Engines only (``lines`` layout): treat input pixels below 0 as outside the image. The runtime pads a
