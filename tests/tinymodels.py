@@ -17,13 +17,21 @@ from mambaesr_runtime.model.net import build_model
 
 #: ``tiny`` in the line layout the shipped models use: half-resolution row/column mixers beside 3x3 conv blocks.
 LINES = dict(scan_layout="lines", scan_stride=2, ffn_kind="conv", heads=1)
-#: Both layouts, for parametrised tests: the legacy raster scan (older checkpoints) and the line scan.
-TINY = {"raster": {}, "lines": LINES}
+#: The line layout with a diagonal and an anti-diagonal mixer (no rows or columns: tiny has one block).
+DIAGONALS = dict(LINES, directions=("diag", "diag_rev", "anti", "anti_rev"), mixers_per_block=2)
+#: The raster layout with a spiral beside the row-major order.
+SPIRAL = dict(directions=("row", "spiral", "spiral_rev"))
+#: Conv-only blocks with a quarter-resolution context stream of line mixers in all four orientations beside them.
+CONTEXT = dict(LINES, mixers_per_block=0, context_mixers=4, context_tap=0, context_merge=1, scan_stride=4,
+               directions=("row", "row_rev", "col", "col_rev", "diag", "diag_rev", "anti", "anti_rev"))
+#: Every layout, for parametrised tests: the legacy raster scan (older checkpoints), the line scan, their diagonal
+#: and spiral orders, and the context stream.
+TINY = {"raster": {}, "lines": LINES, "diagonals": DIAGONALS, "spiral": SPIRAL, "context": CONTEXT}
 
 
 def untrained(name: str = "tiny", seed: int = 0, **overrides):
     """``build_model(variant(name, **overrides))`` in eval mode, seeded, with every zero-initialised conv random."""
-    from mambaesr_runtime.model.net import LineMixer
+    from mambaesr_runtime.model.net import ContextStream, LineMixer
 
     torch.manual_seed(seed)
     model = build_model(variant(name, **overrides))
@@ -32,6 +40,8 @@ def untrained(name: str = "tiny", seed: int = 0, **overrides):
         for module in model.modules():
             if isinstance(module, LineMixer):
                 module.out.weight.normal_(std=0.05)
+            if isinstance(module, ContextStream):
+                module.merge.weight.normal_(std=0.05)
     return model.eval()
 
 

@@ -11,11 +11,21 @@ from dataclasses import dataclass, field
 from ..errors import ConfigError
 from ..typed import from_dict
 
-#: Scan orders over an (H, W) feature map, in the order their parameters are stacked (see ``model.scan.scan_order``).
+#: The default scan orders over an (H, W) feature map, in the order their parameters are stacked
+#: (see ``model.scan.scan_order``): rows and columns, each forward and reversed.
 DIRECTIONS = ("row", "row_rev", "col", "col_rev")
+#: Every scan order a layout offers (``_rev``: the same lines scanned from the other end). ``lines``: each row,
+#: column, diagonal (``diag``: top-left to bottom-right) or anti-diagonal (``anti``: bottom-left to top-right) its
+#: own line. ``raster``: the whole map as one line, row by row, column by column, or clockwise inwards from the
+#: top-left corner (``spiral``).
+LAYOUT_DIRECTIONS = {
+    "raster": ("row", "row_rev", "col", "col_rev", "spiral", "spiral_rev"),
+    "lines": ("row", "row_rev", "col", "col_rev", "diag", "diag_rev", "anti", "anti_rev"),
+}
 SCALES = (2, 3, 4)
 SCAN_LAYOUTS = ("raster", "lines")
 FFN_KINDS = ("dw", "conv")
+SCAN_STRIDES = (1, 2, 4)
 
 
 @dataclass(frozen=True)
@@ -49,8 +59,18 @@ class ModelConfig:
     behind a pre-norm (the first shipped models). ``lines``: every row (column) is its own scan line, scanned in
     token-major layout with the norm inside the mixer (:class:`~mambaesr_runtime.model.net.LineMixer`)."""
     scan_stride: int = 1
-    """``lines`` only: the mixer scans the map downsampled by this factor (1 or 2: a 2x2 stride-2 conv in, nearest
-    upsampling out), so its scan costs a quarter; the blocks' conv path stays at full resolution."""
+    """``lines`` only: the mixer scans the map downsampled by this factor (1, 2 or 4: an s x s stride-s conv in,
+    nearest upsampling out), so its scan costs 1/s^2; the blocks' conv path stays at full resolution."""
+    mixer_every: int = 1
+    """Mixers sit in every ``mixer_every``-th block only (the last block of each group: blocks ``k - 1``,
+    ``2k - 1``, ...), the others are conv-only; 1: every block has ``mixers_per_block`` mixers."""
+    context_mixers: int = 0
+    """``lines`` only: line mixers in a context stream beside the blocks, at ``1 / scan_stride`` resolution from one
+    conv in to one upsample out (:class:`~mambaesr_runtime.model.net.ContextStream`); 0: none."""
+    context_tap: int = 0
+    """The context stream reads the body after this many blocks."""
+    context_merge: int = 0
+    """The context stream's output is added to the body after this many blocks (>= ``context_tap``)."""
     ffn_kind: str = "dw"
     """Feed-forward of each block: ``dw`` (pre-norm 1x1 -> depthwise 3x3 -> SiLU -> 1x1) or ``conv`` (3x3 ->
     LeakyReLU -> 3x3, no norm: dense convs, the fastest per MAC on CPUs and GPUs)."""
@@ -66,8 +86,22 @@ class ModelConfig:
             problems.append(f"scan_layout must be one of {SCAN_LAYOUTS}, got {self.scan_layout!r}")
         if self.ffn_kind not in FFN_KINDS:
             problems.append(f"ffn_kind must be one of {FFN_KINDS}, got {self.ffn_kind!r}")
-        if self.scan_stride not in (1, 2):
-            problems.append(f"scan_stride must be 1 or 2, got {self.scan_stride!r}")
+        if not isinstance(self.mixer_every, int) or self.mixer_every < 1:
+            problems.append(f"mixer_every must be a positive integer, got {self.mixer_every!r}")
+        elif isinstance(self.num_blocks, int) and self.mixers_per_block and self.mixer_every > self.num_blocks:
+            problems.append(f"mixer_every ({self.mixer_every}) > num_blocks ({self.num_blocks}) leaves no mixer; "
+                            f"use mixers_per_block=0 for a conv-only network")
+        if not isinstance(self.context_mixers, int) or self.context_mixers < 0:
+            problems.append(f"context_mixers must be an integer >= 0, got {self.context_mixers!r}")
+        elif self.context_mixers:
+            if self.scan_layout != "lines":
+                problems.append("context_mixers needs scan_layout 'lines'")
+            if not (isinstance(self.context_tap, int) and isinstance(self.context_merge, int)
+                    and 0 <= self.context_tap <= self.context_merge <= self.num_blocks):
+                problems.append(f"the context stream needs 0 <= context_tap <= context_merge <= num_blocks "
+                                f"({self.num_blocks}), got {self.context_tap!r} and {self.context_merge!r}")
+        if self.scan_stride not in SCAN_STRIDES:
+            problems.append(f"scan_stride must be one of {SCAN_STRIDES}, got {self.scan_stride!r}")
         if self.scan_layout == "raster" and self.scan_stride != 1:
             problems.append("scan_stride needs scan_layout 'lines'")
         if self.scan_layout == "lines" and self.heads != 1:
@@ -80,8 +114,10 @@ class ModelConfig:
                 and self.inner_dim % self.heads:
                 problems.append(f"inner_dim ({self.inner_dim}) must be a multiple of heads ({self.heads})")
         dirs = tuple(self.directions)
-        if not dirs or any(d not in DIRECTIONS for d in dirs) or len(set(dirs)) != len(dirs):
-            problems.append(f"directions must be distinct names from {DIRECTIONS}, got {dirs!r}")
+        valid = LAYOUT_DIRECTIONS.get(self.scan_layout, DIRECTIONS)
+        if not dirs or any(d not in valid for d in dirs) or len(set(dirs)) != len(dirs):
+            problems.append(f"directions must be distinct names from {valid} (scan_layout {self.scan_layout!r}), "
+                            f"got {dirs!r}")
         if problems:
             raise ConfigError("invalid model config: " + "; ".join(problems))
         object.__setattr__(self, "directions", dirs)
@@ -89,6 +125,15 @@ class ModelConfig:
     @property
     def head_dim(self) -> int:
         return self.inner_dim // self.heads
+
+    def has_mixers(self, block: int) -> bool:
+        """Whether block ``block`` (0-based) carries mixers (see ``mixer_every``)."""
+        return self.mixers_per_block > 0 and block % self.mixer_every == self.mixer_every - 1
+
+    @property
+    def num_mixers(self) -> int:
+        """Every line or raster mixer: in the blocks and in the context stream."""
+        return self.mixers_per_block * sum(self.has_mixers(i) for i in range(self.num_blocks)) + self.context_mixers
 
     def replace(self, **changes) -> ModelConfig:
         return dataclasses.replace(self, **changes)

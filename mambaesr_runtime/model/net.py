@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ..runtime.tiling import PAD_VALUE
 from .config import ModelConfig
-from .scan import orientations, scan_2d, scan_lines
+from .scan import diagonal_line_mask, from_diagonal_lines, orientations, scan_2d, scan_lines, to_diagonal_lines
 
 #: The norm's working scale: each token is divided by its largest magnitude, then multiplied by this, so its
 #: squares are at most 256 and their sum over up to 255 channels stays below fp16's 65504; the mean of the squares
@@ -30,7 +30,7 @@ def rms_normalize(x: Tensor, dim: int, eps: float = 1e-4) -> Tensor:
     :data:`_NORM_SCALE`, so no square overflows and no mean underflows whatever the activations. Exported as plain
     Abs/ReduceMax/Clip/Div/Pow/ReduceMean/Sqrt (no LayerNormalization, which older TensorRT parsers lack)."""
     peak = x.abs().amax(dim=dim, keepdim=True).clamp(min=1e-4)  # an all-zero token stays zero, not 0/0
-    xs = x * (_NORM_SCALE / peak)
+    xs = (x / peak) * _NORM_SCALE  # not x * (16 / peak): 16 / 1e-4 overflows fp16, and 0 * inf is NaN
     return xs / torch.sqrt(xs.pow(2).mean(dim=dim, keepdim=True) + eps)
 
 
@@ -129,15 +129,23 @@ class LineMixer(nn.Module):
     the last two axes) costs about one copy, but NCHW -> (b, W, H, C) in one transpose costs ~10x that. So a column
     mixer swaps H and W of its small half-resolution map before the depthwise conv and after the out conv (the convs
     keep ONNX Runtime from merging the transposes back into the slow one) and otherwise works like a row mixer.
-    The projections inside are MatMuls on the last axis; nothing is padded when the lines' lengths are multiples of
-    the chunk. The mixer's output is the nearest-upsampled context of the low-resolution scan: the blocks'
+    A diagonal (``diag``) or anti-diagonal (``anti``) mixer works like a row mixer on the map skewed so that its
+    diagonals are rows (:func:`~mambaesr_runtime.model.scan.to_diagonal_lines`: H + W - 1 lines of W tokens, about
+    twice the tokens, the extra ones zero with ``dt = 0``), one reorder in after the depthwise conv and one out before
+    the out conv. The projections inside are MatMuls on the last axis; nothing is padded when the lines' lengths are
+    multiples of the chunk. The mixer's output is the nearest-upsampled context of the low-resolution scan: the blocks'
     full-resolution conv path supplies the detail (a pixel shuffle cost 4x the upsampling in ONNX Runtime).
     """
 
-    def __init__(self, cfg: ModelConfig, orient: str):
+    def __init__(self, cfg: ModelConfig, orient: str, stride: int | None = None, valid_stride: int | None = None):
+        """``stride``: of the in conv (default ``cfg.scan_stride``); ``valid_stride``: the resolution of the map it
+        is given relative to the image, for the pad-aware masks (default: 1, the full-resolution blocks; a mixer of
+        the half-resolution context stream gets a half-resolution map and ``stride`` 1)."""
         super().__init__()
-        d, n, s, c = cfg.inner_dim, cfg.state_dim, cfg.scan_stride, cfg.embed_dim
-        self.cfg, self.orient = cfg, orient
+        s = cfg.scan_stride if stride is None else stride
+        d, n, c = cfg.inner_dim, cfg.state_dim, cfg.embed_dim
+        self.cfg, self.orient, self.stride = cfg, orient, s
+        self.valid_stride = s * (1 if valid_stride is None else valid_stride)
         self.dirs = tuple(d_ for d_ in (orient, orient + "_rev") if d_ in cfg.directions)
         self.inp = nn.Conv2d(c, d, s, stride=s)
         self.local = nn.Conv2d(d, d, 3, padding=1, groups=d)
@@ -158,28 +166,84 @@ class LineMixer(nn.Module):
         """``valid``: the pixels inside the image, for a pad-aware model (:class:`ValidMap`): tokens outside it are
         zeroed before the depthwise conv and get ``dt = 0`` (no decay, no input), so no scan carries anything across
         them."""
-        cfg, s, n = self.cfg, self.cfg.scan_stride, self.cfg.state_dim
+        cfg, s, n, vs = self.cfg, self.stride, self.cfg.state_dim, self.valid_stride
         H, W = u.shape[-2:]
         if s > 1 and (H % s or W % s):  # odd sizes (whole-image evaluation): replicate to a multiple, crop after
             u = F.pad(u, (0, -W % s, 0, -H % s), mode="replicate")
         swap = self.orient == "col"  # a column mixer is a row mixer on the map with H and W swapped
+        diagonal = self.orient in ("diag", "anti")
         x = self.inp(u)  # (b, d, H/s, W/s)
         if valid is not None:
-            x = x * valid.at(x.shape[1], s)
+            x = x * valid.at(x.shape[1], vs)
         x = F.silu(self.local(x.transpose(-1, -2) if swap else x))
         xt = x.permute(0, 2, 3, 1)  # (b, lines, tokens, d)
+        if diagonal:
+            hs, ws = xt.shape[1:3]
+            xt = to_diagonal_lines(xt, self.orient)  # (b, H/s + W/s - 1, W/s, d)
         xt = rms_normalize(xt, dim=-1) * self.norm_weight
         dt, *bc = self.params(xt).split([1] + [n] * 2 * len(self.dirs), dim=-1)
         dt = F.softplus(dt.squeeze(-1) + self.dt_bias)  # (b, lines, tokens)
-        if valid is not None:
-            inside = valid.at(1, s)[:, 0]  # (b, H/s, W/s)
+        if diagonal:  # dt = 0 on the tokens outside the map (and outside the image, pad-aware)
+            dt = dt * (diagonal_line_mask(hs, ws, self.orient, dt) if valid is None
+                       else to_diagonal_lines(valid.at(1, vs).permute(0, 2, 3, 1), self.orient)[..., 0])
+        elif valid is not None:
+            inside = valid.at(1, vs)[:, 0]  # (b, H/s, W/s)
             dt = dt * (inside.transpose(-1, -2) if swap else inside)
         pairs = {d_: (bc[2 * k], bc[2 * k + 1]) for k, d_ in enumerate(self.dirs)}
         y = scan_lines(xt, dt, torch.exp(self.A_log), pairs.get(self.orient), pairs.get(self.orient + "_rev"),
                        cfg.chunk)
-        y = self.out(((y + self.D * xt) * F.silu(self.gate(xt))).permute(0, 3, 1, 2))  # (b, C, lines, tokens)
+        y = (y + self.D * xt) * F.silu(self.gate(xt))  # (b, lines, tokens, d)
+        if diagonal:
+            y = from_diagonal_lines(y, self.orient)  # (b, H/s, W/s, d)
+        y = self.out(y.permute(0, 3, 1, 2))  # (b, C, lines, tokens)
         if swap:
             y = y.transpose(-1, -2)
+        if s > 1:
+            y = F.interpolate(y, scale_factor=s, mode="nearest")
+        return y[..., :H, :W] if y.shape[-2:] != (H, W) else y
+
+
+class ContextStream(nn.Module):
+    """Line mixers on a downsampled copy of the body's features, beside the blocks: the long-range context path.
+
+    (b, C, H, W) after block ``context_tap`` -> ``scan_stride`` x ``scan_stride`` conv, stride ``scan_stride`` ->
+    ``context_mixers`` residual line mixers at that resolution (orientations taking turns; each a
+    :class:`LineMixer` with a 1x1 in conv) -> 1x1 conv -> nearest upsampling -> added to the body after block
+    ``context_merge``.
+
+    Why beside, not inside, the blocks: a line mixer in a block pays its in conv on the full-resolution map and a
+    full-resolution upsample and add for its output (with the layout conversions around them, ONNX Runtime cannot
+    fuse that add into a conv): about half of the mixer's time on a CPU. Here the stream stays at low resolution from
+    one conv in to one upsample out, however many mixers it has. The merge conv starts at zero (the stream adds
+    nothing until it learns to help, as the in-block mixers do); the mixers inside start random, since nothing
+    reads them until the merge opens.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        s, c = cfg.scan_stride, cfg.embed_dim
+        self.stride = s
+        every = orientations(cfg.directions)
+        self.tap = nn.Conv2d(c, c, s, stride=s)
+        self.mixers = nn.ModuleList(LineMixer(cfg, every[i % len(every)], stride=1, valid_stride=s)
+                                    for i in range(cfg.context_mixers))
+        for mixer in self.mixers:
+            mixer.out.reset_parameters()
+        self.merge = nn.Conv2d(c, c, 1)
+        nn.init.zeros_(self.merge.weight)
+        nn.init.zeros_(self.merge.bias)
+
+    def forward(self, u: Tensor, valid: ValidMap | None = None) -> Tensor:
+        s = self.stride
+        H, W = u.shape[-2:]
+        if s > 1 and (H % s or W % s):  # odd sizes: replicate to a multiple, crop after (as a LineMixer does)
+            u = F.pad(u, (0, -W % s, 0, -H % s), mode="replicate")
+        x = self.tap(u)  # (b, C, H/s, W/s)
+        if valid is not None:
+            x = x * valid.at(x.shape[1], s)
+        for mixer in self.mixers:
+            x = x + mixer(x, valid)
+        y = self.merge(x)
         if s > 1:
             y = F.interpolate(y, scale_factor=s, mode="nearest")
         return y[..., :H, :W] if y.shape[-2:] != (H, W) else y
@@ -218,12 +282,14 @@ class MambaBlock(nn.Module):
     """Residual mixers, then a residual feed-forward. ``raster`` mixers and ``dw`` feed-forwards are pre-norm;
     ``lines`` mixers normalise inside (in token-major layout) and ``conv`` feed-forwards have no norm.
 
-    ``first_mixer``: the index of this block's first mixer in the whole network (alternating orientations).
+    ``first_mixer``: the index of this block's first mixer in the whole network (orientations take turns);
+    ``mixers``: how many mixers this block has (default ``cfg.mixers_per_block``; 0 for the conv-only blocks of a
+    ``mixer_every`` > 1 network).
     """
 
-    def __init__(self, cfg: ModelConfig, first_mixer: int = 0):
+    def __init__(self, cfg: ModelConfig, first_mixer: int = 0, mixers: int | None = None):
         super().__init__()
-        m, raster = cfg.mixers_per_block, cfg.scan_layout == "raster"
+        m, raster = cfg.mixers_per_block if mixers is None else mixers, cfg.scan_layout == "raster"
         self.norms = nn.ModuleList(ChannelRMSNorm(cfg.embed_dim) for _ in range(m)) if raster else None
         if raster:
             self.mixers = nn.ModuleList(ScanMixer(cfg) for _ in range(m))
@@ -253,7 +319,9 @@ class MambaESR(nn.Module):
         self.cfg = cfg
         c, s = cfg.embed_dim, cfg.scale
         self.head = nn.Conv2d(cfg.in_channels, c, 3, padding=1)
-        self.blocks = nn.Sequential(*(MambaBlock(cfg, i * cfg.mixers_per_block) for i in range(cfg.num_blocks)))
+        counts = [cfg.mixers_per_block if cfg.has_mixers(i) else 0 for i in range(cfg.num_blocks)]
+        self.blocks = nn.Sequential(*(MambaBlock(cfg, sum(counts[:i]), counts[i]) for i in range(cfg.num_blocks)))
+        self.context = ContextStream(cfg) if cfg.context_mixers else None
         self.body_tail = nn.Conv2d(c, c, 3, padding=1)
         self.upsample = nn.Conv2d(c, cfg.in_channels * s * s, 3, padding=1)
         self.shuffle = nn.PixelShuffle(s)
@@ -285,9 +353,14 @@ class MambaESR(nn.Module):
         s = self.cfg.scale
         valid = ValidMap(x) if self.pad_aware else None
         feat = self.head(x - 0.5 if valid is None else (x - 0.5) * valid.map)
-        body = feat
-        for block in self.blocks:
+        body, tapped = feat, None
+        for i, block in enumerate(self.blocks):
+            if self.context is not None:
+                tapped = body if i == self.cfg.context_tap else tapped
+                body = body + self.context(tapped, valid) if i == self.cfg.context_merge else body
             body = block(body, valid)
+        if self.context is not None and self.cfg.context_merge == len(self.blocks):
+            body = body + self.context(body if tapped is None else tapped, valid)
         c = feat.shape[1]
         feat = self.body_tail(body if valid is None else body * valid.at(c)) + feat
         if valid is not None:

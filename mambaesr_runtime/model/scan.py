@@ -61,16 +61,57 @@ def selective_scan_ref(u: Tensor, log_a: Tensor, B: Tensor, C: Tensor, reverse: 
     return torch.stack(ys, dim=1)
 
 
+#: Orientations in the order their parameters are stacked; each orientation has a forward and a ``_rev`` direction.
+ORIENTATIONS = ("row", "col", "diag", "anti", "spiral")
+
+
 def orientations(directions: tuple[str, ...]) -> tuple[str, ...]:
-    """The orientations (``row``, ``col``) that ``directions`` use, in that order: one ``dt`` and ``A`` each."""
-    return tuple(o for o in ("row", "col") if o in directions or o + "_rev" in directions)
+    """The orientations (``row``, ``col``, ``diag``, ``anti``, ``spiral``) that ``directions`` use, in that order:
+    one ``dt`` and ``A`` each."""
+    return tuple(o for o in ORIENTATIONS if o in directions or o + "_rev" in directions)
+
+
+def spiral_order(H: int, W: int) -> np.ndarray:
+    """Flat (row-major) pixel indices of an (H, W) map visited clockwise from the top-left corner inwards: the top
+    row left to right, the right column down, the bottom row right to left, the left column up, then the same
+    one ring further in. Consecutive pixels are always 4-neighbours."""
+    grid = np.arange(H * W).reshape(H, W)
+    out = []
+    while grid.size:
+        out.append(grid[0])
+        grid = np.rot90(grid[1:])  # the rest, turned so that its right column becomes its top row
+    return np.concatenate(out)
 
 
 def scan_order(H: int, W: int, direction: str) -> Tensor:
-    """Flat (row-major) pixel indices in the order ``direction`` visits them: a permutation of ``range(H * W)``."""
+    """Flat (row-major) pixel indices in the order a raster-layout ``direction`` visits them (the whole map as one
+    line): a permutation of ``range(H * W)``."""
     grid = torch.arange(H * W).reshape(H, W)
-    order = grid.flatten() if direction.startswith("row") else grid.t().flatten()
+    orient = direction.split("_")[0]
+    if orient == "row":
+        order = grid.flatten()
+    elif orient == "col":
+        order = grid.t().flatten()
+    elif orient == "spiral":
+        order = torch.from_numpy(spiral_order(H, W))
+    else:
+        raise ValueError(f"{direction!r} is not a raster scan order; raster orders are row, col and spiral")
     return order.flip(0) if direction.endswith("_rev") else order
+
+
+def line_orders(H: int, W: int, orient: str) -> list[list[int]]:
+    """The scan lines of a ``lines``-layout orientation as flat (row-major) pixel indices, each line in its forward
+    order: rows left to right, columns top to bottom, diagonals (``j - i`` constant, from the top-left end) and
+    anti-diagonals (``i + j`` constant, from the bottom-left end) left to right. The oracle's definition."""
+    if orient == "row":
+        return [[i * W + j for j in range(W)] for i in range(H)]
+    if orient == "col":
+        return [[i * W + j for i in range(H)] for j in range(W)]
+    if orient == "diag":
+        return [[i * W + i + d for i in range(H) if 0 <= i + d < W] for d in range(-(H - 1), W)]
+    if orient == "anti":
+        return [[(s - j) * W + j for j in range(W) if 0 <= s - j < H] for s in range(H + W - 1)]
+    raise ValueError(f"{orient!r} is not a line orientation; they are row, col, diag and anti")
 
 
 def scan_2d_ref(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
@@ -95,23 +136,29 @@ def scan_2d_ref(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
 
 def scan_lines_ref(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
                    directions: tuple[str, ...] = DIRECTIONS) -> Tensor:
-    """Oracle for :func:`scan_lines` on a 2D map: every row (``row``/``row_rev``) or column (``col``/``col_rev``)
-    is its own sequence, scanned by :func:`selective_scan_ref` from a zero state. Shapes as in :func:`scan_2d`."""
-    b, _h, _p, _H, _W = x.shape
+    """Oracle for the line scans on a 2D map: every line of each direction's orientation (:func:`line_orders`:
+    rows, columns, diagonals, anti-diagonals) is its own sequence, gathered explicitly and scanned by
+    :func:`selective_scan_ref` from a zero state (lines of equal length together). Shapes as in :func:`scan_2d`."""
+    b, H, W = x.shape[0], *x.shape[-2:]
     orients = orientations(directions)
-    out = torch.zeros_like(x)
+    flat = lambda t: t.flatten(-2)  # (b, ..., H * W)
+    out = torch.zeros_like(flat(x))
     for k, direction in enumerate(directions):
         orient = direction.split("_")[0]
         o = orients.index(orient)
-        # Every line a sequence: (b, h, p, H, W) -> (b * lines, tokens, h, p); (b, ch, H, W) -> (b * lines, tokens, ch)
-        seq5 = lambda t: (t.permute(0, 3, 4, 1, 2) if orient == "row" else t.permute(0, 4, 3, 1, 2)).flatten(0, 1)
-        seq4 = lambda t: (t.permute(0, 2, 3, 1) if orient == "row" else t.permute(0, 3, 2, 1)).flatten(0, 1)
-        log_a = -dt[:, o] * A[o][None, :, None, None]
-        y = selective_scan_ref(seq5(x * dt[:, o].unsqueeze(2)), seq4(log_a), seq4(B[:, k]), seq4(C[:, k]),
-                               reverse=direction.endswith("_rev"))
-        y = y.unflatten(0, (b, -1))  # (b, lines, tokens, h, p)
-        out = out + (y.permute(0, 3, 4, 1, 2) if orient == "row" else y.permute(0, 3, 4, 2, 1))
-    return out
+        log_a = -dt[:, o] * A[o][None, :, None, None]  # (b, h, H, W)
+        by_length: dict[int, list[list[int]]] = {}
+        for line in line_orders(H, W, orient):
+            by_length.setdefault(len(line), []).append(line)
+        for lines in by_length.values():
+            idx = torch.tensor(lines)  # (lines, tokens)
+            # (b, ..., H, W) -> (b * lines, tokens, ...)
+            seq = lambda t: flat(t)[..., idx].movedim(-2, 1).movedim(-1, 2).flatten(0, 1)
+            u = seq(x * dt[:, o].unsqueeze(2))  # (b * lines, tokens, h, p)
+            y = selective_scan_ref(u, seq(log_a), seq(B[:, k]), seq(C[:, k]), reverse=direction.endswith("_rev"))
+            y = y.unflatten(0, (b, len(lines))).movedim(2, -1).movedim(1, -2)  # (b, h, p, lines, tokens)
+            out[..., idx] += y
+    return out.reshape(x.shape)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -295,14 +342,19 @@ def scan_2d(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
     out = None
     for o, orient in enumerate(orientations(directions)):
         present = [d for d in (orient, orient + "_rev") if d in index]
-        length, lines = (W, H) if orient == "row" else (H, W)
+        length, lines = {"row": (W, H), "col": (H, W), "spiral": (H * W, 1)}[orient]
         Q, per_line = line_chunking(length, chunk)
         c = lines * per_line
+        if orient == "spiral":  # one line through the whole map: a constant permutation in and out (Gather)
+            order = scan_order(H, W, "spiral").to(x.device)
+            back = torch.argsort(order)
 
         def chunks(t: Tensor) -> Tensor:
             """(b, ch, H, W) -> (b, ch, c, Q): scan lines cut into chunks, channels first."""
             if orient == "col":
                 t = t.transpose(-1, -2)
+            elif orient == "spiral":
+                t = t.flatten(-2).index_select(-1, order).unsqueeze(-2)  # (b, ch, 1, H * W)
             if Q * per_line > length:  # pad with dt = 0 (and x = 0): no decay and no input there
                 t = F.pad(t, (0, Q * per_line - length))
             return t.reshape(t.shape[0], t.shape[1], c, Q)
@@ -321,6 +373,8 @@ def scan_2d(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
             y = y[..., :length]
         if orient == "col":
             y = y.transpose(-1, -2)
+        elif orient == "spiral":
+            y = y.flatten(-2).index_select(-1, back).reshape(b, h, p, H, W)
         out = y if out is None else out + y
     return out
 
@@ -337,6 +391,43 @@ def to_lines(t: Tensor, orient: str) -> Tensor:
 def from_lines(t: Tensor, orient: str) -> Tensor:
     """Inverse of :func:`to_lines`: (b, lines, tokens, ch) -> (b, ch, H, W)."""
     return t.permute(0, 3, 1, 2) if orient == "row" else t.permute(0, 3, 2, 1)
+
+
+def to_diagonal_lines(t: Tensor, orient: str) -> Tensor:
+    """Token-major map (b, H, W, ch) -> its diagonals (``diag``) or anti-diagonals (``anti``) as token-major lines
+    (b, H + W - 1, W, ch), the lines of :func:`line_orders`: line ``s`` holds pixel (i, j) at token ``j`` for
+    ``i + j = s`` (``anti``) or ``j - i = s - (H - 1)`` (``diag``), and zeros at the tokens outside the map (each
+    line's pixels are one run of tokens; scanned with ``dt = 0`` there, see :func:`diagonal_line_mask`, the zeros
+    change nothing).
+
+    The skew is reshapes of a padded copy, the standard trick: a (W, H + W) map read with row length H + W - 1 has
+    row ``j`` shifted right by ``j``. Every op moves whole ``ch``-vectors (the contiguous last axis): one Transpose,
+    Pad, Reshape and Slice in, the same out; ``diag`` adds one reversed Slice each way.
+    """
+    if orient == "diag":  # pixel (i, j) -> (H - 1 - i, j): diagonals become anti-diagonals
+        t = t.flip(1)
+    b, H, W, ch = t.shape
+    y = F.pad(t.transpose(1, 2), (0, 0, 0, W))  # (b, W, H + W, ch): column j of the map, then W zeros
+    y = y.reshape(b, W * (H + W), ch)[:, :W * (H + W - 1)].reshape(b, W, H + W - 1, ch)  # [j, i + j] = t[i, j]
+    return y.transpose(1, 2)
+
+
+def from_diagonal_lines(t: Tensor, orient: str) -> Tensor:
+    """Inverse of :func:`to_diagonal_lines`: (b, H + W - 1, W, ch) -> (b, H, W, ch)."""
+    b, S, W, ch = t.shape
+    H = S - W + 1
+    y = F.pad(t.transpose(1, 2).reshape(b, W * S, ch), (0, 0, 0, W)).reshape(b, W, S + 1, ch)[:, :, :H]
+    y = y.transpose(1, 2)  # (b, H, W, ch)
+    return y.flip(1) if orient == "diag" else y
+
+
+def diagonal_line_mask(H: int, W: int, orient: str, like: Tensor) -> Tensor:
+    """(H + W - 1, W) ones where :func:`to_diagonal_lines` puts a pixel of an (H, W) map, zeros elsewhere: a
+    constant (one initializer once exported)."""
+    H, W = int(H), int(W)  # static sizes (while tracing for export they arrive as 0-d tensors)
+    s, j = np.arange(H + W - 1)[:, None], np.arange(W)[None, :]
+    i = s - j if orient == "anti" else (H - 1) - (s - j)  # the map row of token j of line s
+    return _constant(((i >= 0) & (i < H)).astype(np.float32), like)
 
 
 def _shift_matmul(H: Tensor, down: bool) -> Tensor:

@@ -77,3 +77,30 @@ def test_the_line_layout_moves_each_map_into_scan_layout_once(tmp_path):
     assert not big("Slice") and not big("Split") and not big("Gather")
     rows = cols = model.cfg.num_blocks // 2  # mixers alternate: row, column, row, column
     assert len(big("Transpose")) == 2 * rows + 4 * cols, [n.name for n in big("Transpose")]
+
+
+def test_diagonal_mixers_reach_their_lines_with_one_skew_in_and_one_out(tmp_path):
+    """A diagonal or anti-diagonal mixer adds to a row mixer's layout only its skew into lines and back: per mixer
+    one Pad in and one out, one Slice each way (a reversed Slice more each way for ``diag``) and five transposes of
+    a whole map in all (the simplifier merges the skew's with the token-major ones), no Gather of a whole map, and
+    still no Concat, CumSum or control flow."""
+    from mambaesr_runtime.export.pipeline import simplify
+
+    dirs = ("row", "row_rev", "col", "col_rev", "diag", "diag_rev", "anti", "anti_rev")
+    model = untrained("tiny", **TINY["lines"], chunk=8, num_blocks=4, inner_dim=24, embed_dim=24, directions=dirs)
+    assert [m.orient for b in model.blocks for m in b.mixers] == ["row", "col", "diag", "anti"]
+    raw = export_onnx(model, tmp_path / "raw.onnx", 32, 32)
+    simplify(raw, str(tmp_path / "diag.onnx"))
+    graph = onnx.shape_inference.infer_shapes(onnx.load(tmp_path / "diag.onnx")).graph
+    sizes = {v.name: int(np.prod([d.dim_value for d in v.type.tensor_type.shape.dim]))
+             for v in list(graph.value_info) + list(graph.input)}
+    map_size = 24 * 16 * 16
+    big = lambda op: [n for n in graph.node if n.op_type == op and sizes[n.input[0]] >= map_size]
+    ops = [n.op_type for n in graph.node]
+    assert not {"CumSum", "Loop", "Scan", "If", "Concat"} & set(ops) and not big("Gather")
+    assert len(big("Pad")) == 2 * 2  # two diagonal mixers, one Pad in and one out each
+    assert len(big("Slice")) == 2 * 2 + 2  # one Slice each way per skew, plus diag's reversal each way
+    # a row mixer 2, a column mixer 4 (as in the test above), each diagonal mixer 5
+    assert len(big("Transpose")) == 2 + 4 + 2 * 5, [n.name for n in big("Transpose")]
+    result = compare_with_torch(model, tmp_path / "diag.onnx", _image((1, 3, 32, 32)))
+    assert result["max_abs_err"] <= 1e-4

@@ -113,7 +113,7 @@ def test_chunk_is_only_a_speed_knob(layout):
     (dict(scan_layout="zigzag"), "scan_layout must be one of"),
     (dict(scan_stride=2), "scan_stride needs scan_layout 'lines'"),
     (dict(scan_layout="lines", heads=2), "one head per orientation"),
-    (dict(scan_layout="lines", heads=1, scan_stride=3), "scan_stride must be 1 or 2"),
+    (dict(scan_layout="lines", heads=1, scan_stride=3), "scan_stride must be one of"),
     (dict(ffn_kind="mlp"), "ffn_kind must be one of"),
     (dict(mixers_per_block=-1), "mixers_per_block must be an integer >= 0"),
 ])
@@ -170,13 +170,16 @@ def test_a_line_mixer_sees_its_whole_row_and_nothing_beyond_its_stride_neighbour
 
 
 # ------------------------------------------------------------------------------------------- pad-aware tiles
-@pytest.mark.parametrize("h, w", [(20, 26), (32, 12), (6, 30)])
-def test_a_pad_aware_tile_of_a_small_image_is_the_whole_image_result(h, w):
+@pytest.mark.parametrize("layout, h, w", [("lines", 20, 26), ("lines", 32, 12), ("lines", 6, 30),
+                                          ("diagonals", 20, 26), ("diagonals", 6, 30),
+                                          ("context", 20, 28), ("context", 8, 36)])
+def test_a_pad_aware_tile_of_a_small_image_is_the_whole_image_result(layout, h, w):
     """A 32x40 tile holding an h x w image and PAD_VALUE elsewhere gives, on the image, what the whole image gives
-    (even sizes: exactly, up to float rounding), while a replicated border leaks in through the scans and convs."""
+    (sizes that are multiples of the scan stride: exactly, up to float rounding), while a replicated border leaks in
+    through the scans and convs."""
     from mambaesr_runtime.artifacts.manifest import PAD_VALUE
 
-    model = untrained("tiny", **TINY["lines"], num_blocks=2)
+    model = untrained("tiny", **TINY[layout], num_blocks=2)
     x = torch.rand(2, 3, h, w)
     with torch.no_grad():
         whole = model(x)
@@ -228,10 +231,10 @@ def test_mixers_run_in_fp16_with_activations_that_would_overflow_a_plain_norm(la
     fp16): the mixer branch in fp16 stays finite and within 40 dB of fp32."""
     model = untrained("tiny", **TINY[layout], embed_dim=16, inner_dim=16)
     block = model.blocks[0]
-    mixer = block.mixers[0]
+    mixer = block.mixers[0] if len(block.mixers) else model.context.mixers[0]
     x = torch.rand(1, 16, 16, 16)
     seen = []
-    if layout == "lines":  # the norm sits inside, after the in-conv: scale that conv
+    if TINY[layout].get("scan_layout") == "lines":  # the norm sits inside, after the in-conv: scale that conv
         with torch.no_grad():
             mixer.inp.weight.mul_(4000.0)
         mixer.local.register_forward_hook(lambda m, a, out: seen.append(float(F.silu(out).abs().max())))
@@ -243,6 +246,7 @@ def test_mixers_run_in_fp16_with_activations_that_would_overflow_a_plain_norm(la
     with torch.no_grad():
         want = branch(x)
         block.half()
+        mixer.half()
         got = branch(x.half())
     assert min(seen) > 1000, seen  # what the norm sees squares past fp16's 65504
     assert torch.isfinite(got).all()
@@ -259,3 +263,57 @@ def test_line_mixers_start_silent_and_still_learn():
     assert torch.equal(out, torch.zeros_like(out))
     out.square().add(out).sum().backward()
     assert mixer.out.weight.grad.abs().sum() > 0
+
+
+def test_mixer_every_puts_mixers_in_every_kth_block_with_orientations_taking_turns():
+    model = untrained("tiny", **TINY["lines"], num_blocks=6, mixer_every=2)
+    assert [len(block.mixers) for block in model.blocks] == [0, 1, 0, 1, 0, 1]
+    assert [m.orient for block in model.blocks for m in block.mixers] == ["row", "col", "row"]
+    assert model.cfg.num_mixers == 3
+    with pytest.raises(ConfigError, match="mixer_every"):
+        variant("tiny", **TINY["lines"], num_blocks=2, mixer_every=3)
+
+
+def test_the_context_stream_starts_silent_reads_its_tap_and_adds_after_its_merge():
+    cfg = variant("tiny", **{**TINY["lines"], "num_blocks": 3, "mixers_per_block": 0, "context_mixers": 2,
+                             "context_tap": 1, "context_merge": 2})
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        model.upsample.weight.normal_(std=0.05)
+    conv_only = build_model(cfg.replace(context_mixers=0)).eval()
+    conv_only.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("context.")})
+    x = torch.rand(1, 3, 12, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), conv_only(x), rtol=0, atol=0)  # merge conv at zero: adds nothing
+        model.context.merge.weight.normal_(std=0.05)
+        seen = {}
+        model.context.register_forward_hook(lambda m, a, out: seen.update(inp=a[0].clone(), out=out.clone()))
+        stages = []
+        for block in model.blocks:
+            block.register_forward_hook(lambda m, a, out: stages.append(a[0].clone()))
+        model(x)
+    assert [m.orient for m in model.context.mixers] == ["row", "col"]
+    assert seen["out"].shape == seen["inp"].shape  # half-resolution inside, full resolution out
+    torch.testing.assert_close(seen["inp"], stages[1])  # read after block 0 (context_tap=1)
+    assert seen["out"].abs().max() > 0
+    with pytest.raises(ConfigError, match="context_tap <= context_merge"):
+        variant("tiny", **TINY["lines"], context_mixers=1, context_tap=1, context_merge=0)
+    with pytest.raises(ConfigError, match="context_mixers needs scan_layout"):
+        variant("tiny", context_mixers=1)
+
+
+def test_a_context_mixer_sees_its_whole_low_resolution_line():
+    """A change at one corner reaches the far end of its row through the quarter-resolution stream, where the conv
+    path alone never reaches."""
+    model = untrained("tiny", **{**TINY["context"], "context_mixers": 1})  # one row mixer
+    with torch.no_grad():
+        model.context.mixers[0].A_log.fill_(-8.0)  # large steps, slow decay: the far end hears clearly
+        model.context.mixers[0].dt_bias.fill_(3.0)
+    x = torch.rand(1, 3, 16, 64)
+    y = x.clone()
+    y[..., :4, :4] += 0.5
+    with torch.no_grad():
+        far = (model(y) - model(x))[..., :16, -16:].abs().max()
+        model.context = None
+        conv_only = (model(y) - model(x))[..., :16, -16:].abs().max()
+    assert far > 1e-5 and conv_only == 0

@@ -10,6 +10,9 @@ from mambaesr_runtime.model.scan import (
     LOG_DECAY_FLOOR,
     carry_states,
     decay_lower,
+    diagonal_line_mask,
+    from_diagonal_lines,
+    line_orders,
     orientations,
     prefix_sum,
     scan_2d,
@@ -19,6 +22,8 @@ from mambaesr_runtime.model.scan import (
     scan_order,
     selective_scan_chunked,
     selective_scan_ref,
+    spiral_order,
+    to_diagonal_lines,
 )
 
 RTOL = 1e-5  # the bar: fp32 fast path vs oracle, relative to the output's scale
@@ -281,3 +286,116 @@ def test_line_scan_low_precision_with_log_decays_down_to_minus_1e4(dtype):
     mse = float((got.double() - want).pow(2).mean())
     psnr = 10 * torch.log10(want.abs().max() ** 2 / mse)
     assert psnr >= (40 if dtype == torch.float16 else 30), float(psnr)
+
+
+# ---------------------------------------------------------------------------------------------- diagonal lines, spiral
+def test_spiral_visits_every_pixel_once_clockwise_inwards_through_neighbours():
+    assert spiral_order(3, 4).tolist() == [0, 1, 2, 3, 7, 11, 10, 9, 8, 4, 5, 6]
+    for H, W in [(1, 1), (1, 7), (7, 1), (2, 2), (5, 5), (4, 9), (9, 4)]:
+        order = spiral_order(H, W)
+        assert sorted(order.tolist()) == list(range(H * W))
+        steps = abs(order[1:] // W - order[:-1] // W) + abs(order[1:] % W - order[:-1] % W)
+        assert (steps == 1).all(), (H, W)
+        assert scan_order(H, W, "spiral_rev").tolist() == order[::-1].tolist()
+
+
+@pytest.mark.parametrize("orient, step", [("diag", (1, 1)), ("anti", (-1, 1))])
+@pytest.mark.parametrize("H, W", [(1, 1), (1, 6), (6, 1), (4, 4), (3, 7), (7, 3)])
+def test_diagonal_lines_cover_the_map_once_walking_one_diagonal_step(orient, step, H, W):
+    lines = line_orders(H, W, orient)
+    assert len(lines) == H + W - 1
+    assert sorted(i for line in lines for i in line) == list(range(H * W))
+    for line in lines:
+        for a, b in zip(line, line[1:]):
+            assert (b // W - a // W, b % W - a % W) == step
+
+
+@pytest.mark.parametrize("orient", ["diag", "anti"])
+@pytest.mark.parametrize("H, W", [(1, 1), (3, 5), (5, 3), (4, 4), (1, 6), (6, 1)])
+def test_the_diagonal_skew_lays_out_the_oracles_lines_and_inverts(orient, H, W):
+    x = torch.arange(1, H * W + 1, dtype=torch.float64).reshape(1, H, W, 1)
+    z = to_diagonal_lines(x, orient)[0, ..., 0]
+    assert [[int(v) - 1 for v in row[row > 0]] for row in z] == line_orders(H, W, orient)
+    assert torch.equal(diagonal_line_mask(H, W, orient, z) > 0, z > 0)
+    assert torch.equal(from_diagonal_lines(to_diagonal_lines(x, orient), orient), x)
+
+
+def diagonals_2d(x, dt, A, B, C, directions, chunk):
+    """:func:`scan_lines` over the diagonal lines of a (b, 1, p, H, W) map (as the line mixers run it: skewed into
+    token-major lines, ``dt`` masked outside the map), one call per orientation, in the oracle's shapes."""
+    H, W = x.shape[-2:]
+    index = {d: i for i, d in enumerate(directions)}
+    out = 0
+    for o, orient in enumerate(orientations(directions)):
+        tm = lambda t: to_diagonal_lines(t.permute(0, 2, 3, 1), orient)  # (b, ch, H, W) -> (b, H + W - 1, W, ch)
+        pair = lambda d: None if d not in index else (tm(B[:, index[d]]), tm(C[:, index[d]]))
+        dt_o = tm(dt[:, o])[..., 0] * diagonal_line_mask(H, W, orient, x)
+        y = scan_lines(tm(x[:, 0]), dt_o, A[o], pair(orient), pair(orient + "_rev"), chunk)
+        out = out + from_diagonal_lines(y, orient).permute(0, 3, 1, 2)
+    return out.unsqueeze(1)
+
+
+DIAGONAL_DIRS = ("diag", "diag_rev", "anti", "anti_rev")
+
+
+@pytest.mark.parametrize("H, W, chunk", [(1, 1, 32), (1, 9, 4), (9, 1, 4), (5, 7, 4), (8, 8, 4), (13, 11, 32),
+                                         (6, 40, 8), (4, 68, 34)])
+def test_diagonal_line_scan_matches_oracle(H, W, chunk):
+    """Diagonals of every length from 1 to min(H, W), with the skew's zero tokens inside the chunks and carried
+    states across chunks (40 tokens in chunks of 8)."""
+    x, dt, A, B, C = map_inputs(2, 1, 3, 4, H, W, seed=H * 100 + W, dirs=DIAGONAL_DIRS)
+    ref = scan_lines_ref(*(t.double() for t in (x, dt, A, B, C)), directions=DIAGONAL_DIRS)
+    assert rel_err(diagonals_2d(x, dt, A, B, C, DIAGONAL_DIRS, chunk), ref) <= RTOL
+
+
+@pytest.mark.parametrize("dirs", [("diag",), ("anti_rev",), ("anti", "anti_rev")])
+def test_diagonal_direction_subsets(dirs):
+    x, dt, A, B, C = map_inputs(1, 1, 2, 3, 6, 9, seed=3, dirs=dirs)
+    ref = scan_lines_ref(*(t.double() for t in (x, dt, A, B, C)), directions=dirs)
+    assert rel_err(diagonals_2d(x, dt, A, B, C, dirs, 4), ref) <= RTOL
+
+
+def test_diagonal_line_scan_gradients_match_oracle():
+    x, dt, A, B, C = map_inputs(1, 1, 2, 3, 5, 11, seed=9, dirs=DIAGONAL_DIRS)
+    weights = torch.randn(1, 1, 2, 5, 11, dtype=torch.float64)
+    slow = [t.double().requires_grad_() for t in (x, dt, A, B, C)]
+    (scan_lines_ref(*slow, directions=DIAGONAL_DIRS) * weights).sum().backward()
+    fast = [t.clone().requires_grad_() for t in (x, dt, A, B, C)]
+    (diagonals_2d(*fast, DIAGONAL_DIRS, 4) * weights.float()).sum().backward()  # 11 tokens: 3 chunks of 4, padded
+    for name, want, got in zip(["x", "dt", "A", "B", "C"], slow, fast):
+        assert rel_err(got.grad, want.grad) <= RTOL, name
+
+
+def test_an_impulse_reaches_its_diagonal_and_nothing_else():
+    H, W, r0, c0 = 5, 7, 2, 3
+    x = torch.zeros(1, 1, 1, H, W, dtype=torch.float64)
+    x[..., r0, c0] = 1.0
+    dt = torch.full((1, 1, 1, H, W), 0.5, dtype=torch.float64)
+    ones = torch.ones(1, 2, 1, H, W, dtype=torch.float64)
+    for orient, on_line in [("diag", lambda i, j: j - i == c0 - r0), ("anti", lambda i, j: i + j == r0 + c0)]:
+        y = diagonals_2d(x, dt, torch.full((1, 1), 0.1, dtype=torch.float64), ones, ones,
+                         (orient, orient + "_rev"), 4)[0, 0, 0]
+        want = torch.tensor([[on_line(i, j) for j in range(W)] for i in range(H)])
+        assert torch.equal(y > 1e-12, want), orient
+
+
+SPIRAL_DIRS = ("row", "spiral", "spiral_rev")
+
+
+@pytest.mark.parametrize("H, W, chunk", [(1, 1, 32), (3, 4, 4), (5, 5, 8), (6, 9, 4), (9, 6, 32), (12, 12, 8)])
+def test_spiral_raster_scan_matches_oracle(H, W, chunk):
+    """The spiral is one line through the whole map (up to 144 tokens in chunks of 8: two carry levels)."""
+    x, dt, A, B, C = map_inputs(2, 2, 3, 4, H, W, seed=H * 10 + W, dirs=SPIRAL_DIRS)
+    ref = scan_2d_ref(*(t.double() for t in (x, dt, A, B, C)), directions=SPIRAL_DIRS)
+    assert rel_err(scan_2d(x, dt, A, B, C, SPIRAL_DIRS, chunk), ref) <= RTOL
+
+
+def test_spiral_raster_scan_gradients_match_oracle():
+    x, dt, A, B, C = map_inputs(1, 2, 2, 3, 5, 6, seed=4, dirs=SPIRAL_DIRS)
+    weights = torch.randn(1, 2, 2, 5, 6, dtype=torch.float64)
+    slow = [t.double().requires_grad_() for t in (x, dt, A, B, C)]
+    (scan_2d_ref(*slow, directions=SPIRAL_DIRS) * weights).sum().backward()
+    fast = [t.clone().requires_grad_() for t in (x, dt, A, B, C)]
+    (scan_2d(*fast, SPIRAL_DIRS, 4) * weights.float()).sum().backward()
+    for name, want, got in zip(["x", "dt", "A", "B", "C"], slow, fast):
+        assert rel_err(got.grad, want.grad) <= RTOL, name
