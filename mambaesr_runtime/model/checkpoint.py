@@ -23,7 +23,7 @@ FORMAT_VERSION = 1
 #: teacher is 96 / 8 / 2 / 192 / 16 / 2 / 32 / 192), far below what would take minutes or gigabytes to build. A
 #: checksum covers only the weights, so the JSON config is untrusted until it has passed these and the weights' shapes.
 CONFIG_LIMITS = {"embed_dim": 512, "num_blocks": 32, "mixers_per_block": 4, "inner_dim": 1024, "state_dim": 128,
-                 "heads": 32, "chunk": 1024, "ffn_dim": 2048}
+                 "heads": 32, "chunk": 1024, "ffn_dim": 2048, "context_mixers": 32}
 #: A safetensors header is a JSON table of tensor names, dtypes, shapes and offsets: small for any model of ours.
 MAX_HEADER_BYTES = 16 << 20
 

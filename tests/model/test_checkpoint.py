@@ -103,7 +103,9 @@ def test_save_leaves_no_temporary_files(saved, tmp_path):
 
 @pytest.mark.parametrize("change, words", [({"embed_dim": 1000000}, "embed_dim 1000000 \\(limit 512\\)"),
                                            ({"num_blocks": 1000000}, "num_blocks 1000000 \\(limit 32\\)"),
-                                           ({"state_dim": 4096, "chunk": 10**6}, "state_dim 4096 .*chunk 1000000")])
+                                           ({"state_dim": 4096, "chunk": 10**6}, "state_dim 4096 .*chunk 1000000"),
+                                           ({"scan_layout": "lines", "heads": 1, "context_mixers": 10**6},
+                                            "context_mixers 1000000 \\(limit 32\\)")])
 def test_an_edited_config_is_refused_before_anything_is_built(saved, monkeypatch, change, words):
     """Before: the checksum covered only the weights, so embed_dim 1000000 allocated 5 GB before a torch traceback
     and num_blocks 1000000 took 141 s. Now the limits refuse it before any model, even a meta one, is built."""
