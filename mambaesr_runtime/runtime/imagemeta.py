@@ -238,7 +238,16 @@ def with_metadata(encoded: bytes, suffix: str, meta: PhotoMeta, shape: tuple, so
         return encoded
     h, w = shape[:2]
     exif = clean_exif(meta.exif, w, h, source) if meta.exif else None
-    meta = replace(meta, exif=exif)
+    icc = meta.icc
+    if icc is not None:
+        # The profile must describe the output's pixels: a CMYK JPEG's profile on the RGB OpenCV decoded would
+        # shift every colour. ICC header bytes 16-19: the data colour space.
+        wanted = b"GRAY" if len(shape) == 2 or shape[2] == 2 else b"RGB "
+        if icc[16:20] != wanted:
+            log.warning("%s: its ICC profile is for %r data, the output is %s; the profile is dropped", source,
+                        icc[16:20].decode("latin-1").strip(), wanted.decode().strip())
+            icc = None
+    meta = replace(meta, exif=exif, icc=icc)
     lost = dropped(meta, suffix)
     if lost:
         log.info("%s: a %s file here cannot carry its %s; dropped", source, suffix, ", ".join(lost))

@@ -8,16 +8,14 @@ The model is an x4 nearest-neighbour ONNX graph, so the pictures can be compared
 
 from __future__ import annotations
 
-import fractions
 import json
 import logging
-import math
-import struct
 import sys
 
 import numpy as np
 import pytest
 
+import clips
 import hostile
 from mambaesr_runtime.cli.run import main
 from mambaesr_runtime.errors import MambaESRError
@@ -26,66 +24,13 @@ from mambaesr_runtime.runtime.video import upscale_video
 
 av = pytest.importorskip("av", reason="PyAV (the video extra: pip install '.[video]') is not installed")
 
-#: A phone's variable frame rate: gaps of 33 to 90 ms (milliseconds).
-VFR_MS = (0, 40, 100, 133, 200, 290, 300, 340, 420, 500, 533, 600)
+VFR_MS = clips.VFR_MS
+picture, make_clip = clips.picture, clips.make_clip
 
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     return str(hostile.onnx_graph(tmp_path_factory.mktemp("engine") / "nearest.onnx", "nearest"))
-
-
-def picture(i: int, h: int = 24, w: int = 32) -> np.ndarray:
-    """RGB frame ``i``: a grey level per frame and a bright block in the top-left corner (so a turn shows)."""
-    img = np.full((h, w, 3), 40 + 12 * i, np.uint8)
-    img[: h // 3, : w // 4] = 240
-    img[:, w // 2:, 2] = 200
-    return img
-
-
-def make_clip(path, pts_ms=VFR_MS, audio: bool = True, subtitles: str | None = None, rotate: int | None = None,
-              vcodec: str = "libx264", acodec: str = "aac"):
-    """A real clip: frames at ``pts_ms`` (time base 1/1000), optional stereo 48 kHz audio (a 440 Hz tone as long as
-    the video), subtitle packets ('subrip' or 'mov_text') at frames 2 and 6, an optional display rotation."""
-    tb = fractions.Fraction(1, 1000)
-    out = av.open(str(path), "w")
-    vs = out.add_stream(vcodec, rate=25)
-    vs.width, vs.height, vs.pix_fmt = 32, 24, "yuv420p"
-    vs.time_base = vs.codec_context.time_base = tb
-    if rotate is not None:
-        vs.set_display_rotation(rotate)
-    astream = out.add_stream(acodec, rate=48000) if audio else None
-    if astream is not None:
-        astream.layout = "stereo"
-    sstream = out.add_mux_stream(subtitles) if subtitles else None
-    if sstream is not None:
-        sstream.time_base = tb
-    for i, p in enumerate(pts_ms):
-        frame = av.VideoFrame.from_ndarray(picture(i), format="rgb24")
-        frame.pts, frame.time_base = p, tb
-        for packet in vs.encode(frame):
-            out.mux(packet)
-        if sstream is not None and i in (2, 6):
-            text = f"line at frame {i}".encode()
-            packet = av.Packet(struct.pack(">H", len(text)) + text if subtitles == "mov_text" else text)
-            packet.pts = packet.dts = p
-            packet.duration, packet.time_base, packet.stream = 80, tb, sstream
-            out.mux(packet)
-    for packet in vs.encode():
-        out.mux(packet)
-    if astream is not None:
-        sr, t, end = 48000, 0, (pts_ms[-1] + 40) * 48
-        while t < end:
-            tone = (0.2 * np.sin(2 * math.pi * 440 * (t + np.arange(1024)) / sr)).astype(np.float32)
-            frame = av.AudioFrame.from_ndarray(np.stack([tone, tone]), format="fltp", layout="stereo")
-            frame.sample_rate, frame.pts, frame.time_base = sr, t, fractions.Fraction(1, sr)
-            for packet in astream.encode(frame):
-                out.mux(packet)
-            t += 1024
-        for packet in astream.encode():
-            out.mux(packet)
-    out.close()
-    return path
 
 
 def frame_times(path) -> list[float]:
@@ -175,6 +120,16 @@ def test_webm_is_vp9_and_crf_is_honoured(engine, tmp_path):
     assert max(abs(a - b) for a, b in zip(frame_times(src), frame_times(tmp_path / "c10.webm"))) <= 1e-3
 
 
+def test_undecodable_audio_is_copied_as_it_is(engine, tmp_path):
+    """The audio is never decoded, so a damaged track costs nothing: its packets go through unchanged."""
+    src = clips.garbage_audio(make_clip(tmp_path / "good.mp4"), tmp_path / "bad.mp4")
+    with av.open(str(src)) as c, pytest.raises(av.FFmpegError):
+        list(c.decode(audio=0))
+    with Upscaler(model=engine, overlap=4) as up:
+        dst, n = upscale_video(up, src, tmp_path / "out.mkv")
+    assert n == len(VFR_MS) and [p for p, _ in packets(dst, "audio")] == [p for p, _ in packets(src, "audio")]
+
+
 def test_an_interrupted_video_leaves_nothing(engine, tmp_path):
     src = make_clip(tmp_path / "clip.mp4")
 
@@ -195,14 +150,7 @@ def test_what_cannot_work_is_refused_before_any_frame_and_leaves_nothing(engine,
     data = aac.read_bytes()
     (tmp_path / "cut.mp4").write_bytes(data[:len(data) - 300])
     (tmp_path / "notes.mp4").write_text("hello")
-    zero = tmp_path / "zero.mkv"  # a video stream with no frames (beside a real audio track)
-    with av.open(str(aac)) as i, av.open(str(zero), "w") as o:
-        o.add_stream_from_template(i.streams.video[0])
-        audio = o.add_stream_from_template(i.streams.audio[0])
-        for packet in i.demux(i.streams.audio[0]):
-            if packet.size:
-                packet.stream = audio
-                o.mux(packet)
+    zero = clips.zero_frame(aac, tmp_path / "zero.mkv")  # a video stream with no frames beside a real audio track
     before = sorted(p.name for p in tmp_path.iterdir())
     with Upscaler(model=engine, overlap=4) as up:
         monkeypatch.setattr(up, "stream", lambda *a, **k: pytest.fail("a frame was upscaled"))

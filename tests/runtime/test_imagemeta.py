@@ -226,3 +226,20 @@ def test_metadata_is_read_after_the_header_check(tmp_path, monkeypatch):
         with pytest.raises(Exception, match="65535x65535"):
             up.upscale_file(tmp_path / "bomb.jpg", tmp_path / "out.jpg")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.jpg", "n.onnx"]
+
+
+def test_a_profile_that_does_not_describe_the_output_is_dropped(tmp_path, caplog):
+    """OpenCV decodes a CMYK JPEG to RGB: its CMYK profile on those pixels would shift every colour."""
+    cmyk = bytearray(srgb_icc())
+    cmyk[16:20] = b"CMYK"
+    meta = imagemeta.PhotoMeta(icc=bytes(cmyk))
+    out = imagemeta.with_metadata(png_bytes(), ".png", meta, (4, 4, 3), "x.png")
+    assert b"iCCP" not in out and "ICC profile is for 'CMYK' data" in caplog.text
+    gray = imagemeta.with_metadata(png_bytes(), ".png", imagemeta.PhotoMeta(icc=srgb_icc()), (4, 4), "g.png")
+    assert b"iCCP" not in gray
+
+
+def png_bytes() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pattern(4, 4)).save(buf, "PNG")
+    return buf.getvalue()
