@@ -243,8 +243,9 @@ class _Job:
         options["crf"] = str(self.crf)
         vout.codec_context.options = options
         self.vout = vout
+        from_template = getattr(self.out, "add_stream_from_template", None)  # PyAV >= 13; before: template=
         for s in self.copied:
-            self.mapping[s.index] = self.out.add_stream_from_template(s)
+            self.mapping[s.index] = from_template(s) if from_template else self.out.add_stream(template=s)
         self.out.start_encoding()
         for packet in self.held:
             self._mux_copy(packet)
@@ -313,7 +314,7 @@ class _Job:
             pts, time_base, duration = stamps.popleft()
             frame = self.av.VideoFrame.from_ndarray(out, format="bgr24")
             frame.pts, frame.time_base = pts, time_base
-            if duration:
+            if duration and hasattr(frame, "duration"):  # the last frame keeps its length (PyAV >= 14)
                 frame.duration = duration
             for packet in self.vout.encode(frame):
                 self.out.mux(packet)
