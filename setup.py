@@ -4,7 +4,10 @@ The base install is the runtime only: ONNX Runtime, NumPy, psutil, safetensors, 
 extra: PyPI's wheels have no GStreamer and would shadow JetPack's OpenCV (which has it, for CSI cameras), so a Jetson
 installs ``.[jetson]`` and keeps JetPack's; desktops and the Pi install ``.[opencv]``. PyTorch comes with the
 ``torch`` extra (model, export, training; it brings OpenCV too); install it pinned, e.g.
-``pip install torch==2.13.0 -e '.[torch]'``.
+``pip install torch==2.13.0 -e '.[torch]'``. Pillow (photo metadata: EXIF orientation, ICC profiles) and tqdm (the
+progress bars) are small pure-Python or wheel-only requirements of the runtime. PyAV is the ``video`` extra: H.264,
+audio and subtitles kept, real timestamps (its wheels bundle FFmpeg with libx264/libx265: see the README's
+licence note); without it, videos go through OpenCV, picture only.
 """
 
 from pathlib import Path
@@ -40,6 +43,8 @@ setup(
         "psutil>=5.9",
         "safetensors>=0.3",
         "PyYAML>=6.0",
+        "Pillow>=8.2",  # Exif.get_ifd; Pillow 10.4 is the last release for Python 3.8
+        "tqdm>=4.38",  # tqdm.contrib.logging
     ],
     extras_require={
         "opencv": OPENCV,
@@ -50,6 +55,9 @@ setup(
         # with JetPack, not from pip; no opencv here, so pip never shadows JetPack's cv2.
         "jetson": ["pycuda>=2022.1", "jetson-stats>=4.2"],
         "nvml": ["nvidia-ml-py>=12"],
+        # PyAV for video files (H.264/HEVC/VP9/AV1, audio and subtitles copied, timestamps kept). Tested with 18.1;
+        # 14 is the first release whose output containers say which codecs they hold (supported_codecs).
+        "video": ["av>=14"],
     },
     entry_points={
         "console_scripts": [

@@ -112,7 +112,8 @@ def gray_alpha_png(path: Path, depth: int = 8, size: tuple[int, int] = (6, 5)) -
 def onnx_graph(path: Path, kind: str, tile: int = 16) -> Path:
     """Graphs that load in ONNX Runtime but are not (good) MambaESR engines:
     ``nan``: every output is NaN; ``zero_nan``: x4 nearest upscale of x / x, so NaN exactly where the input is 0;
-    ``two_d``: a 2-D input; ``shrink``: (1, 3, t, t) -> (1, 3, t/2, t/2) (scale 0)."""
+    ``two_d``: a 2-D input; ``shrink``: (1, 3, t, t) -> (1, 3, t/2, t/2) (scale 0); ``nearest``: a good x4 engine
+    whose output is the nearest-neighbour upscale, so every output pixel is known (the I/O tests' model)."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -127,6 +128,10 @@ def onnx_graph(path: Path, kind: str, tile: int = 16) -> Path:
         nodes.append(helper.make_node("Resize", ["q", "", "scales"], ["y"], mode="nearest"))
         graph = helper.make_graph(nodes, kind, [tensor("x", [1, 3, tile, tile])],
                                   [tensor("y", [1, 3, 4 * tile, 4 * tile])], [scales])
+    elif kind == "nearest":
+        graph = helper.make_graph([helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="nearest")], kind,
+                                  [tensor("x", [1, 3, tile, tile])], [tensor("y", [1, 3, 4 * tile, 4 * tile])],
+                                  [scales])
     elif kind == "two_d":
         graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], kind, [tensor("x", [4, tile])],
                                   [tensor("y", [4, tile])])

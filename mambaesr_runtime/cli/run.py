@@ -10,6 +10,15 @@ on ONNX Runtime, CPU; no torch needed).
                  video/x-raw,format=BGR ! appsink" -o csi_x4.mp4 --device orin-nano    a Jetson CSI camera
     mambaesr-run photo.png --device orin        TensorRT plans from engines/orin (mambaesr-export), else ONNX Runtime
     mambaesr-run photo.png --backend torch      the reference PyTorch model (needs the torch extra)
+    mambaesr-run photo.jpg --outscale 2 --quality 90    run x4, write x2 (area-averaged), JPEG quality 90
+    mambaesr-run shots/ -o out/ --format webp   every image written as WebP
+    mambaesr-run clip.mp4 -o clip.mkv --codec hevc --crf 20    (PyAV: the video extra)
+    mambaesr-run shots/ --json > report.json    one machine-readable summary of the run on stdout
+
+Photos come out upright (EXIF orientation applied) with their EXIF (no thumbnail, orientation reset), ICC profile,
+PNG text and density where the output format holds them; --strip-metadata drops them. Videos, with the video
+extra (PyAV): H.264 (VP9 for .webm), audio and subtitles copied packet for packet, every frame's timestamp kept,
+rotation applied; without it, OpenCV writes the picture only (mp4v, constant rate) and says so.
 
 Exit codes: 0 all done; 1 some inputs failed (the others were written); 2 bad arguments or nothing could run;
 130 interrupted (nothing partial is left). Outputs are written atomically and never replace an existing file
@@ -21,9 +30,13 @@ of another file in the folder (a_x4.png beside a.png): running it twice never up
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
+import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from ..errors import MambaESRError
@@ -34,7 +47,11 @@ from .flags import deprecated_alias, for_cli
 #: The Upscaler / monitor arguments the library's errors name, and the flags that set them here.
 FLAGS = {"max_output_megapixels": "--max-megapixels", "overwrite": "--overwrite", "precision": "--precision",
          "model": "--model", "scale": "--scale", "tile": "--tile", "overlap": "--overlap", "source": "--telemetry",
-         "replay": "--replay"}
+         "replay": "--replay", "outscale": "--outscale", "quality": "--quality", "codec": "--codec",
+         "crf": "--crf", "strip_metadata": "--strip-metadata"}
+#: --format NAME -> the suffix written.
+FORMATS = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "webp": ".webp", "tif": ".tif", "tiff": ".tif",
+           "bmp": ".bmp"}
 
 
 def _suffixes() -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -45,22 +62,34 @@ def _suffixes() -> tuple[tuple[str, ...], tuple[str, ...]]:
     return WRITE_FORMATS, VIDEO_SUFFIXES
 
 
-def _own_output(f: Path, scale: int) -> bool:
-    """``f`` is named like the default output of another file beside it (``a_x4.png`` beside ``a.png``)."""
-    tag = f"_x{scale}"
-    return f.stem.endswith(tag) and len(f.stem) > len(tag) and \
-        os.path.lexists(f.with_name(f.stem[:-len(tag)] + f.suffix))
+def _own_output(f: Path, tag: str) -> bool:
+    """``f`` is named like the default output of another file beside it (``a_x4.png`` beside ``a.png``, or
+    ``a_x4.jpg`` beside ``a.png`` after a run with --format)."""
+    tag = f"_x{tag}"
+    if not (f.stem.endswith(tag) and len(f.stem) > len(tag)):
+        return False
+    stem = f.stem[:-len(tag)]
+    return any(os.path.lexists(f.with_name(stem + suffix)) for suffix in {f.suffix, *FORMATS.values()} | {
+        p.suffix for p in f.parent.glob(f"{_glob_escape(stem)}.*")})
 
 
-def _jobs(inputs: list[str], out: str | None, scale: int,
+def _glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+def _jobs(inputs: list[str], out: str | None, tag: str, fmt: str | None = None,
           skipped: list[Path] | None = None) -> list[tuple[Path, Path]]:
     """(source, destination) pairs; raises MambaESRError for arguments that cannot work. Without ``out``, files of
-    an input folder that are the default outputs of their neighbours are left out (and listed in ``skipped``)."""
+    an input folder that are the default outputs of their neighbours are left out (and listed in ``skipped``).
+    ``tag``: the scale in default names (``4`` -> ``a_x4.png``); ``fmt``: the suffix images are written as."""
     jobs = []
     many = len(inputs) > 1 or any(Path(i).is_dir() for i in inputs) or (out is not None and Path(out).is_dir())
-    if many and out is not None and Path(out).suffix.lower() in _suffixes()[0]:
-        raise MambaESRError(f"-o {out} looks like a file but several images are given; pass a folder")
     image_suffixes, video_suffixes = _suffixes()
+    if many and out is not None and Path(out).suffix.lower() in image_suffixes:
+        raise MambaESRError(f"-o {out} looks like a file but several images are given; pass a folder")
+    if not many and out is not None and fmt is not None and Path(out).suffix.lower() in image_suffixes and \
+            FORMATS.get(Path(out).suffix.lower().lstrip(".")) != fmt:
+        raise MambaESRError(f"-o {out} and --format {fmt.lstrip('.')} disagree; give one of them")
     for item in inputs:
         src = Path(item)
         if src.is_dir():
@@ -68,7 +97,7 @@ def _jobs(inputs: list[str], out: str | None, scale: int,
             if not files:
                 raise MambaESRError(f"{src} holds no images or videos ({', '.join(image_suffixes + video_suffixes)})")
             if out is None:
-                own = [f for f in files if _own_output(f, scale)]
+                own = [f for f in files if _own_output(f, tag)]
                 files = [f for f in files if f not in own]
                 if skipped is not None:
                     skipped.extend(own)
@@ -77,35 +106,78 @@ def _jobs(inputs: list[str], out: str | None, scale: int,
         else:
             raise MambaESRError(f"{src}: no such file or folder")
         for f in files:
+            suffix = fmt if fmt and f.suffix.lower() in image_suffixes else f.suffix
             if out is None:
-                dst = f.with_name(f"{f.stem}_x{scale}{f.suffix}")
+                dst = f.with_name(f"{f.stem}_x{tag}{suffix}")
             elif many:
-                dst = Path(out) / f.name
+                dst = Path(out) / (f.stem + suffix)
             else:
                 dst = Path(out)
             jobs.append((f, dst))
     return jobs
 
 
-class _Bar:
-    """A one-line progress bar on stderr: files done and tiles of the current file."""
+class _Progress:
+    """Progress on stderr through tqdm (rate and ETA, a bar per file's tiles or frames, and one for the files when
+    there are several), only when stderr is a terminal and not -q. Lines for the user go through :meth:`say`, so a
+    bar never tears them."""
 
-    def __init__(self, total_files: int):
-        self.total, self.done = total_files, 0
+    def __init__(self, total_files: int, enabled: bool):
+        self.tqdm = None
+        if enabled:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                print("note: no progress bar: tqdm is not installed (pip install tqdm)", file=sys.stderr)
+            else:
+                self.tqdm = tqdm
+        self.files = None
+        if self.tqdm is not None and total_files > 1:
+            self.files = self.tqdm(total=total_files, unit="file", desc="files", file=sys.stderr, position=0,
+                                   dynamic_ncols=True)
+        self.bar = None
 
-    def tiles(self, name: str):
+    def start(self, name: str, unit: str):
+        """A progress callback ``update(done, total)`` for one file (``None`` when progress is off)."""
+        if self.tqdm is None:
+            return None
+
         def update(done, total):
-            width = 30
-            fill = int(width * done / total)
-            print(f"\r[{self.done + 1}/{self.total}] {name} [{'#' * fill}{'.' * (width - fill)}] {done}/{total} tiles",
-                  end="", file=sys.stderr, flush=True)
+            if self.bar is None:
+                self.bar = self.tqdm(total=total, unit=unit, desc=name, file=sys.stderr, leave=False,
+                                     position=1 if self.files is not None else 0, dynamic_ncols=True)
+            elif total != self.bar.total:  # a new image restarts its tile count (a video: one bar for its frames)
+                self.bar.reset(total=total)
+            self.bar.update(done - self.bar.n)
         return update
 
-    def frames(self, name: str):
-        def update(done, total):
-            of = f"/{total}" if total else ""
-            print(f"\r[{self.done + 1}/{self.total}] {name} frame {done}{of}", end="", file=sys.stderr, flush=True)
-        return update
+    def finish_file(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if self.files is not None:
+            self.files.update(1)
+
+    def say(self, text: str, file=None) -> None:
+        file = file or sys.stdout
+        if self.tqdm is not None:
+            self.tqdm.write(text, file=file)
+        else:
+            print(text, file=file, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.files is not None:
+            self.files.close()
+
+    def logging(self):
+        """A context in which log records go through tqdm (no torn bars), when bars are on."""
+        if self.tqdm is None:
+            return contextlib.nullcontext()
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        return logging_redirect_tqdm()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,24 +214,78 @@ def main(argv: list[str] | None = None) -> int:
                                          "camera), instead of files (needs -o video file)")
     parser.add_argument("--frames", type=int, help="stop a video or camera after this many frames")
     parser.add_argument("--max-megapixels", type=float, default=100.0, help="refuse larger outputs (default 100)")
+    parser.add_argument("--outscale", type=float, help="output scale (default: the engine's): the engine runs at its "
+                                                       "own scale and the result is resized (area averaging down, "
+                                                       "Lanczos up; above the engine's scale with a warning)")
+    parser.add_argument("--format", choices=sorted(FORMATS), help="write images in this format (default: the "
+                                                                  "input's; the suffix of -o FILE must agree)")
+    parser.add_argument("--quality", type=int, default=95, help="JPEG and WebP quality, 1-100 (default 95)")
+    parser.add_argument("--strip-metadata", action="store_true",
+                        help="write no EXIF, ICC profile, PNG text or density (photos are still turned upright)")
+    parser.add_argument("--codec", help="video codec, through PyAV (the video extra): h264 (default), hevc, vp9 "
+                                        "(default for .webm), av1")
+    parser.add_argument("--crf", type=int, help="video constant-rate factor: lower is better and larger (default: "
+                                                "h264 18, hevc 22, vp9 30, av1 30)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON summary of the run to stdout (inputs, outputs, engine, tier switches, "
+                             "times, failures) instead of the per-file lines")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bars (they are off anyway when stderr is not a terminal)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log engine selection and fallbacks")
     args = parser.parse_args(argv)
     deprecated_alias(sys.argv[1:] if argv is None else argv, "--monitor", "--telemetry")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s",
                         stream=sys.stderr)
+    report = _Report(args)
     try:
-        return _run(args)
+        code = _run(args, report)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
-        return 130
+        code = 130
+    report.finish(code)
+    return code
+
+
+class _Report:
+    """The --json summary: filled while the run goes, printed once at its end (whatever the exit code)."""
+
+    def __init__(self, args):
+        self.enabled = args.json
+        self.start = time.perf_counter()
+        self.data = {"command": "mambaesr-run", "started": datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds"), "engine": None, "inputs": [], "tier_switches": [], "error": None}
+
+    def item(self, src, dst, kind: str, status: str, seconds: float, frames: int | None = None,
+             error: str | None = None) -> None:
+        entry = {"input": str(src), "output": str(dst) if dst is not None else None, "kind": kind, "status": status,
+                 "seconds": round(seconds, 3)}
+        if frames is not None:
+            entry["frames"] = frames
+        if error is not None:
+            entry["error"] = error
+        self.data["inputs"].append(entry)
+
+    def finish(self, code: int) -> None:
+        if not self.enabled:
+            return
+        items = self.data["inputs"]
+        self.data.update(exit_code=code, seconds=round(time.perf_counter() - self.start, 3),
+                         done=sum(i["status"] == "done" for i in items),
+                         failed=sum(i["status"] == "failed" for i in items),
+                         skipped=sum(i["status"] == "skipped" for i in items),
+                         interrupted=code == 130)
+        print(json.dumps(self.data, indent=2), flush=True)
 
 
 def _check_arguments(args) -> None:
     """Numbers the parser accepts as types but that cannot work: refused before anything is opened."""
     if args.scale is not None and args.scale < 1:
         raise MambaESRError(f"--scale must be a positive integer (the shipped models are x4), got {args.scale}")
+    if args.outscale is not None and not (args.outscale > 0 and args.outscale != float("inf")):
+        raise MambaESRError(f"--outscale must be a positive number (e.g. 2 from an x4 model), got {args.outscale}")
+    if not 1 <= args.quality <= 100:
+        raise MambaESRError(f"--quality must be from 1 to 100 (JPEG and WebP), got {args.quality}")
     if args.frames is not None and args.frames < 1:
         raise MambaESRError(f"--frames must be at least 1, got {args.frames}")
     if args.camera is not None:
@@ -170,7 +296,7 @@ def _check_arguments(args) -> None:
                                 f"appsink, got {args.camera!r}")
 
 
-def _run(args) -> int:
+def _run(args, report: _Report) -> int:
     skipped: list[Path] = []
     try:
         _check_arguments(args)
@@ -189,7 +315,7 @@ def _run(args) -> int:
         upscaler = Upscaler(args.profile or args.device or "cpu", model=args.model, tier=args.tier,
                             backend=args.backend, tile=args.tile, overlap=args.overlap, precision=args.precision,
                             scale=args.scale, engines_dir=args.engines, threads=args.threads,
-                            max_output_megapixels=args.max_megapixels)
+                            max_output_megapixels=args.max_megapixels, outscale=args.outscale)
         if args.adaptive or args.replay:
             from ..runtime.adaptive import AdaptiveController
 
@@ -198,19 +324,23 @@ def _run(args) -> int:
                                                           start_tier=upscaler.tier)
             print(f"adaptive: {upscaler.controller.describe()}", file=sys.stderr)
         if args.camera is None:
-            jobs = _jobs(args.inputs, args.output, upscaler.scale, skipped)
+            tag = f"{upscaler.scale}" if args.outscale is None else f"{args.outscale:g}"
+            jobs = _jobs(args.inputs, args.output, tag, FORMATS.get(args.format), skipped)
         if args.output and any(dst.parent == Path(args.output) for _, dst in jobs):
             Path(args.output).mkdir(parents=True, exist_ok=True)  # an output folder may be new
     except (MambaESRError, OSError) as exc:
-        print(f"error: {for_cli(exc, FLAGS)}", file=sys.stderr)
+        report.data["error"] = for_cli(exc, FLAGS)
+        print(f"error: {report.data['error']}", file=sys.stderr)
         return 2
     except Exception as exc:
         logging.getLogger(__name__).info("setup failed", exc_info=True)
-        print(f"error: could not start: {type(exc).__name__}: {' '.join(str(exc).split())[-300:]} (-v shows where)",
-              file=sys.stderr)
+        report.data["error"] = f"could not start: {type(exc).__name__}: {' '.join(str(exc).split())[-300:]}"
+        print(f"error: {report.data['error']} (-v shows where)", file=sys.stderr)
         return 2
+    report.data["engine"] = upscaler.summary()
     for f in skipped:
-        print(f"skipped {f}: named like the output of {f.name.replace(f'_x{upscaler.scale}.', '.', 1)} beside it "
+        report.item(f, None, "image", "skipped", 0.0, error="named like an earlier run's output")
+        print(f"skipped {f}: named like the output of {f.stem[:-len(f'_x{tag}')]}.* beside it "
               f"(an earlier run's result); pass it on its own or use -o to upscale it anyway", file=sys.stderr)
     if not jobs:
         print("error: nothing to do: every file given is an earlier run's output", file=sys.stderr)
@@ -218,41 +348,61 @@ def _run(args) -> int:
         return 2
     if args.verbose:
         print(upscaler.describe(), file=sys.stderr)
-    bar, failed = _Bar(len(jobs)), 0
-    with upscaler:
-        for src, dst in jobs:
-            live = not isinstance(src, Path)  # a camera index or a GStreamer pipeline
-            name = (f"camera {src}" if isinstance(src, int) else "GStreamer pipeline") if live else src.name
-            try:
-                if live or src.suffix.lower() in _suffixes()[1]:
-                    from ..runtime.video import upscale_video
-
-                    _, n = upscale_video(upscaler, src, dst, args.overwrite, args.frames,
-                                         None if args.quiet else bar.frames(name))
-                    note = f" ({n} frames)"
-                else:
-                    upscaler.upscale_file(src, dst, args.overwrite, None if args.quiet else bar.tiles(name))
-                    note = ""
-                if not args.quiet:
-                    print(file=sys.stderr)
-                print(f"{name if live else src} -> {dst}{note}")
-            except KeyboardInterrupt:
-                print(f"\ninterrupted: {dst} was not written", file=sys.stderr)
-                return 130
-            except Exception as exc:  # noqa: BLE001 - one bad file never ends the run; it is reported and counted
-                if not args.quiet:
-                    print(file=sys.stderr)
-                print(f"error: {_describe_failure(src, exc)}", file=sys.stderr)
-                failed += 1
-            bar.done += 1
+    progress = _Progress(len(jobs), enabled=not args.quiet and sys.stderr.isatty())
+    failed = 0
+    with upscaler, progress.logging():
+        try:
+            for src, dst in jobs:
+                failed += _one(args, upscaler, progress, report, src, dst)
+        except KeyboardInterrupt:
+            return 130
+        finally:
+            progress.close()
     if upscaler.controller is not None:
         upscaler.controller.close()
         for e in upscaler.controller.events:
+            report.data["tier_switches"].append({"at": e.frame, "from": e.from_tier, "to": e.to_tier,
+                                                 "reason": e.reason})
             print(f"tier switch at frame/file {e.frame}: {e.from_tier} -> {e.to_tier} ({e.reason})", file=sys.stderr)
         print(f"adaptive: {len(upscaler.controller.events)} tier switches", file=sys.stderr)
     if failed:
         print(f"{failed} of {len(jobs)} inputs failed", file=sys.stderr)
         return 1 if failed < len(jobs) else 2
+    return 0
+
+
+def _one(args, upscaler, progress: _Progress, report: _Report, src, dst: Path) -> int:
+    """Upscale one input; 1 when it failed (reported), 0 when done. Ctrl+C propagates, after saying what it cut."""
+    live = not isinstance(src, Path)  # a camera index or a GStreamer pipeline
+    name = (f"camera {src}" if isinstance(src, int) else "GStreamer pipeline") if live else src.name
+    video = live or src.suffix.lower() in _suffixes()[1]
+    kind = "camera" if live else "video" if video else "image"
+    start = time.perf_counter()
+    try:
+        if video:
+            from ..runtime.video import upscale_video
+
+            _, n = upscale_video(upscaler, src, dst, args.overwrite, args.frames, progress.start(name, "frame"),
+                                 codec=args.codec, crf=args.crf)
+            note = f" ({n} frames)"
+        else:
+            upscaler.upscale_file(src, dst, args.overwrite, progress.start(name, "tile"), quality=args.quality,
+                                  strip_metadata=args.strip_metadata)
+            n, note = None, ""
+    except KeyboardInterrupt:
+        progress.say(f"interrupted: {dst} was not written", file=sys.stderr)
+        report.item(name if live else src, None, kind, "interrupted", time.perf_counter() - start)
+        raise
+    except Exception as exc:  # noqa: BLE001 - one bad file never ends the run; it is reported and counted
+        message = _describe_failure(src, exc)
+        progress.say(f"error: {message}", file=sys.stderr)
+        report.item(name if live else src, None, kind, "failed", time.perf_counter() - start, error=message)
+        progress.finish_file()
+        return 1
+    report.item(name if live else src, dst, kind, "done", time.perf_counter() - start, n)
+    if not args.json:
+        progress.say(f"{name if live else src} -> {dst}{note}")
+    progress.finish_file()
     return 0
 
 

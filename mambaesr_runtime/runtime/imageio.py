@@ -22,10 +22,11 @@ import numpy as np
 
 from ..fileio import atomic_write, probe_writable
 from .imageheader import ImageError, ImageHeader, header_of_bytes, read_header
+from .imagemeta import NONE, PhotoMeta, orient, read_meta, with_metadata
 from .opencv import cv2
 
-__all__ = ["Decoded", "ImageError", "ImageHeader", "check_output", "decode", "encode", "inspect_image",
-           "read_image", "write_image"]
+__all__ = ["Decoded", "ImageError", "ImageHeader", "Photo", "PhotoMeta", "check_output", "decode", "encode",
+           "inspect_image", "read_image", "read_photo", "resize_output", "write_image"]
 
 WRITE_FORMATS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 SIXTEEN_BIT_FORMATS = (".png", ".tif", ".tiff")
@@ -140,11 +141,34 @@ def inspect_image(path: str | os.PathLike) -> ImageHeader:
     return header
 
 
+@dataclass(frozen=True)
+class Photo:
+    """A decoded file: ``pixels`` upright (EXIF orientation applied), OpenCV layout, and the ``meta`` to write
+    back (its ``orientation`` is the file's, already applied to ``pixels``)."""
+
+    pixels: np.ndarray
+    meta: PhotoMeta
+
+
 def read_image(path: str | os.PathLike, header: ImageHeader | None = None) -> np.ndarray:
-    """The file as OpenCV decodes it with ``IMREAD_UNCHANGED`` (gray+alpha as (H, W, 2)), or an
-    :class:`ImageError`. The header is inspected first (``header``: one :func:`inspect_image` already returned);
-    the caller decides about the size before calling this: decoding allocates what the header declares."""
+    """The file's pixels as stored, as OpenCV decodes them with ``IMREAD_UNCHANGED`` (gray+alpha as (H, W, 2);
+    no EXIF orientation applied: :func:`read_photo` does that), or an :class:`ImageError`. The header is inspected
+    first (``header``: one :func:`inspect_image` already returned); the caller decides about the size before
+    calling this: decoding allocates what the header declares."""
+    return _read(Path(path), header)[0]
+
+
+def read_photo(path: str | os.PathLike, header: ImageHeader | None = None, metadata: bool = True) -> Photo:
+    """:func:`read_image`, then the pixels turned upright by the file's EXIF orientation, with the file's metadata
+    (EXIF, ICC profile, PNG text, density; see :mod:`.imagemeta`) unless ``metadata`` is false. The metadata is
+    parsed from the very bytes that passed the header check and were decoded, after the decode."""
     path = Path(path)
+    img, data, header = _read(path, header)
+    meta = read_meta(data, header.format, path)
+    return Photo(orient(img, meta.orientation) if meta.orientation != 1 else img, meta if metadata else NONE)
+
+
+def _read(path: Path, header: ImageHeader | None) -> tuple[np.ndarray, bytes, ImageHeader]:
     if header is None:
         header = inspect_image(path)
     # Decode the very bytes whose header is checked here: a file replaced since inspect_image (a bomb swapped in
@@ -172,7 +196,18 @@ def read_image(path: str | os.PathLike, header: ImageHeader | None = None) -> np
         raise ImageError(f"{path}: the PNG is truncated (no IEND chunk); re-export or re-download it")
     if header.gray_alpha and img.ndim == 3 and img.shape[2] == 4:
         img = np.ascontiguousarray(img[:, :, (0, 3)])  # OpenCV expands gray+alpha to BGRA; keep the file's kind
-    return img
+    return img, data, header
+
+
+def resize_output(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``img`` resized to ``size`` (h, w): area averaging when it shrinks (no aliasing), Lanczos (8x8) when it
+    grows; same dtype and channels."""
+    h, w = size
+    if (h, w) == img.shape[:2]:
+        return img
+    shrink = h <= img.shape[0] and w <= img.shape[1]
+    out = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LANCZOS4)
+    return out.reshape((h, w) + img.shape[2:])  # OpenCV drops a trailing channel axis of one
 
 
 def _oneline(exc: BaseException) -> str:
@@ -211,11 +246,20 @@ def check_output(path: str | os.PathLike, *, sixteen_bit: bool = False, alpha: b
     return path
 
 
-def write_image(path: str | os.PathLike, img: np.ndarray, overwrite: bool = False, quality: int = 95) -> Path:
+def check_quality(quality: int) -> int:
+    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+        raise ImageError(f"quality must be an integer from 1 to 100 (JPEG and WebP; default 95), got {quality!r}")
+    return quality
+
+
+def write_image(path: str | os.PathLike, img: np.ndarray, overwrite: bool = False, quality: int = 95,
+                metadata: PhotoMeta | None = None) -> Path:
     """Encode ``img`` (OpenCV order; gray+alpha as (H, W, 2)) to ``path`` atomically; refuses an existing file
-    unless ``overwrite``."""
+    unless ``overwrite``. ``quality`` (1-100) applies to JPEG and WebP. ``metadata`` (from :func:`read_photo`) is
+    written where the format can hold it (:mod:`.imagemeta`)."""
     path = Path(path)
     suffix = path.suffix.lower()
+    check_quality(quality)
     two = img.ndim == 3 and img.shape[2] == 2
     check_output(path, sixteen_bit=img.dtype == np.uint16, alpha=img.ndim == 3 and img.shape[2] in (2, 4),
                  gray_alpha=two, overwrite=overwrite)
@@ -224,13 +268,16 @@ def write_image(path: str | os.PathLike, img: np.ndarray, overwrite: bool = Fals
 
     def write(tmp):
         if two:
-            with open(tmp, "wb") as fh:
-                fh.write(_png_gray_alpha(img))
-            return
-        ok, buf = cv2.imencode(suffix, img, params)
-        if not ok:
-            raise ImageError(f"{path}: OpenCV could not encode a {img.shape} {img.dtype} image as {suffix}")
-        buf.tofile(tmp)
+            data = _png_gray_alpha(img)
+        else:
+            ok, buf = cv2.imencode(suffix, img, params)
+            if not ok:
+                raise ImageError(f"{path}: OpenCV could not encode a {img.shape} {img.dtype} image as {suffix}")
+            data = buf.tobytes()
+        if metadata is not None:
+            data = with_metadata(data, suffix, metadata, img.shape, path)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
 
     try:
         return atomic_write(path, write, suffix=suffix)

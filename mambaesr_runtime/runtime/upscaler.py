@@ -34,12 +34,14 @@ from ..profiles import DeviceProfile, Tier, check_threads, load_profile
 from .engines import EngineSelection, open_backend, open_engine, with_overrides
 from .imageio import (
     check_output,
+    check_quality,
     decode,
     encode_alpha,
     encode_rows,
     inspect_image,
     output_array,
-    read_image,
+    read_photo,
+    resize_output,
     write_image,
 )
 from .tiling import NonFiniteOutput, check_tiling, upscale_tiled
@@ -74,14 +76,18 @@ class Upscaler:
     ones). ``max_output_megapixels``: larger outputs are refused up front with the memory they would need.
     ``controller``: an adaptive tier controller consulted by ``stream``. ``max_open_engines``: engines kept open
     (warm) at once (default: one per tier); opening another closes the least recently used one (once no image runs on
-    it), so a device short of memory keeps only the tiers it is moving between.
+    it), so a device short of memory keeps only the tiers it is moving between. ``outscale``: the factor of the
+    output (default: the engine's scale); the engine runs at its own scale and the result is resized (area
+    averaging down, Lanczos up). Any factor up to the engine's is real super-resolution then downsampled; above it,
+    the rest is a plain resize (logged as a warning).
     """
 
     def __init__(self, profile: str | os.PathLike | DeviceProfile = "cpu", *, model: str | os.PathLike | None = None,
                  tier: str | None = None, backend: str | None = None, tile: int | None = None,
                  overlap: int | None = None, precision: str | None = None, scale: int | None = None,
                  engines_dir: str | os.PathLike | None = None, threads: int | None = None,
-                 max_output_megapixels: float = 100.0, controller=None, max_open_engines: int | None = None):
+                 max_output_megapixels: float = 100.0, controller=None, max_open_engines: int | None = None,
+                 outscale: float | None = None):
         # Arguments first: a bad number must be an error here, not a crash inside an engine library later.
         if threads is not None:
             check_threads(threads)
@@ -90,6 +96,9 @@ class Upscaler:
             raise ConfigError(f"max_output_megapixels must be a positive number, got {max_output_megapixels!r}")
         if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int) or scale < 1):
             raise ConfigError(f"scale must be a positive integer, got {scale!r}")
+        if outscale is not None and (isinstance(outscale, bool) or not isinstance(outscale, (int, float)) or
+                                     not math.isfinite(outscale) or outscale <= 0):
+            raise ConfigError(f"outscale must be a positive number (e.g. 2 from an x4 engine), got {outscale!r}")
         if max_open_engines is not None and max_open_engines < 1:
             raise ConfigError(f"max_open_engines must be >= 1, got {max_open_engines}")
         self.profile = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
@@ -111,6 +120,10 @@ class Upscaler:
             self.tiers = tuple(with_overrides(t, tile, overlap) for t in self.profile.tiers)
         self.tier = self.tiers[0].name if tier is None else self._tier(tier).name
         self._engine()  # open the starting tier now: a missing engine is an error at construction, not mid-stream
+        self.outscale = None if outscale is None else float(outscale)
+        if self.outscale is not None and self.outscale > self.scale:
+            log.warning("outscale %g is above the engine's x%d: the step from x%d to x%g is a Lanczos resize, "
+                        "not super-resolution", self.outscale, self.scale, self.scale, self.outscale)
         log.debug("upscaler: %s", self.describe())  # the CLI prints it with -v
 
     # -- engines -----------------------------------------------------------------------------------------------
@@ -219,28 +232,48 @@ class Upscaler:
     def describe(self) -> str:
         sel = self.engine
         skipped = "".join(f"; skipped {k}: {r}" for k, r in sel.skipped)
+        out = "" if self.outscale is None else f"; output resized to x{self.outscale:g}"
         return (f"profile {self.profile.name}, tier {sel.tier.name} ({sel.tier.variant}, tile {sel.tier.tile}, "
-                f"overlap {sel.tier.overlap}, batch {sel.tier.batch}): {sel.backend.describe()}{skipped}")
+                f"overlap {sel.tier.overlap}, batch {sel.tier.batch}): {sel.backend.describe()}{skipped}{out}")
+
+    def summary(self) -> dict:
+        """What runs, as data (for machine-readable reports): profile, tier, variant, backend, engine file,
+        precision, tile, overlap, batch, engine scale and output scale."""
+        sel = self.engine
+        return {"profile": self.profile.name, "tier": sel.tier.name, "variant": sel.tier.variant,
+                "backend": sel.kind, "engine": str(sel.path), "precision": sel.precision, "tile": sel.tier.tile,
+                "overlap": sel.tier.overlap, "batch": sel.tier.batch, "scale": self.scale,
+                "outscale": self.outscale if self.outscale is not None else self.scale,
+                "skipped": [{"backend": k, "reason": r} for k, r in sel.skipped]}
 
     # -- images ------------------------------------------------------------------------------------------------
     def output_size(self, h: int, w: int) -> tuple[int, int]:
-        return h * self.scale, w * self.scale
+        """The (h, w) of the output of an ``h`` x ``w`` input: the engine's scale, or ``outscale`` rounded."""
+        return self._output_size(h, w, self.scale)
+
+    def _output_size(self, h: int, w: int, scale: int) -> tuple[int, int]:
+        if self.outscale is None:
+            return h * scale, w * scale
+        return max(1, round(h * self.outscale)), max(1, round(w * self.outscale))
 
     def check_size(self, h: int, w: int, source: str | os.PathLike = "image") -> None:
         """Refuse an ``h`` x ``w`` input whose output would pass ``max_output_megapixels`` (``source`` names it)."""
         self._check_size(h, w, self.scale, source)
 
     def _check_size(self, h: int, w: int, scale: int, source: str | os.PathLike) -> None:
-        oh, ow = h * scale, w * scale
+        # The engine's output is built whole before any resize: the larger of it and the final output counts.
+        oh, ow = max((h * scale, w * scale), self._output_size(h, w, scale), key=lambda s: s[0] * s[1])
         mp = oh * ow / 1e6
         if mp > self.max_output_megapixels:
             raise MambaESRError(f"{source}: a {w}x{h} input makes a {ow}x{oh} output ({mp:.1f} MP), above the "
                                 f"{self.max_output_megapixels:g} MP limit; blending it needs about "
                                 f"{oh * ow * 16 / 2**30:.1f} GiB. Raise the limit (max_output_megapixels) or crop")
 
-    def upscale(self, img: np.ndarray, progress=None, source: str | os.PathLike = "image") -> np.ndarray:
+    def upscale(self, img: np.ndarray, progress=None, source: str | os.PathLike = "image",
+                size: tuple[int, int] | None = None) -> np.ndarray:
         """An image as OpenCV reads it (gray, gray+alpha (H, W, 2), BGR or BGRA; uint8 or uint16) -> the same kind,
-        ``scale`` x larger. ``source`` names the image in errors."""
+        ``scale`` x larger (or ``outscale`` x, or resized to ``size`` (h, w) when given: a video encoder may need
+        even sides). ``source`` names the image in errors."""
         with self._using() as sel:  # one engine for the whole image, whatever other threads switch to meanwhile
             scale = sel.backend.scale
             if isinstance(img, np.ndarray) and img.ndim >= 2:
@@ -261,7 +294,7 @@ class Upscaler:
                 raise BackendError(f"{source}: engine {sel.path.name} ({sel.kind}, {sel.precision}, tier "
                                    f"{sel.tier.name}): {exc}{hint}") from exc
         encode_alpha(out, decoded)
-        return out
+        return resize_output(out, size or self._output_size(decoded.rgb.shape[0], decoded.rgb.shape[1], scale))
 
     def _choose_tier(self) -> None:
         """Ask the controller (if any) which tier the next image or frame runs on."""
@@ -276,19 +309,24 @@ class Upscaler:
         if self.controller is not None:
             self.controller.after_frame(1000 * (time.perf_counter() - start))
 
-    def stream(self, frames, progress=None):
-        """Upscale an iterable of frames lazily, one out per one in, in order. With a ``controller``, the tier is
-        chosen before each frame (never inside one) and each frame's latency is reported back to it."""
+    def stream(self, frames, progress=None, size: tuple[int, int] | None = None):
+        """Upscale an iterable of frames lazily, one out per one in, in order (each resized to ``size`` (h, w) when
+        given). With a ``controller``, the tier is chosen before each frame (never inside one) and each frame's
+        latency is reported back to it."""
         for frame in frames:
             self._choose_tier()
             start = time.perf_counter()
-            out = self.upscale(frame, progress)
+            out = self.upscale(frame, progress, size=size)
             self._report(start)
             yield out
 
     def upscale_file(self, src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool = False,
-                     progress=None) -> Path:
+                     progress=None, quality: int = 95, strip_metadata: bool = False) -> Path:
         """Read, upscale, write atomically. The input is never modified; the output appears only when complete.
+
+        The output is upright (the input's EXIF orientation applied) and keeps the input's EXIF (no thumbnail,
+        orientation reset), ICC profile, PNG text and density where its format can hold them, unless
+        ``strip_metadata``. ``quality`` (1-100): JPEG and WebP outputs.
 
         Everything that can be known before the upscale is checked before it, from the file's header and the
         destination alone (milliseconds): the input's size against ``max_output_megapixels`` (a decompression bomb
@@ -296,6 +334,7 @@ class Upscaler:
         existing file, folder). ``write_image`` checks the destination again at write time.
         """
         src, dst = Path(src), Path(dst)
+        check_quality(quality)
         header = inspect_image(src)
         self.check_size(header.height, header.width, src)
         if os.path.realpath(dst) == os.path.realpath(src):
@@ -304,9 +343,10 @@ class Upscaler:
                      overwrite=overwrite)
         self._choose_tier()  # between files, like between frames
         start = time.perf_counter()
-        out = self.upscale(read_image(src, header), progress, source=src)
+        photo = read_photo(src, header, metadata=not strip_metadata)
+        out = self.upscale(photo.pixels, progress, source=src)
         self._report(start)
-        return write_image(dst, out, overwrite=overwrite)
+        return write_image(dst, out, overwrite=overwrite, quality=quality, metadata=photo.meta)
 
     def close(self) -> None:
         """Close every engine (an engine another thread is still running closes when that image is done)."""

@@ -1,8 +1,14 @@
-"""Video files and cameras through OpenCV: ``VideoCapture`` -> ``Upscaler.stream`` -> ``VideoWriter``, atomically.
+"""Videos and cameras: video files through PyAV when the ``video`` extra is installed (:mod:`.avvideo`: H.264,
+audio and subtitles copied, real timestamps, rotation honoured), otherwise, and always for cameras, GStreamer
+pipelines and ``.avi`` outputs, through OpenCV: ``VideoCapture`` -> ``Upscaler.stream`` -> ``VideoWriter``.
 
-The output is written under a temporary name beside the destination (same suffix, so OpenCV picks the container)
-and renamed only when every frame is in: an error leaves no partial video. A camera never ends by itself: it is
-read until ``max_frames`` or an interruption (Ctrl+C), and what was captured until then is a complete video.
+Both write the output under a temporary name beside the destination and rename it only when every frame is in: an
+error or an interruption leaves no partial video. A camera never ends by itself: it is read until ``max_frames`` or
+an interruption (Ctrl+C), and what was captured until then is a complete video.
+
+The OpenCV writer keeps only the picture: MPEG-4 Part 2 (``mp4v``) in .mp4/.mov, MJPG in .avi, XVID in .mkv, at a
+constant frame rate, no audio or subtitles, rotation ignored. When a file goes that way for want of PyAV, a warning
+says so and names the extra (:data:`.avvideo.VIDEO_FIX`).
 
 A source is a video file, a camera index, or a GStreamer pipeline ending in ``appsink`` (a Jetson CSI camera:
 ``nvarguscamerasrc ! ... ! appsink``), opened with ``cv2.CAP_GSTREAMER``. An OpenCV built without GStreamer (PyPI's
@@ -20,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MambaESRError
+from ..errors import DependencyError
+from .avvideo import CONTAINERS, VIDEO_FIX, VideoError, load_av
 from .opencv import GSTREAMER_FIX, cv2, describe_opencv, gstreamer_status
 
 log = logging.getLogger(__name__)
@@ -28,10 +35,6 @@ log = logging.getLogger(__name__)
 #: Container suffix -> FourCC that OpenCV's bundled FFmpeg writes.
 CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "XVID"}
 VIDEO_SUFFIXES = tuple(CODECS) + (".webm",)
-
-
-class VideoError(MambaESRError):
-    """A video source cannot be opened or read, or the output cannot be written."""
 
 
 @dataclass(frozen=True)
@@ -104,19 +107,43 @@ def frames(cap: cv2.VideoCapture, max_frames: int | None = None):
 
 
 def upscale_video(upscaler, source: str | int | os.PathLike, dst: str | os.PathLike, overwrite: bool = False,
-                  max_frames: int | None = None, progress=None) -> tuple[Path, int]:
-    """Upscale every frame of ``source`` (file or camera index) into ``dst``; return (path, frames written).
+                  max_frames: int | None = None, progress=None, codec: str | None = None,
+                  crf: int | None = None) -> tuple[Path, int]:
+    """Upscale every frame of ``source`` (file, camera index or GStreamer pipeline) into ``dst``; return (path,
+    frames written).
 
-    ``progress(done, total)`` is called per frame (``total`` is ``None`` when unknown).
+    A file written as .mp4, .m4v, .mov, .mkv or .webm goes through PyAV when it is installed (``codec``, ``crf``:
+    see :func:`.avvideo.upscale_video`); cameras and .avi outputs through OpenCV. ``progress(done, total)`` is
+    called per frame (``total`` is ``None`` when unknown).
     """
     dst = Path(dst)
-    codec = CODECS.get(dst.suffix.lower())
-    if codec is None:
-        raise VideoError(f"{dst}: cannot write {dst.suffix or 'no suffix'} video; use one of {sorted(CODECS)}")
+    suffix = dst.suffix.lower()
+    if suffix not in CODECS and suffix not in CONTAINERS:
+        raise VideoError(f"{dst}: cannot write {dst.suffix or 'no suffix'} video; use one of "
+                         f"{sorted(set(CODECS) | set(CONTAINERS))}")
     if dst.exists() and not overwrite:
         raise VideoError(f"{dst} exists; pass overwrite=True to replace it, or choose another output")
     if not is_camera(source) and Path(source).resolve() == dst.resolve():
         raise VideoError(f"{dst} is the input itself; choose another output (inputs are never overwritten)")
+    if not is_camera(source) and suffix in CONTAINERS:
+        try:
+            load_av()
+        except DependencyError as exc:
+            if suffix not in CODECS or codec is not None or crf is not None:
+                wanted = "a .webm output" if suffix not in CODECS else "codec= / crf="
+                raise VideoError(f"{dst}: {wanted} needs PyAV, which is not installed: {VIDEO_FIX}") from exc
+            log.warning("%s: PyAV is not installed, so OpenCV writes it: %s video only (no audio or subtitles), at "
+                        "a constant frame rate, rotation ignored. For H.264 with the audio kept: %s", dst,
+                        CODECS[suffix], VIDEO_FIX)
+        else:
+            from . import avvideo
+
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            return avvideo.upscale_video(upscaler, source, dst, overwrite, max_frames, progress, codec, crf)
+    if codec is not None or crf is not None:
+        raise VideoError(f"{dst}: codec= and crf= apply to files written through PyAV (.mp4, .mkv, .mov, .webm), "
+                         f"not to {'a camera' if is_camera(source) else suffix} output here")
+    codec = CODECS[suffix]
     cap, info = open_source(source)
     total = info.frames if max_frames is None else min(max_frames, info.frames or max_frames)
     try:

@@ -49,16 +49,16 @@ def test_an_unexpected_exception_is_reported_by_file_and_the_run_goes_on(engine,
     folder.mkdir()
     for name in ("a.png", "b.png", "c.png"):
         write_image(folder / name, np.full((8, 8, 3), 50, np.uint8))
-    real = upscaler_module.read_image
+    real = upscaler_module.read_photo
 
-    def flaky(path, header=None):
+    def flaky(path, header=None, **kwargs):
         if path.name == "b.png":
             raise MemoryError()
         if path.name == "c.png":
             raise RuntimeError("decoder exploded")
-        return real(path, header)
+        return real(path, header, **kwargs)
 
-    monkeypatch.setattr(upscaler_module, "read_image", flaky)
+    monkeypatch.setattr(upscaler_module, "read_photo", flaky)
     assert run(engine, folder, "-o", tmp_path / "out") == 1
     err = capsys.readouterr().err
     assert "b.png: out of memory while processing it" in err
@@ -73,7 +73,7 @@ def test_ctrl_c_still_stops_the_run_with_130(engine, tmp_path, monkeypatch, caps
     def interrupt(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(upscaler_module, "read_image", interrupt)
+    monkeypatch.setattr(upscaler_module, "read_photo", interrupt)
     assert run(engine, tmp_path / "a.png", tmp_path / "b.png", "-o", tmp_path / "out") == 130
     assert not any((tmp_path / "out").iterdir())
 
@@ -87,7 +87,7 @@ def test_the_destination_is_refused_before_any_compute(engine, tmp_path, capsys,
     src = write_image(tmp_path / "in.png", np.full((8, 8, 4 if "rgba" in out_name else 3), 50,
                                                    np.uint16 if "16" in out_name else np.uint8))
     monkeypatch.setattr(upscaler_module, "upscale_tiled", lambda *a, **k: pytest.fail("the model ran"))
-    monkeypatch.setattr(upscaler_module, "read_image", lambda *a, **k: pytest.fail("the input was decoded"))
+    monkeypatch.setattr(upscaler_module, "read_photo", lambda *a, **k: pytest.fail("the input was decoded"))
     assert run(engine, src, "-o", tmp_path / out_name) == 2
     err = capsys.readouterr().err
     assert words in err and out_name.split("/")[-1] in err
