@@ -7,6 +7,7 @@ Pillow's own ``exif_transpose`` of the input, upscaled."""
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import struct
@@ -33,7 +34,10 @@ def run(engine, *argv):
     return main([*map(str, argv), "--model", engine, "--overlap", "4", "-q"])
 
 
+@functools.lru_cache(maxsize=None)
 def srgb_icc() -> bytes:
+    """One sRGB profile per test run: the profile's header carries its creation time, so two calls a second apart
+    give different bytes."""
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
