@@ -153,9 +153,11 @@ def child_peers(args) -> dict:
         fns[tier] = functools.partial(up.upscale, img)
     try:
         times = peers.round_robin(fns, args.repeats)
-        ours = {tier: {"engine": up.describe(), "variant": up.engine.tier.variant,
+        ours = {tier: {"engine": up.describe(), "variant": up.engine.tier.variant, "precision": up.engine.precision,
                        "ms": 1000 * statistics.median(times[tier]), "x_rlfn": peers.median_ratio(times, tier, "RLFN"),
-                       "x_span": peers.median_ratio(times, tier, "SPAN")} for tier, up in zip(tiers, ups)}
+                       "x_span": peers.median_ratio(times, tier, "SPAN"),
+                       "speedup_vs_first_tier": peers.median_ratio(times, tiers[0], tier)}
+                for tier, up in zip(tiers, ups)}
         return {**ours, **{name: {"ms": 1000 * statistics.median(times[name])} for name in peers.PEERS}}
     finally:
         for up in ups:
@@ -229,14 +231,16 @@ def main() -> None:
 
     tier = rows[0]["tier"]
     peer_lines = []
+    first = next(iter(versus), "")
     if versus:
         peer_lines = [f"## Against the peers: {args.peer_size}² image, Upscaler (tiled, every step included) vs one "
                       f"whole-image call of RLFN / SPAN", "",
-                      "| tier | model | Upscaler ms | vs RLFN | vs SPAN |", "|---|---|---|---|---|"]
+                      f"| tier | model | precision | Upscaler ms | vs RLFN | vs SPAN | speed-up vs {first} |",
+                      "|---|---|---|---|---|---|---|"]
         for name, v in versus.items():
             if "x_rlfn" in v:
-                peer_lines.append(f"| {name} | {v['variant']} | {v['ms']:.0f} | {v['x_rlfn']:.2f}x | "
-                                  f"{v['x_span']:.2f}x |")
+                peer_lines.append(f"| {name} | {v['variant']} | {v.get('precision', '-')} | {v['ms']:.0f} | "
+                                  f"{v['x_rlfn']:.2f}x | {v['x_span']:.2f}x | {v['speedup_vs_first_tier']:.2f}x |")
         peer_lines += ["", "Peers: " + ", ".join(f"{k} {v['ms']:.0f} ms" for k, v in versus.items()
                                                 if "x_rlfn" not in v) + f" (same process, {args.repeats} "
                        "round-robin rounds; ratios are medians of per-round ratios, the numbers to quote).", ""]

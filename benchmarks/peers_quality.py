@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers
 
 from mambaesr_runtime.evaluation.benchmark import score_set
-from mambaesr_runtime.evaluation.sets import load_benchmark
+from mambaesr_runtime.imaging.sets import load_benchmark
 
 BENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks"
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_model
 import peers
 
-from mambaesr_runtime.evaluation.sets import load_benchmark
+from mambaesr_runtime.imaging.sets import load_benchmark
 from mambaesr_runtime.model.checkpoint import load_checkpoint
 from mambaesr_runtime.model.config import variant
 from mambaesr_runtime.model.net import build_model, count_parameters

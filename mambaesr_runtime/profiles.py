@@ -43,6 +43,13 @@ class Tier:
     """Overlap per side between tiles, LR pixels."""
     batch: int
     """Tiles per engine call (the engine's static batch)."""
+    precision: str | None = None
+    """What this tier's engine computes in (``fp32``, ``fp16``, ``int8``); ``None``: the profile's ``precision``.
+    ``int8`` is the tier's int8 QDQ graph (ONNX Runtime runs it on the CPU; TensorRT builds its plan from it)."""
+
+    def precision_in(self, profile: DeviceProfile) -> str:
+        """The precision this tier's engines have in ``profile``."""
+        return self.precision or profile.precision
 
 
 @dataclass(frozen=True)
@@ -174,8 +181,11 @@ def profile_from_dict(data: dict, source: str = "profile") -> DeviceProfile:
         tile = _number(t["tile"], f"{tw} tile", MIN_TILE, integer=True)
         overlap = _number(t["overlap"], f"{tw} overlap", 0, integer=True)
         check_tiling(tile, overlap, MIN_TILE, tw)
+        precision = t.get("precision")
+        if precision is not None:
+            _choice(precision, PRECISIONS, f"{tw} precision")
         tiers.append(Tier(str(t["name"]), _choice(t["variant"], sorted(VARIANTS), f"{tw} variant"), tile, overlap,
-                          _number(t["batch"], f"{tw} batch", 1, integer=True)))
+                          _number(t["batch"], f"{tw} batch", 1, integer=True), precision))
     if len({t.name for t in tiers}) != len(tiers):
         raise ConfigError(f"{where}: tier names must be unique, got {[t.name for t in tiers]}")
     telemetry = _thresholds(data["telemetry"], f"{where} telemetry")

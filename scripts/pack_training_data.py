@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from mambaesr_runtime.cli.train import DEFAULT_EVAL, DEFAULT_TRAIN, DEFAULT_VAL
-from mambaesr_runtime.evaluation.sets import load_benchmark
+from mambaesr_runtime.imaging.sets import load_benchmark
 from mambaesr_runtime.training.pack import make_pack
 
 ROOT = Path(__file__).resolve().parents[1]

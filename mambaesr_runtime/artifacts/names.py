@@ -1,6 +1,7 @@
 """How artifacts are named and found: one place for the file-name patterns, the shipped folder and the suffixes.
 
-- ONNX:        ``<variant>_x<scale>_t<tile>_b<batch>.onnx`` (``mambaesr-export``)
+- ONNX:        ``<variant>_x<scale>_t<tile>_b<batch>.onnx`` (``mambaesr-export``; the int8 QDQ graph of the same tier:
+               ``..._b<batch>_int8.onnx``)
 - TensorRT:    ``<variant>_x<scale>_t<tile>_b<batch>_<precision>[_dla<N>].plan`` (built on the device)
 - checkpoint:  ``<variant>_x<scale>.safetensors`` (+ ``.json``; the torch backend runs it at any tile)
 """
@@ -14,6 +15,8 @@ from ..errors import ConfigError
 from ..fileio import package_dir
 from ..model.config import SCALES
 
+#: What an int8 (QDQ) ONNX graph's stem ends with.
+INT8_SUFFIX = "_int8"
 #: Which backend runs a file, by its suffix (``.engine`` is trtexec's usual name for a plan).
 BACKEND_OF_SUFFIX = {".onnx": "onnxruntime", ".plan": "tensorrt", ".engine": "tensorrt", ".safetensors": "torch"}
 
@@ -37,10 +40,19 @@ def artifact_stem(variant: str, scale: int, tile: int, batch: int) -> str:
 
 
 def plan_name(onnx_path: str | os.PathLike, precision: str, dla_core: int | None = None) -> Path:
-    """``student_x4_t136_b1.onnx`` -> ``student_x4_t136_b1_fp16.plan`` (``_dla0`` added for a DLA core)."""
+    """``student_x4_t136_b1.onnx`` -> ``student_x4_t136_b1_fp16.plan`` (``_dla0`` added for a DLA core); an int8 plan
+    is built from the tier's int8 graph: ``student_x4_t136_b1_int8.onnx`` -> ``student_x4_t136_b1_int8.plan``."""
     onnx_path = Path(onnx_path)
+    stem = onnx_path.stem
+    if stem.endswith(INT8_SUFFIX):
+        stem = stem[:-len(INT8_SUFFIX)]
     dla = f"_dla{dla_core}" if dla_core is not None else ""
-    return onnx_path.with_name(f"{onnx_path.stem}_{precision}{dla}.plan")
+    return onnx_path.with_name(f"{stem}_{precision}{dla}.plan")
+
+
+def onnx_name(stem: str, precision: str = "fp32") -> str:
+    """A tier's ONNX file: the fp32 graph ``<stem>.onnx``, or its int8 QDQ graph ``<stem>_int8.onnx``."""
+    return f"{stem}{INT8_SUFFIX}.onnx" if precision == "int8" else f"{stem}.onnx"
 
 
 def checkpoint_name(variant: str, scale: int) -> str:
@@ -55,7 +67,7 @@ def engine_name(backend: str, variant: str, scale: int, tile: int, batch: int, p
     if backend == "tensorrt":
         return plan_name(f"{stem}.onnx", precision, dla_core).name
     if backend == "onnxruntime":
-        return f"{stem}.onnx"
+        return onnx_name(stem, precision)
     return checkpoint_name(variant, scale)
 
 

@@ -2,7 +2,8 @@
 
     mambaesr-export --list-devices
     mambaesr-export --device orin                 ONNX per tier (+ TensorRT plans where TensorRT is installed)
-    mambaesr-export --device rpi5 -o engines/pi   ONNX Runtime artifacts
+    mambaesr-export --device rpi5 -o engines/pi   ONNX Runtime artifacts (its int8 tier too)
+    mambaesr-export --device cpu --precision int8 every tier's int8 QDQ graph (calibrated on ../shared/data/train)
     mambaesr-export --profile my_board.yaml --weights runs/latest/model_best.safetensors
     mambaesr-export --device orin --plans-only    on the device: plans from the copied ONNX files (no torch)
     mambaesr-export --device orin --adopt-plan engines/orin/student_x4_t64_b8_fp16.plan   a trtexec-built plan
@@ -25,10 +26,12 @@ from pathlib import Path
 from ..artifacts.names import plan_name
 from ..errors import MambaESRError
 from ..fileio import atomic_write
+from ..profiles import PRECISIONS
 from .flags import for_cli
 
 #: The export arguments the library's errors name, and the flags that set them here.
-FLAGS = {"weights": "--weights", "tiers": "--tier", "simplify_graph=False": "--no-simplify", "force": "--force"}
+FLAGS = {"weights": "--weights", "tiers": "--tier", "simplify_graph=False": "--no-simplify", "force": "--force",
+         "calibration_dir": "--calibration", "precision": "--precision"}
 
 
 def _devices_table() -> str:
@@ -71,6 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adopt-plan", action="append", metavar="PLAN",
                         help="on the device: check a plan built by the trtexec commands of build_engines.sh against "
                              "ONNX Runtime and write its manifest (repeatable); needs TensorRT, not torch")
+    parser.add_argument("--precision", choices=PRECISIONS,
+                        help="every chosen tier's precision (default: each tier's own, else the profile's); int8 also "
+                             "makes each tier's int8 QDQ graph (ONNX Runtime static quantization, checked against "
+                             "fp32)")
+    parser.add_argument("--calibration", metavar="DIR",
+                        help="training images to calibrate int8 on (default ../shared/data/train)")
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for verification")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -109,12 +118,13 @@ def main(argv: list[str] | None = None) -> int:
 
             if args.weights:
                 raise MambaESRError("--plans-only builds plans from the copied ONNX files; leave out --weights")
-            results = build_plans(profile, args.output, args.tier, args.force, threads=args.threads, progress=say)
+            results = build_plans(profile, args.output, args.tier, args.force, threads=args.threads, progress=say,
+                                  precision=args.precision)
         else:
             # export_profile looks for TensorRT itself when the profile targets it and a build is asked for.
             results = export_profile(profile, args.output, args.weights, args.tier, args.force,
                                      not args.no_simplify, build=not args.onnx_only, threads=args.threads,
-                                     progress=say)
+                                     progress=say, precision=args.precision, calibration_dir=args.calibration)
     except KeyboardInterrupt:
         print("interrupted; nothing partial was left behind", file=sys.stderr)
         return 130
@@ -129,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         checks = f"ORT vs torch {v.get('ort_vs_torch_max_abs_err', float('nan')):.1e}"
         if "fp16_psnr_vs_fp32_db" in v:
             checks += f", fp16 {v['fp16_psnr_vs_fp32_db']} dB vs fp32"
+        if "int8_vs_fp32_psnr_db" in v:
+            checks = (f"int8 {v['int8_vs_fp32_psnr_db']} dB vs fp32 on real tiles (worst {v['int8_vs_fp32_min_tile_psnr_db']}"
+                      f" dB; saturated tile {v['int8_vs_fp32_saturated_tile_psnr_db']} dB)")
         if "tensorrt_compat" in v:
             checks += f", TensorRT {v['tensorrt_compat']['target']} ops ok"
         print(f"{art.tier.name:10s} {art.onnx}  ({state}; {checks})")
@@ -138,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     if pending:
         selector = f"--device {profile.name}" if args.device else f"--profile {args.profile}"
         adopt = f"mambaesr-export {selector} " + " ".join(
-            f"--adopt-plan {plan_name(a.onnx.name, profile.precision, profile.dla_core)}" for a in pending)
+            f"--adopt-plan {plan_name(a.onnx.name, a.precision if a.precision == 'int8' else a.tier.precision_in(profile), profile.dla_core)}"
+            for a in pending)
         script = out / "build_engines.sh"
         body = ("#!/bin/sh\n# Build the TensorRT engines of profile " + profile.name + " on the device itself "
                 "(plans are tied to the TensorRT version and GPU that build them), with the trtexec of TensorRT 8.5 "

@@ -202,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
                                                  "--model)")
     parser.add_argument("--overlap", type=int, help="tile overlap per side, LR pixels (default: the tier's; with "
                                                     "--model, the profile's first tier's)")
-    parser.add_argument("--precision", choices=PRECISIONS, help="engine precision (default: the profile's)")
+    parser.add_argument("--precision", choices=PRECISIONS,
+                        help="engine precision (default: the tier's, else the profile's); int8: the tier's int8 QDQ graph")
     parser.add_argument("--threads", type=int, help="ONNX Runtime threads (default: the profile's)")
     parser.add_argument("--adaptive", action="store_true",
                         help="let the hardware monitor choose the tier between frames/files (reports the switches)")

@@ -18,9 +18,9 @@ import numpy as np
 
 from ..artifacts.names import BACKEND_OF_SUFFIX
 from ..imaging.imresize import imresize
+from ..imaging.sets import load_benchmark
 from ..runtime.tiling import upscale_tiled
 from .metrics import psnr_y, ssim_y
-from .sets import load_benchmark
 
 #: The seed paper's student (370K), x4 PSNR / SSIM, for the comparison column.
 SEED_TABLE = {"Set5": (28.28, 0.837), "Set14": (25.39, 0.727), "B100": (25.20, 0.693)}

@@ -7,8 +7,12 @@ For each tier of a device profile (needs torch, onnx and onnxsim):
 3. verify (:mod:`.parity`): ONNX Runtime vs PyTorch on random tiles and real image tiles (fp32 max abs error <=
    ``FP32_TOLERANCE``), and, for fp16 profiles, the model in half precision stays finite and within ``FP16_MIN_PSNR``
    dB of fp32;
-4. for TensorRT profiles, check the graph against the parser's supported-op table of the profile's TensorRT;
-5. if ``tensorrt`` imports, build the plan (timing cache reused across builds), run it next to ONNX Runtime fp32 on
+4. for an int8 tier (``precision: int8``, or ``precision="int8"`` for every tier), quantize the verified graph with
+   ONNX Runtime's static quantization (QDQ, per-channel weights, calibrated on a fixed, recorded sample of real
+   training crops; :mod:`.int8_onnx`) into ``<stem>_int8.onnx``, written only if it stays within ``INT8_MIN_PSNR``
+   dB of the fp32 graph on every parity tile;
+5. for TensorRT profiles, check the graph against the parser's supported-op table of the profile's TensorRT;
+6. if ``tensorrt`` imports, build the plan (timing cache reused across builds), run it next to ONNX Runtime fp32 on
    real tiles and a saturated one (:mod:`.plan_parity`), and install it with its manifest only if it is within
    40 dB on every tile; otherwise give the exact ``trtexec`` command that builds the same engine on the device
    (:func:`adopt_plan` then checks and installs such a plan the same way).
@@ -33,7 +37,15 @@ import numpy as np
 
 from .. import __version__
 from ..artifacts.manifest import EngineManifest, manifest_path, read_manifest, write_manifest
-from ..artifacts.names import artifact_stem, checkpoint_name, engine_name, find_engine, plan_name, shipped_dir
+from ..artifacts.names import (
+    artifact_stem,
+    checkpoint_name,
+    engine_name,
+    find_engine,
+    onnx_name,
+    plan_name,
+    shipped_dir,
+)
 from ..errors import CheckpointError, ConfigError, ExportError, require_torch
 from ..fileio import atomic_write, sha256_file
 from ..model.config import SCALES
@@ -42,6 +54,11 @@ from .onnx_export import forbidden_ops
 from .parity import padded_tiles, real_tiles, verify_fp16, verify_fp32
 
 log = logging.getLogger(__name__)
+
+#: Where int8 calibration images are read from unless another folder is given (the training images, beside the
+#: repository as in training).
+DEFAULT_CALIBRATION_DIR = Path("../shared/data/train")
+
 
 @dataclass(frozen=True)
 class TierArtifacts:
@@ -57,6 +74,10 @@ class TierArtifacts:
     reused: bool = False
     """True when an up-to-date ONNX artifact was found and nothing was re-exported."""
     notes: tuple[str, ...] = field(default_factory=tuple)
+    precision: str = "fp32"
+    """What the tier's engine computes in: ``onnx`` is its int8 QDQ graph for ``int8``."""
+    fp32_onnx: Path | None = None
+    """The verified fp32 graph an int8 one was made from (the parity reference of its plan)."""
 
 
 def resolve_weights(variants: set[str], given: list[str | os.PathLike] = (),
@@ -159,6 +180,67 @@ def export_tier(model, weights: Path, profile: DeviceProfile, tier: Tier, out_di
     return TierArtifacts(tier, onnx_path, manifest)
 
 
+def export_int8(art: TierArtifacts, profile: DeviceProfile, calibration_dir: str | os.PathLike | None = None,
+                force: bool = False, threads: int = 2, calibration_tiles: int | None = None) -> TierArtifacts:
+    """The int8 QDQ graph of a tier from its verified fp32 ONNX (``art``), beside it as ``<stem>_int8.onnx`` with a
+    manifest; reused when made from the same fp32 graph, calibration sample and tools. Quantization, node choice and
+    the parity check are :mod:`.int8_onnx`'s (ONNX Runtime's tools); the graph is written only if it passes."""
+    from .int8_onnx import (
+        CALIBRATION_TILES,
+        SCHEMES,
+        calibration_sample,
+        check_int8_parity,
+        qdq_error_report,
+        quantize_int8,
+    )
+
+    fp32 = art.manifest
+    path = art.onnx.with_name(onnx_name(art.onnx.stem, "int8"))
+    scheme = "tensorrt" if profile.tensorrt is not None else "onnxruntime"
+    n, _, tile, _ = fp32.input_shape
+    folder = Path(calibration_dir) if calibration_dir is not None else DEFAULT_CALIBRATION_DIR
+    count = max(n, calibration_tiles or CALIBRATION_TILES)
+    sample = calibration_sample(folder, tile, fp32.scale, fp32.pad_value, count)
+    expect = {"kind": "onnx", "precision": "int8", "variant": fp32.variant, "input_shape": fp32.input_shape,
+              "weights_sha256": fp32.weights_sha256, "versions": fp32.versions, "pad_value": fp32.pad_value}
+    found = None if force else _up_to_date(path, expect)
+    made = (found.verification.get("int8") or {}) if found is not None else {}
+    if (found is not None and made.get("fp32_onnx_sha256") == fp32.artifact_sha256 and made.get("scheme") == scheme
+            and (made.get("calibration") or {}).get("sha256") == sample.record["sha256"]):
+        log.info("%s is up to date (same fp32 graph, calibration sample and tools); skipped", path)
+        return replace(art, onnx=path, manifest=found, reused=True, precision="int8", fp32_onnx=art.onnx)
+
+    started = time.perf_counter()
+    info: dict = {}
+
+    def write(tmp):
+        info.update(quantize_int8(art.onnx, tmp, sample, scheme))
+        info["parity"] = check_int8_parity(tmp, art.onnx, fp32.pad_value, threads)
+        info["qdq_loss_debug"] = qdq_error_report(tmp, art.onnx, sample.tiles)
+        if profile.tensorrt is not None:
+            from .trt_compat import check_graph
+
+            report = check_graph(tmp, profile.tensorrt)
+            info["tensorrt_compat"] = {"target": profile.tensorrt, "ok": True, "ops": report.get("ops", {})}
+
+    atomic_write(path, write, suffix=".onnx")
+    sha = sha256_file(path)
+    parity = info.pop("parity")
+    verification = {**{k: v for k, v in fp32.verification.items() if k in ("ort_vs_torch_max_abs_err", "host")},
+                    **parity, "int8": {**info, "fp32_onnx": art.onnx.name, "fp32_onnx_sha256": fp32.artifact_sha256,
+                                       "calibration": {**sample.record, "tiles": len(sample.tiles)},
+                                       "scheme_for": SCHEMES[scheme].why},
+                    "quantize_s": round(time.perf_counter() - started, 1)}
+    if "tensorrt_compat" in info:
+        verification["tensorrt_compat"] = verification["int8"].pop("tensorrt_compat")
+    manifest = replace(fp32, artifact=path.name, artifact_sha256=sha, onnx_sha256=sha, precision="int8",
+                       tier=art.tier.name, build_time=_now(), verification=verification)
+    write_manifest(manifest, path.parent)
+    log.info("exported %s (%s dB vs fp32, worst tile %s dB)", path, parity["int8_vs_fp32_psnr_db"],
+             parity["int8_vs_fp32_min_tile_psnr_db"])
+    return replace(art, onnx=path, manifest=manifest, reused=False, precision="int8", fp32_onnx=art.onnx)
+
+
 def _export_verified(model, onnx_path: Path, profile: DeviceProfile, tier: Tier, shape: tuple, verify_inputs,
                      simplify_graph: bool, threads: int, pad_value: float | None) -> dict:
     """Export, simplify, check and verify one tier's graph into ``onnx_path`` (atomically); the verification."""
@@ -207,15 +289,16 @@ def _export_verified(model, onnx_path: Path, profile: DeviceProfile, tier: Tier,
 
 
 def build_plan(art: TierArtifacts, profile: DeviceProfile, trt, cuda=None, force: bool = False,
-               threads: int = 2) -> TierArtifacts:
+               threads: int = 2, precision: str | None = None) -> TierArtifacts:
     """Build (or reuse) the TensorRT plan of a tier from its verified ONNX, check it against ONNX Runtime fp32 and
     install it with its manifest. A plan that fails the check is refused (:class:`ExportError`) and nothing is
     written: not the plan, not its manifest, not the timing cache."""
     from .plan_parity import check_plan_parity
     from .tensorrt_build import build_engine
 
-    plan = plan_name(art.onnx, profile.precision, profile.dla_core)
-    expect = {"kind": "plan", "onnx_sha256": art.manifest.onnx_sha256, "precision": profile.precision,
+    precision = precision or art.tier.precision_in(profile)
+    plan = plan_name(art.onnx, precision, profile.dla_core)
+    expect = {"kind": "plan", "onnx_sha256": art.manifest.onnx_sha256, "precision": precision,
               "dla_core": profile.dla_core}
     found = None if force else _up_to_date(plan, expect)
     if (found is not None and found.versions.get("tensorrt") == trt.__version__
@@ -229,14 +312,16 @@ def build_plan(art: TierArtifacts, profile: DeviceProfile, trt, cuda=None, force
         if cache.is_file():
             shutil.copyfile(cache, cache_copy)
         info = build_engine(art.onnx, candidate, target=profile.tensorrt, input_shape=art.manifest.input_shape,
-                            precision=profile.precision, workspace_mb=profile.workspace_mb,
+                            precision=precision, workspace_mb=profile.workspace_mb,
                             dla_core=profile.dla_core, timing_cache=cache_copy, trt=trt, cuda=cuda)
         manifest = replace(art.manifest, kind="plan", artifact=plan.name, artifact_sha256=info["plan_sha256"],
-                           precision=profile.precision, dla_core=profile.dla_core, device=info.get("device"),
+                           precision=precision, dla_core=profile.dla_core, device=info.get("device"),
                            versions={**art.manifest.versions, "tensorrt": trt.__version__}, build_time=_now(),
                            verification={"built_by": "mambaesr-export", "build_s": round(info["build_seconds"], 1),
                                          "strongly_typed": info["strongly_typed"]})
-        parity = check_plan_parity(candidate, manifest, art.onnx, trt=trt, cuda=cuda, threads=threads)
+        # an int8 plan is compared with the fp32 graph its QDQ graph was made from: parity is against fp32
+        parity = check_plan_parity(candidate, manifest, art.fp32_onnx or art.onnx, trt=trt, cuda=cuda,
+                                   threads=threads)
         manifest = replace(manifest, verification={**manifest.verification, **parity})
         _install_plan(candidate, plan, manifest)
         if info["timing_cache"] is not None and cache_copy.is_file():
@@ -272,28 +357,39 @@ def adopt_plan(plan_path: str | os.PathLike, profile: DeviceProfile, trt=None, c
     if tensorrt_family(trt.__version__) != profile.tensorrt:
         raise ExportError(f"TensorRT {trt.__version__} is installed but profile {profile.name} targets TensorRT "
                           f"{profile.tensorrt}; adopt plans on the device the profile describes")
-    names = {engine_name("tensorrt", t.variant, s, t.tile, t.batch, profile.precision, profile.dla_core): t
+    names = {engine_name("tensorrt", t.variant, s, t.tile, t.batch, t.precision_in(profile), profile.dla_core): t
              for t in profile.tiers for s in SCALES}
     if plan.name not in names:
-        exported = [plan_name(onnx, profile.precision, profile.dla_core).name for onnx in
-                    (find_engine("onnxruntime", t, "fp32", None, [plan.parent])[1] for t in profile.tiers) if onnx]
+        exported = [plan_name(onnx, t.precision_in(profile), profile.dla_core).name for t, onnx in
+                    ((t, find_engine("onnxruntime", t, _onnx_precision(t, profile), None, [plan.parent])[1])
+                     for t in profile.tiers) if onnx]
         raise ExportError(f"{plan.name} is not the name of a plan of profile {profile.name}; its tiers' plans are "
                           f"{sorted(exported or names)} (the names the trtexec commands in build_engines.sh write)")
-    art = verified_onnx(profile, names[plan.name], plan.parent)
+    tier = names[plan.name]
+    art = verified_onnx(profile, tier, plan.parent)
     manifest = replace(art.manifest, kind="plan", artifact=plan.name, artifact_sha256=sha256_file(plan),
-                       precision=profile.precision, dla_core=profile.dla_core, device=gpu_name(cuda),
+                       precision=tier.precision_in(profile), dla_core=profile.dla_core, device=gpu_name(cuda),
                        versions={**art.manifest.versions, "tensorrt": trt.__version__}, build_time=_now(),
                        verification={"built_by": "trtexec (adopted by mambaesr-export --adopt-plan)"})
-    parity = check_plan_parity(plan, manifest, art.onnx, trt=trt, cuda=cuda, threads=threads)
+    parity = check_plan_parity(plan, manifest, art.fp32_onnx or art.onnx, trt=trt, cuda=cuda, threads=threads)
     manifest = replace(manifest, verification={**manifest.verification, **parity})
     write_manifest(manifest, plan.parent)
     log.info("adopted %s: %s", plan, parity)
     return replace(art, plan=plan, plan_manifest=manifest)
 
 
+def _onnx_precision(tier: Tier, profile: DeviceProfile) -> str:
+    """The ONNX graph a tier's plan is built from: its int8 QDQ graph for int8, else the fp32 one."""
+    return "int8" if tier.precision_in(profile) == "int8" else "fp32"
+
+
 def verified_onnx(profile: DeviceProfile, tier: Tier, out_dir: Path) -> TierArtifacts:
-    """An ONNX artifact exported elsewhere: present, intact (sha256 = manifest) and made for this tier's shape."""
-    name, onnx_path = find_engine("onnxruntime", tier, "fp32", None, [out_dir])
+    """An ONNX artifact exported elsewhere: present, intact (sha256 = manifest) and made for this tier's shape (an
+    int8 tier: its int8 graph, with the fp32 graph it was made from beside it, the plan's parity reference)."""
+    precision = _onnx_precision(tier, profile)
+    if precision == "int8":
+        fp32 = verified_onnx(profile, replace(tier, precision="fp32"), out_dir)
+    name, onnx_path = find_engine("onnxruntime", tier, precision, None, [out_dir])
     hint = (f"export it on a machine with the torch extra (mambaesr-export --device {profile.name} --onnx-only) and "
             f"copy {out_dir} here")
     if onnx_path is None:
@@ -315,6 +411,14 @@ def verified_onnx(profile: DeviceProfile, tier: Tier, out_dir: Path) -> TierArti
     if manifest.input_shape != shape or manifest.variant != tier.variant:
         raise ExportError(f"{onnx_path}'s manifest says {manifest.variant} {manifest.input_shape}, tier {tier.name} "
                           f"needs {tier.variant} {shape}; {hint}")
+    if manifest.precision != precision:
+        raise ExportError(f"{onnx_path}'s manifest says precision {manifest.precision}, tier {tier.name} needs "
+                          f"{precision}; {hint}")
+    if precision == "int8":
+        made_from = (manifest.verification.get("int8") or {}).get("fp32_onnx_sha256")
+        if made_from != fp32.manifest.artifact_sha256:
+            raise ExportError(f"{onnx_path} was quantized from another fp32 graph than {fp32.onnx.name}; {hint}")
+        return TierArtifacts(tier, onnx_path, manifest, reused=True, precision="int8", fp32_onnx=fp32.onnx)
     return TierArtifacts(tier, onnx_path, manifest, reused=True)
 
 
@@ -329,8 +433,15 @@ def find_tensorrt():
         return None
 
 
-def _chosen(profile: DeviceProfile, tiers: list[str] | None) -> list[Tier]:
-    return list(profile.tiers) if not tiers else [profile.tier(name) for name in tiers]
+def _chosen(profile: DeviceProfile, tiers: list[str] | None, precision: str | None = None) -> list[Tier]:
+    chosen = list(profile.tiers) if not tiers else [profile.tier(name) for name in tiers]
+    if precision is not None:
+        from ..profiles import PRECISIONS
+
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision {precision!r} is unknown; valid values are {list(PRECISIONS)}")
+        chosen = [replace(t, precision=precision) for t in chosen]
+    return chosen
 
 
 def _out(profile: DeviceProfile, out_dir: str | os.PathLike | None) -> Path:
@@ -341,35 +452,39 @@ def _with_plan(art: TierArtifacts, profile: DeviceProfile, trt, cuda, force: boo
     """A tier's verified ONNX -> the trtexec command that builds its plan, and the plan itself when ``trt`` is given."""
     from .tensorrt_build import trtexec_command
 
-    plan = plan_name(art.onnx, profile.precision, profile.dla_core)
+    precision = art.tier.precision_in(profile) if art.precision != "int8" else "int8"
+    plan = plan_name(art.onnx, precision, profile.dla_core)
     # Paths relative to the output folder: the folder is what gets copied to the device.
     command = trtexec_command(Path(art.onnx.name), Path(plan.name), target=profile.tensorrt,
-                              input_shape=art.manifest.input_shape, precision=profile.precision,
+                              input_shape=art.manifest.input_shape, precision=precision,
                               workspace_mb=profile.workspace_mb, dla_core=profile.dla_core,
                               timing_cache=Path("timing.cache"))
     art = replace(art, trtexec=command)
     if trt is not None:
         say(f"{profile.name}/{art.tier.name}: building the TensorRT plan and checking it against ONNX Runtime")
-        art = build_plan(art, profile, trt, cuda, force, threads)
+        art = build_plan(art, profile, trt, cuda, force, threads, precision)
     return art
 
 
 def export_profile(profile: DeviceProfile, out_dir: str | os.PathLike | None = None,
                    weights: list[str | os.PathLike] = (), tiers: list[str] | None = None, force: bool = False,
                    simplify_graph: bool = True, build: bool = True, trt=None, cuda=None, threads: int = 2,
-                   progress=None, scale: int | None = None) -> list[TierArtifacts]:
+                   progress=None, scale: int | None = None, precision: str | None = None,
+                   calibration_dir: str | os.PathLike | None = None) -> list[TierArtifacts]:
     """Export every tier of ``profile`` (or those named in ``tiers``) into ``out_dir`` (``engines/<profile>``): the
     checkpoint's ONNX, verified, and for TensorRT profiles the plan (needs torch, onnx and onnxsim).
 
     ``weights``: checkpoints to use for their variants (default: the shipped ones); ``scale``: the scale they must
     have (default: theirs). ``trt``/``cuda``: the TensorRT and pycuda modules to build with (``None``: import them
     if installed; without TensorRT the result carries the ``trtexec`` command instead). ``build=False`` stops after
-    the ONNX and its checks. ``progress(message)`` is called at each step.
+    the ONNX and its checks. ``progress(message)`` is called at each step. ``precision``: every chosen tier's
+    (default: each tier's own, else the profile's); ``int8`` also makes each tier's int8 QDQ graph, calibrated on
+    the images under ``calibration_dir`` (default ``../shared/data/train``).
     """
     from ..model.checkpoint import load_checkpoint
 
     say = progress or (lambda message: None)
-    chosen, out = _chosen(profile, tiers), _out(profile, out_dir)
+    chosen, out = _chosen(profile, tiers, precision), _out(profile, out_dir)
     paths = resolve_weights({t.variant for t in chosen}, list(weights), scale)
     versions = tool_versions()
     if build and profile.tensorrt is not None and trt is None:
@@ -382,6 +497,10 @@ def export_profile(profile: DeviceProfile, out_dir: str | os.PathLike | None = N
         say(f"{profile.name}/{tier.name}: {tier.variant} {tier.tile}x{tier.tile} batch {tier.batch} -> ONNX, verify")
         art = export_tier(models[tier.variant], paths[tier.variant], profile, tier, out, versions, force,
                           simplify_graph, threads)
+        if tier.precision_in(profile) == "int8":
+            say(f"{profile.name}/{tier.name}: int8 (ONNX Runtime static quantization, calibrated on "
+                f"{calibration_dir or DEFAULT_CALIBRATION_DIR}), checked against fp32")
+            art = export_int8(art, profile, calibration_dir, force, threads)
         if profile.tensorrt is not None and build:
             art = _with_plan(art, profile, trt, cuda, force, threads, say)
         results.append(art)
@@ -389,7 +508,8 @@ def export_profile(profile: DeviceProfile, out_dir: str | os.PathLike | None = N
 
 
 def build_plans(profile: DeviceProfile, out_dir: str | os.PathLike | None = None, tiers: list[str] | None = None,
-                force: bool = False, trt=None, cuda=None, threads: int = 2, progress=None) -> list[TierArtifacts]:
+                force: bool = False, trt=None, cuda=None, threads: int = 2, progress=None,
+                precision: str | None = None) -> list[TierArtifacts]:
     """The device half of the Jetson flow (no torch): the ONNX files were exported and verified on another machine
     and copied into ``out_dir``; check each against its manifest, then build, check and install its TensorRT plan.
     ``trt``/``cuda`` as in :func:`export_profile` (``None``: TensorRT must be installed)."""
@@ -399,4 +519,4 @@ def build_plans(profile: DeviceProfile, out_dir: str | os.PathLike | None = None
     trt = require_tensorrt(trt)
     out = _out(profile, out_dir)
     return [_with_plan(verified_onnx(profile, tier, out), profile, trt, cuda, force, threads, say)
-            for tier in _chosen(profile, tiers)]
+            for tier in _chosen(profile, tiers, precision)]

@@ -40,6 +40,16 @@ The trtexec flags of :func:`trtexec_command` are from trtexec's ``--help`` text 
 accepts unit suffixes (``1024M``); ``--useDLACore``, ``--allowGPUFallback``, ``--timingCacheFile``, ``--fp16``.
 TensorRT 11's trtexec has no ``--fp16`` (``samples/common/sampleOptions.cpp`` @ release/11.0): with 11, build the fp16
 plans with ``mambaesr-export --plans-only`` instead.
+
+INT8 is explicit quantization only: the engine is built from the tier's int8 QDQ graph (``QuantizeLinear`` /
+``DequantizeLinear`` with int8 zero points of 0 and constant positive scales: :mod:`.int8_onnx`'s ``tensorrt``
+scheme), whose scales TensorRT takes as they are; no calibrator is ever attached (implicit INT8 calibration is
+deprecated from TensorRT 10.1 and removed in 11: ``IBuilderConfig.int8_calibrator``, ``BuilderFlag.INT8`` gone, "Removed
+Python APIs and Replacements", TensorRT 11.x migration guide). What each release needs: 8.5 and 10.x build weakly typed
+networks, where Q/DQ layers only take effect with ``BuilderFlag.INT8`` set ("Explicit Quantization", TensorRT
+developer guide: "To enable any quantized operations, the INT8 flag must be set"), plus ``FP16`` where the platform has
+fast fp16 so the layers between Q/DQ pairs (the scan) may run in fp16; trtexec ``--int8 --fp16``. 11.x builds the QDQ
+graph strongly typed with no flag: the quantized layers run int8, the rest in the graph's float32.
 """
 
 from __future__ import annotations
@@ -78,10 +88,6 @@ def _check_request(target: str, input_shape, precision: str, workspace_mb: int, 
         raise ConfigError(f"TensorRT target {target!r} is unknown; valid targets are {list(TARGETS)}")
     if precision not in PRECISIONS:
         raise ConfigError(f"precision {precision!r} is unknown; valid values are {list(PRECISIONS)}")
-    if precision == "int8":
-        # An int8 engine without calibration data would be built with made-up ranges: refuse, never guess.
-        raise ExportError("int8 engines need a calibration data set and calibrator, which this exporter does not "
-                          "have; use precision fp16 (or fp32) in the device profile")
     shape = tuple(input_shape)
     if len(shape) != 4 or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
         raise ConfigError(f"input_shape must be 4 positive integers (N, 3, h, w), got {input_shape!r}")
@@ -112,6 +118,8 @@ def trtexec_command(onnx_path, plan_path, *, target: str, input_shape, precision
             f"--memPoolSize=workspace:{workspace}"]
     if precision == "fp16":
         args.append("--fp16")
+    elif precision == "int8":  # explicit quantization: the QDQ graph's scales; fp16 allowed between Q/DQ pairs
+        args += ["--int8", "--fp16"]
     if dla_core is not None:
         args += [f"--useDLACore={dla_core}", "--allowGPUFallback"]
     if timing_cache is not None:
@@ -175,8 +183,9 @@ def build_engine(onnx_path, plan_path, *, target: str, input_shape, precision: s
     """Build ``onnx_path`` into a serialized TensorRT engine at ``plan_path`` (written atomically); return build info.
 
     ``target``: the profile's TensorRT family (``"8.5"`` / ``"10"``), which must match the installed TensorRT.
-    ``input_shape``: the static (N, 3, h, w) the engine runs. ``precision``: ``fp32`` or ``fp16`` (never silently
-    downgraded: fp16 on a GPU without fast fp16 is an error; int8 is refused, there is no calibration data). With
+    ``input_shape``: the static (N, 3, h, w) the engine runs. ``precision``: ``fp32``, ``fp16`` (never silently
+    downgraded: fp16 on a GPU without fast fp16 is an error) or ``int8``, which needs an int8 QDQ graph (explicit
+    quantization, see the module docstring; a graph without Q/DQ nodes is refused, never calibrated here). With
     TensorRT 11 an fp16 engine is built from the graph converted to fp16 (needs the onnx package).
     ``workspace_mb``: the builder's workspace pool. ``dla_core``: run on that DLA core with GPU fallback.
     ``timing_cache``: a file read if it exists and written back after the build, so rebuilds reuse kernel timings.
@@ -202,14 +211,26 @@ def build_engine(onnx_path, plan_path, *, target: str, input_shape, precision: s
         raise ExportError(f"TensorRT {trt.__version__} is installed but the profile targets TensorRT {target}; "
                           f"build on the device the profile describes (JetPack 5.1 = TensorRT 8.5, JetPack 6.1+ or "
                           f"pip tensorrt = TensorRT 10/11) or choose the profile whose tensorrt target is {family!r}")
+    report = None
     if precheck:
         try:
             from .trt_compat import check_graph
 
-            check_graph(onnx_path, str(target), require_static=False, tensorrt_version=str(trt.__version__))
+            report = check_graph(onnx_path, str(target), require_static=False, tensorrt_version=str(trt.__version__))
         except ImportError:  # DependencyError is an ImportError: onnx is missing on this device
             log.warning("onnx is not installed, so the TensorRT op check is skipped; the TensorRT parser will "
                         "report unsupported ops itself")
+    if precision == "int8" and report is None:
+        from .fp16_onnx import load_onnx  # a DependencyError naming the install when onnx is missing
+        from .trt_compat import check_graph
+
+        # the Q/DQ check below is what keeps an int8 build explicit: it is not skipped
+        report = check_graph(load_onnx(onnx_path), str(target), require_static=False,
+                             tensorrt_version=str(trt.__version__))
+    if precision == "int8" and not {"QuantizeLinear", "DequantizeLinear"} <= set(report["ops"]):
+        raise ExportError(f"{onnx_path.name} has no QuantizeLinear/DequantizeLinear nodes: an int8 engine is built "
+                          f"from the tier's int8 QDQ graph (mambaesr-export --precision int8 writes it), never by "
+                          f"TensorRT's implicit calibration (deprecated in 10.1, removed in 11)")
 
     legacy = tensorrt_major(trt.__version__) < 10
     typed = strongly_typed(trt.__version__)
@@ -256,6 +277,11 @@ def build_engine(onnx_path, plan_path, *, target: str, input_shape, precision: s
             raise ExportError("this GPU has no fast fp16, and a profile's precision is never downgraded silently; "
                               "use a profile with precision fp32 on this device")
         config.set_flag(trt.BuilderFlag.FP16)
+    elif precision == "int8" and not typed:
+        # Weakly typed (8.5, 10.x): Q/DQ layers take effect only with INT8 set; no calibrator (explicit scales).
+        config.set_flag(trt.BuilderFlag.INT8)
+        if builder.platform_has_fast_fp16:  # the layers between Q/DQ pairs may then run in fp16
+            config.set_flag(trt.BuilderFlag.FP16)
     if dla_core is not None:
         cores = builder.num_DLA_cores
         if dla_core >= cores:

@@ -140,6 +140,41 @@ def _int64_values(onnx, node_or_tensor):
     return None
 
 
+def _qdq_problems(onnx, node, spec: dict, constants: dict) -> list[str]:
+    """What a QuantizeLinear/DequantizeLinear node breaks of a ``qdq`` rule (see the table's ``about``)."""
+    from onnx import numpy_helper
+
+    def type_name(tensor) -> str:
+        return onnx.TensorProto.DataType.Name(tensor.data_type).lower()
+
+    problems = []
+    scale = constants.get(node.input[1]) if len(node.input) > 1 else None
+    if spec.get("scale") == "positive_constant":
+        if scale is None:
+            problems.append("`scale` must be an initializer or Constant")
+        elif not (numpy_helper.to_array(scale) > 0).all():
+            problems.append("`scale` must be positive everywhere")
+    zero = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    if zero is None:
+        if spec.get("zero_point_required"):
+            problems.append("`zero_point` must be given (an int8 tensor of zeros)")
+    elif zero not in constants:
+        problems.append("`zero_point` must be an initializer or Constant")
+    else:
+        tensor = constants[zero]
+        allowed = spec.get("zero_point_types", ())
+        if type_name(tensor) not in allowed:
+            problems.append(f"`zero_point` is {type_name(tensor)} (supported: {allowed}; TensorRT quantizes to signed "
+                            f"types only)")
+        elif numpy_helper.to_array(tensor).astype(np.float64).any():
+            problems.append("`zero_point` is not all zeros (TensorRT quantizes symmetrically only)")
+    x = constants.get(node.input[0])
+    if x is not None and "constant_x_types" in spec and type_name(x) not in spec["constant_x_types"]:
+        problems.append(f"a constant input of type {type_name(x)} (supported: {spec['constant_x_types']}); keep "
+                        f"such values (e.g. a bias) in float")
+    return problems
+
+
 def _rule_applies(rule: dict, version: tuple[int, int]) -> bool:
     """A rule with ``before: "10.3"`` binds only releases older than 10.3."""
     return "before" not in rule or version < version_numbers(rule["before"])
@@ -197,10 +232,14 @@ def check_graph(model_or_path, target: str, *, require_static: bool = True, tens
 
     # Names whose value is known at build time: what `const_inputs` restrictions ask for.
     const_names = {t.name for t in graph.initializer}
+    constants = {t.name: t for t in graph.initializer}
     consumers: dict[str, list[tuple[object, int]]] = {}
     for node, _, _ in _walk(graph):
         if node.op_type == "Constant":
             const_names.update(node.output)
+            value = next((a.t for a in node.attribute if a.name == "value" and a.HasField("t")), None)
+            if value is not None:
+                constants[node.output[0]] = value
         for i, name in enumerate(node.input):
             consumers.setdefault(name, []).append((node, i))
     graph_outputs = {o.name for o in graph.output}
@@ -248,6 +287,9 @@ def check_graph(model_or_path, target: str, *, require_static: bool = True, tens
         for attr in rule.get("forbidden_attrs", ()):
             if _attr_value(onnx, node, attr) is not None:
                 violations.setdefault((node.op_type, f"attribute `{attr}` is unsupported"), []).append(node_label)
+        if "qdq" in rule:
+            for what in _qdq_problems(onnx, node, rule["qdq"], constants):
+                violations.setdefault((node.op_type, what), []).append(node_label)
         if rule.get("only_first_output") and any(o and (o in consumers or o in graph_outputs)
                                                  for o in node.output[1:]):
             violations.setdefault((node.op_type, "only its first output may be used"), []).append(node_label)

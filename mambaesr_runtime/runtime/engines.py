@@ -5,7 +5,7 @@ Artifacts are found by name (``artifacts.names``) in, first, the export folder (
 student and fast ONNX files for the ``cpu`` profile's 264x264 tiles, batch 1, and their checkpoints):
 
 - tensorrt:    ``<variant>_x<scale>_t<tile>_b<batch>_<precision>[_dla<N>].plan`` (built on the device by mambaesr-export)
-- onnxruntime: ``<variant>_x<scale>_t<tile>_b<batch>.onnx``
+- onnxruntime: ``<variant>_x<scale>_t<tile>_b<batch>.onnx`` (fp32; int8: ``..._b<batch>_int8.onnx``, the QDQ graph)
 - torch:       ``<variant>_x<scale>.safetensors`` (any tile; needs the torch extra)
 
 The scale is the engine's: any x2, x3 or x4 export of the tier is found (``scale`` picks one when a folder holds
@@ -29,6 +29,9 @@ from ..profiles import BACKENDS, DeviceProfile, Tier
 from .tiling import MIN_TILE, check_tiling
 
 log = logging.getLogger(__name__)
+
+#: What ONNX Runtime runs: the exported fp32 graph and the int8 QDQ graph made from it (no fp16 graphs are shipped).
+ORT_PRECISIONS = ("fp32", "int8")
 
 
 def search_dirs(profile: DeviceProfile, engines_dir: str | os.PathLike | None = None) -> list[Path]:
@@ -82,29 +85,40 @@ def open_engine(profile: DeviceProfile, tier: Tier, backend: str | None = None, 
                 scale: int | None = None) -> EngineSelection:
     """Open the engine for ``tier``: the named ``backend``, else the first of the profile's backends that works.
 
-    ``precision``: what the caller asks for (``None``: the profile's). ``scale``: only an engine of this scale
-    (``None``: whichever the folders hold). ONNX Runtime runs the fp32 graph: asking it
-    for fp16 explicitly is an error, not a silent change; a profile's fp16 falling back to ONNX Runtime is logged.
+    ``precision``: what the caller asks for (``None``: the tier's, else the profile's). ``scale``: only an engine of
+    this scale (``None``: whichever the folders hold). ONNX Runtime runs the fp32 graph and the int8 QDQ graph:
+    asking it for fp16 explicitly is an error, not a silent change; a profile's fp16 falling back to ONNX Runtime is
+    logged. int8 is never silently replaced: a missing int8 engine is an error naming the export command.
     """
     if backend is not None and backend not in BACKENDS:
         raise ConfigError(f"backend {backend!r} is not one of {list(BACKENDS)}")
-    if precision is not None and backend == "onnxruntime" and precision != "fp32":
-        raise ConfigError(f"ONNX Runtime runs the exported fp32 graph; precision {precision} needs the tensorrt "
-                          f"backend (or torch on a GPU)")
+    if precision is not None and backend == "onnxruntime" and precision not in ORT_PRECISIONS:
+        raise ConfigError(f"ONNX Runtime runs the exported fp32 graph (and int8 QDQ graphs); precision {precision} "
+                          f"needs the tensorrt backend (or torch on a GPU)")
+    if precision == "int8" and backend == "torch":
+        raise ConfigError("int8 engines are QDQ ONNX graphs: run them with backend onnxruntime or tensorrt (the torch "
+                          "backend runs the fp32 reference)")
     order = [backend] if backend else list(profile.backends)
     dirs = search_dirs(profile, engines_dir)
     skipped: list[tuple[str, str]] = []
+    asked = precision or tier.precision  # an explicit request, or the tier's own precision: never replaced
     for kind in order:
-        want = precision or profile.precision
-        if kind == "onnxruntime":
-            want = "fp32"
-        elif kind == "torch" and precision is None:
-            want = "fp32"  # the profile's precision names its engines; the dev backend defaults to the reference
+        want = asked or profile.precision
+        if kind == "onnxruntime" and want not in ORT_PRECISIONS:
+            want = "fp32"  # the profile's fp16 names its TensorRT engines; ONNX Runtime runs the fp32 graph
+        elif kind == "torch":
+            if want == "int8":
+                skipped.append((kind, "int8 engines are QDQ ONNX graphs, which the torch backend does not run"))
+                log.info("backend torch skipped for tier %s: it runs no int8 engine", tier.name)
+                continue
+            if precision is None:
+                want = "fp32"  # the profile's precision names its engines; the dev backend defaults to the reference
         try:
             name, path = find_engine(kind, tier, want, profile.dla_core, dirs, scale)
             if path is None:
                 raise BackendError(f"no {name} in {', '.join(str(d) for d in dirs)}; make it with mambaesr-export "
-                                   f"--device {profile.name}" + (" on the device" if kind == "tensorrt" else ""))
+                                   f"--device {profile.name}" + (" --precision int8" if want == "int8" else "")
+                                   + (" on the device" if kind == "tensorrt" else ""))
             engine = open_backend(kind, path, tier, profile, want, threads)
             if scale is not None and engine.scale != scale:
                 engine.close()
@@ -115,7 +129,7 @@ def open_engine(profile: DeviceProfile, tier: Tier, backend: str | None = None, 
             skipped.append((kind, str(exc)))
             log.info("backend %s skipped for tier %s: %s", kind, tier.name, exc)
             continue
-        if want != profile.precision:
+        if want != (asked or profile.precision):
             log.info("tier %s runs %s on %s (the profile's %s applies to its TensorRT engines)", tier.name, want,
                      kind, profile.precision)
         return EngineSelection(engine, kind, path, tier, want, tuple(skipped))

@@ -160,8 +160,9 @@ class Upscaler:
             raise
         manifest = getattr(engine, "manifest", None)
         variant = manifest.variant if manifest is not None else "unknown"
-        return EngineSelection(engine, kind, path, Tier("model", variant, th, overlap, n), self._precision or "fp32",
-                               ())
+        # an engine file computes in what it was made in (an int8 QDQ ONNX: int8), whatever the caller assumed
+        precision = manifest.precision if manifest is not None and kind != "torch" else self._precision or "fp32"
+        return EngineSelection(engine, kind, path, Tier("model", variant, th, overlap, n), precision, ())
 
     def _engine(self, name: str | None = None) -> EngineSelection:
         """The engine of tier ``name`` (default: the current one), opened if needed, now the most recently used."""
@@ -234,7 +235,8 @@ class Upscaler:
         skipped = "".join(f"; skipped {k}: {r}" for k, r in sel.skipped)
         out = "" if self.outscale is None else f"; output resized to x{self.outscale:g}"
         return (f"profile {self.profile.name}, tier {sel.tier.name} ({sel.tier.variant}, tile {sel.tier.tile}, "
-                f"overlap {sel.tier.overlap}, batch {sel.tier.batch}): {sel.backend.describe()}{skipped}{out}")
+                f"overlap {sel.tier.overlap}, batch {sel.tier.batch}, {sel.precision}): {sel.backend.describe()}"
+                f"{skipped}{out}")
 
     def summary(self) -> dict:
         """What runs, as data (for machine-readable reports): profile, tier, variant, backend, engine file,

@@ -16,8 +16,8 @@ import cv2
 import numpy as np
 
 from ..errors import require_torch
-from ..evaluation.sets import DataError, list_images, make_pair, read_rgb
 from ..fileio import atomic_write
+from ..imaging.sets import DataError, list_images, make_pair, read_rgb
 
 
 def thumbnail(img: np.ndarray, size: int = 16) -> np.ndarray:

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import ConfigError, require_torch
 from ..evaluation.benchmark import score_set, torch_runner
-from ..evaluation.sets import load_benchmark
+from ..imaging.sets import load_benchmark
 from ..model.checkpoint import load_checkpoint, save_checkpoint
 from ..model.config import VARIANTS
 from ..model.config import variant as get_variant

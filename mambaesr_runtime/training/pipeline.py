@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from ..evaluation.sets import load_benchmark
+from ..imaging.sets import load_benchmark
 from ..model.checkpoint import load_checkpoint
 from .loop import TrainConfig, evaluate_model, resolve_device, train
 from .records import RunRecord

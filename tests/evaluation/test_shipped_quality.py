@@ -28,3 +28,20 @@ def test_shipped_onnx_scores_what_it_recorded(variant, shared_data):
     result = benchmark.evaluate(onnx_path, {"Set5": shared_data / "benchmarks" / "Set5"}, overlap=tier.overlap)
     assert result["sets"]["Set5"]["psnr"] == pytest.approx(recorded["sets"]["Set5"]["psnr"], abs=0.01)
     assert result["sets"]["Set5"]["ssim"] == pytest.approx(recorded["sets"]["Set5"]["ssim"], abs=1e-4)
+
+
+def test_shipped_int8_onnx_scores_what_it_recorded_and_stays_within_the_bar(shared_data):
+    """The shipped student's int8 QDQ graph (the cpu profile's int8 tier) through the runtime on Set5: what
+    benchmarks/int8_quality.py recorded (0.01 dB), and within 0.10 dB of the fp32 graph's recorded score."""
+    from mambaesr_runtime.artifacts.manifest import read_manifest
+
+    tier = load_profile("cpu").tier("int8")
+    onnx_path = shipped_dir() / f"{tier.variant}_x4_t{tier.tile}_b{tier.batch}_int8.onnx"
+    recorded = json.loads((ROOT / "benchmarks" / "results" / "int8_quality.json").read_text())
+    assert recorded["int8_sha256"] == read_manifest(onnx_path).artifact_sha256, "the record is of another int8 graph"
+    result = benchmark.evaluate(onnx_path, {"Set5": shared_data / "benchmarks" / "Set5"}, overlap=tier.overlap)
+    want = recorded["results"]["int8"]["sets"]["Set5"]
+    assert result["sets"]["Set5"]["psnr"] == pytest.approx(want["psnr"], abs=0.01)
+    assert result["sets"]["Set5"]["ssim"] == pytest.approx(want["ssim"], abs=1e-4)
+    fp32 = recorded["results"]["fp32"]["sets"]["Set5"]["psnr"]
+    assert fp32 - result["sets"]["Set5"]["psnr"] <= recorded["max_loss_db"] == 0.10

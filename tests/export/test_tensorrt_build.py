@@ -137,12 +137,14 @@ def test_fp32_build_sets_no_precision_flag(tmp_path, onnx_file):
     assert "trt.Builder.platform_has_fast_fp16" not in rec.names()
 
 
-def test_int8_is_refused_before_tensorrt_is_touched(tmp_path, onnx_file):
+def test_int8_from_a_graph_without_qdq_is_refused_before_a_builder_exists(tmp_path, onnx_file):
+    """int8 is explicit quantization only (the tier's QDQ graph; tests/export/test_int8.py builds one): an fp32
+    graph is never handed to TensorRT's implicit calibration."""
     trt, cuda, rec = make_standins(TRT85_VERSION)
-    with pytest.raises(ExportError, match="calibration"):
+    with pytest.raises(ExportError, match="no QuantizeLinear/DequantizeLinear nodes.*--precision int8"):
         build_engine(onnx_file, tmp_path / "e.plan", target="8.5", input_shape=(1, 3, 16, 16), precision="int8",
                      workspace_mb=256, trt=trt, cuda=cuda)
-    assert rec.calls == []
+    assert "trt.Builder" not in rec.names() and not (tmp_path / "e.plan").exists()
 
 
 @pytest.mark.parametrize("target", VERSIONS)
@@ -290,8 +292,9 @@ def test_trtexec_command_for_each_target():
     assert "--shapes" not in dla  # trtexec refuses explicit shapes for static graphs
     dynamic = trtexec_command("m.onnx", "m.plan", target="10", input_name="lr", **common)
     assert dynamic.endswith("--shapes=lr:1x3x64x64")
-    with pytest.raises(ExportError, match="calibration"):
-        trtexec_command("m.onnx", "m.plan", target="10", **{**common, "precision": "int8"})
+    assert trtexec_command("m_int8.onnx", "m.plan", target="8.5", **{**common, "precision": "int8"}) == (
+        "trtexec --onnx=m_int8.onnx --saveEngine=m.plan --memPoolSize=workspace:1024 --int8 --fp16 "
+        "--timingCacheFile=engines/timing.cache")
 
 
 # --- TensorRT 11: strongly typed networks ---------------------------------------------------------------------------

@@ -90,8 +90,10 @@ def test_cli_bad_arguments_exit_2(tiny_onnx, tmp_path, capsys):
     assert run_main([str(src), "--model", onnx_path, "-q", "--overwrite"]) == 0  # default: the profile's overlap
 
 
-def test_the_readme_main_job_runs_without_torch(tmp_path):
-    """mambaesr-run on the shipped sample with the shipped model, in a process where torch cannot be imported."""
+@pytest.mark.parametrize("extra", [[], ["--precision", "int8"]], ids=["fp32", "int8"])
+def test_the_readme_main_job_runs_without_torch(tmp_path, extra):
+    """mambaesr-run on the shipped sample with the shipped model (and its int8 graph), in a process where torch
+    cannot be imported."""
     import subprocess
     import sys
 
@@ -99,9 +101,11 @@ def test_the_readme_main_job_runs_without_torch(tmp_path):
             "from mambaesr_runtime.cli.run import main\n"
             "from mambaesr_runtime.runtime.upscaler import shipped_model\n"
             "sample = shipped_model().parent.parent / 'data' / 'sample.png'\n"
-            f"sys.exit(main([str(sample), '-o', r'{tmp_path / 'sample_x4.png'}', '-q']))\n")
+            f"sys.exit(main([str(sample), '-o', r'{tmp_path / 'sample_x4.png'}', '-q', '-v'] + {extra!r}))\n")
     done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+    if extra:
+        assert "student_x4_t264_b1_int8.onnx" in done.stderr and "int8" in done.stderr
     out = read_image(tmp_path / "sample_x4.png")
     assert out.shape == (512, 512, 3) and out.dtype == np.uint8
 

@@ -29,6 +29,12 @@ Behaviours that make code fail here the way it would fail on a device:
 - ``build_serialized_network`` and ``ITimingCache.serialize`` return an ``IHostMemory``-like object: the buffer
   protocol, ``nbytes`` and ``dtype``, but no ``len()`` and no slicing (``pyFoundationalTypes.cpp``).
 - ``nptype`` raises ``TypeError`` for types without a numpy equivalent (``python/packaging/.../__init__.py``).
+- **Q/DQ as the ONNX parser takes them** (onnx-tensorrt ``QuantDequantLinearHelper``, 8.5 GA and 10.6 GA): a
+  QuantizeLinear/DequantizeLinear needs constant scales > 0 and a zero point of all zeros (a UINT8 zero point is read
+  as INT8 with a warning from 10.x on, so 128 fails too); 8.5 needs all three inputs. A DequantizeLinear of an int32
+  constant (ONNX Runtime's quantized bias) parses but fails the build ("only activation types allowed as input to
+  this layer"). Weakly typed builds (8.5, 10.x) of a network with Q/DQ layers fail without ``BuilderFlag.INT8``
+  ("Int8 precision has been set for a layer or layer output, but int8 is not configured in the builder").
 
 The fake builder stores the parsed ONNX graph in the plan; the fake engine computes it with ONNX Runtime (CPU), so
 an engine gives what its network computes (``write_static_sr_onnx`` makes a nearest-neighbour x4 graph, so outputs
@@ -196,6 +202,44 @@ def _onnx_io(model_bytes: bytes) -> tuple:
     return inputs[0], info(graph.output[0]), "fp16" if half else "fp32"
 
 
+def _qdq_parse_errors(model_bytes: bytes, legacy: bool) -> tuple[list, bool, bool]:
+    """(parser errors as (desc, node index, name, op), whether the graph has Q/DQ nodes, whether one dequantizes an
+    int32 constant) for the Q/DQ nodes of a serialized ONNX model, as onnx-tensorrt's QuantDequantLinearHelper."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load_model_from_string(bytes(model_bytes)).graph
+    consts = {t.name: t for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value":
+                    consts[node.output[0]] = a.t
+    errors, has_qdq, int32_dq = [], False, False
+    for index, node in enumerate(graph.node):
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        has_qdq = True
+        where = (index, node.name, node.op_type)
+        if legacy and len(node.input) != 3:
+            errors.append(("This version of TensorRT requires 3 inputs for the DequantizeLinear operator.", *where))
+            continue
+        scale = consts.get(node.input[1])
+        if scale is not None and not (numpy_helper.to_array(scale) > 0).all():
+            errors.append(("Scale coefficients must all be positive", *where))
+        if len(node.input) > 2 and node.input[2] in consts:
+            zero = consts[node.input[2]]
+            # 10.x reads a UINT8 zero point as INT8 (with a warning), 8.5 does not look at its type: both then need
+            # every value zero
+            if numpy_helper.to_array(zero).astype(np.float64).any():
+                errors.append(("TensorRT only supports symmetric quantization. The zero point for the "
+                               "QuantizeLinear/DequantizeLinear operator must be all zeros.", *where))
+        x = consts.get(node.input[0])
+        if node.op_type == "DequantizeLinear" and x is not None and x.data_type == onnx.TensorProto.INT32:
+            int32_dq = True
+    return errors, has_qdq, int32_dq
+
+
 def make_tensorrt(version: str, rec: Recorder) -> types.ModuleType:
     """A fake ``tensorrt`` module of ``version`` ("8.5...", "10..." or "11...") that records into ``rec``."""
     major = int(version.split(".")[0])
@@ -278,6 +322,7 @@ def make_tensorrt(version: str, rec: Recorder) -> types.ModuleType:
 
         def __init__(self, flags, builder):
             self.flags, self._inputs, self._outputs, self._model, self._typed_precision = flags, [], [], None, None
+            self._has_qdq = self._int32_dq = False
             self._builder = builder  # py::keep_alive<0, 1> on create_network
 
         @property
@@ -345,9 +390,12 @@ def make_tensorrt(version: str, rec: Recorder) -> types.ModuleType:
                 errors.append((("This version of the ONNX parser only supports TensorRT INetworkDefinitions with an "
                                 "explicit batch dimension. Please ensure the network was created using the "
                                 "EXPLICIT_BATCH NetworkDefinitionCreationFlag."), 0, "", ""))
+            qdq = False, False
             if not errors:
                 try:
                     (name, shape, in_type), (out_name, out_shape, out_type), precision = _onnx_io(data)
+                    qdq_errors, *qdq = _qdq_parse_errors(data, legacy)
+                    errors += qdq_errors
                 except Exception as exc:  # noqa: BLE001 - the real parser reports any unreadable model this way
                     errors.append((f"Failed to parse ONNX model: {exc}", 0, "", ""))
             if errors:
@@ -361,6 +409,7 @@ def make_tensorrt(version: str, rec: Recorder) -> types.ModuleType:
             net._inputs = [ITensor(name, shape, trt_dtype[in_type])]
             net._outputs = [ITensor(out_name, out_shape, trt_dtype[out_type])]
             net._model, net._typed_precision = data, precision
+            net._has_qdq, net._int32_dq = qdq
             return True
 
         @property
@@ -489,6 +538,15 @@ def make_tensorrt(version: str, rec: Recorder) -> types.ModuleType:
             if rec.build_fails:
                 trt_log(_Severity.ERROR, "fake builder: out of workspace memory")
                 return None
+            flag_names = {f.name for f in config.flags}
+            if network._has_qdq and not typed and "INT8" not in flag_names:
+                trt_log(_Severity.ERROR, "Error Code 4: Internal Error (Int8 precision has been set for a layer or "
+                                         "layer output, but int8 is not configured in the builder)")
+                return None
+            if network._int32_dq:
+                trt_log(_Severity.ERROR, "Error Code 4: Internal Error (DequantizeLinear: only activation types "
+                                         "allowed as input to this layer)")
+                return None
             if config._cache is not None:
                 config._cache.entries += 1
             inp, out = network.get_input(0), network.get_output(0)
@@ -497,6 +555,8 @@ def make_tensorrt(version: str, rec: Recorder) -> types.ModuleType:
             flags = sorted(f.name for f in config.flags)
             # Weakly typed (8.5, 10.x): FP16 lets TensorRT pick fp16 kernels. Strongly typed (11.x): the ONNX types.
             precision = network._typed_precision if typed else ("fp16" if "FP16" in flags else "fp32")
+            if network._has_qdq:  # explicit quantization: the Q/DQ layers run int8, the rest as above
+                precision = f"int8+{precision}"
             meta = {"version": version, "input": [inp.name, in_shape, inp.dtype.name],
                     "output": [out.name, out_shape, out.dtype.name], "flags": flags, "precision": precision,
                     "device_type": config.default_device_type.name, "dla_core": config.DLA_core}

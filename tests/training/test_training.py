@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mambaesr_runtime.errors import CheckpointError, ConfigError
-from mambaesr_runtime.evaluation.sets import load_benchmark
+from mambaesr_runtime.imaging.sets import load_benchmark
 from mambaesr_runtime.model.checkpoint import load_checkpoint, save_checkpoint
 from mambaesr_runtime.model.config import variant
 from mambaesr_runtime.model.net import build_model

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from ..errors import MambaESRError
-from ..imaging.imresize import imresize
+from .imresize import imresize
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 #: Sub-folders that hold common *test* sets (denoising/demosaicking/SR benchmarks). A folder search never pulls them
