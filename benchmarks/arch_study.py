@@ -21,6 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_model
+import peers
 
 from mambaesr_runtime.model.checkpoint import load_checkpoint
 from mambaesr_runtime.model.config import VARIANTS, ModelConfig, variant
@@ -106,15 +107,8 @@ def main(argv=None) -> int:
             lines.append(f"- {label}: timed only, `{s['variant']}` with {s['overrides']}")
     lines += ["", END]
     block = "\n".join(lines)
-    md = args.out.with_suffix(".md")
-    if md.is_file() and BEGIN in md.read_text():
-        text = md.read_text()
-        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-    else:
-        text = "# Architecture study\n\n" + block + "\n"
     print(block)
-    md.parent.mkdir(parents=True, exist_ok=True)
-    md.write_text(text)
+    peers.write_table(args.out.with_suffix(".md"), block, BEGIN, END, "Architecture study")
     args.out.with_suffix(".json").write_text(json.dumps({"command": command, "runs": summaries, **result},
                                                          indent=2) + "\n")
     return 0

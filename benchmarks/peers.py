@@ -95,3 +95,15 @@ def op_profile(path: str | os.PathLike, x: np.ndarray, threads: int, runs: int =
     kernel = sum(total.values()) or 1
     ops = {op: {"share": dur / kernel, "nodes": len(nodes[op])} for op, dur in total.most_common()}
     return {"ops": ops, "data_movement_share": sum(v["share"] for k, v in ops.items() if k in DATA_MOVEMENT)}
+
+
+def write_table(md: Path, block: str, begin: str, end: str, title: str) -> None:
+    """Put ``block`` (which starts with ``begin`` and ends with ``end``) into the results file ``md`` in place of the
+    block between those markers, keeping the prose around it; a new file gets ``title`` as its heading."""
+    text = md.read_text() if md.is_file() else ""
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+        text = f"# {title}\n\n{block}\n"
+    md.parent.mkdir(parents=True, exist_ok=True)
+    md.write_text(text)

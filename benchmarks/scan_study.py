@@ -178,15 +178,8 @@ def table(args) -> int:
               "weights at the last step (Set5 / Set14 / SunHays48 as validated during the run, B100 scored once "
               "at the end).", "", END]
     block = "\n".join(lines)
-    md = args.out.with_suffix(".md")
-    text = md.read_text() if md.is_file() else ""
-    if BEGIN in text:
-        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-    else:
-        text = "# Scan study\n\n" + block + "\n"
     print(block)
-    md.parent.mkdir(parents=True, exist_ok=True)
-    md.write_text(text)
+    peers.write_table(args.out.with_suffix(".md"), block, BEGIN, END, "Scan study")
     args.out.with_suffix(".json").write_text(json.dumps({"command": command, "rows": rows}, indent=2) + "\n")
     return 0
 

@@ -53,6 +53,26 @@ def map_inputs(b, h, p, n, H, W, dt_scale=1.0, A_scale=3.0, seed=0, dtype=torch.
     return x, dt, A, B, C
 
 
+def assert_map_gradients_match(oracle, fast, inputs) -> None:
+    """Gradients of a random weighting of the output, through the float64 oracle and the fp32 fast path, for every
+    input of a map scan (x, dt, A, B, C): each within RTOL."""
+    weights = torch.randn(inputs[0].shape, dtype=torch.float64)
+    slow = [t.double().requires_grad_() for t in inputs]
+    (oracle(*slow) * weights).sum().backward()
+    quick = [t.clone().requires_grad_() for t in inputs]
+    (fast(*quick) * weights.float()).sum().backward()
+    for name, want, got in zip(["x", "dt", "A", "B", "C"], slow, quick):
+        assert rel_err(got.grad, want.grad) <= RTOL, name
+
+
+def impulse(H: int, W: int, r0: int, c0: int):
+    """(x, dt, ones) for a (1, 1, 1, H, W) map: a unit impulse at (r0, c0), steps of 0.5 everywhere, B = C = 1 for
+    two directions."""
+    x = torch.zeros(1, 1, 1, H, W, dtype=torch.float64)
+    x[..., r0, c0] = 1.0
+    return x, torch.full((1, 1, 1, H, W), 0.5, dtype=torch.float64), torch.ones(1, 2, 1, H, W, dtype=torch.float64)
+
+
 # ---------------------------------------------------------------------------------------------- building blocks
 def test_decay_matrices_match_their_definitions():
     a = -torch.rand(7, dtype=torch.float64) * 3
@@ -131,14 +151,7 @@ def test_scan_2d_direction_subsets(dirs):
 
 
 def test_scan_2d_gradients_match_oracle():
-    x, dt, A, B, C = map_inputs(1, 2, 2, 3, 5, 6, seed=9)
-    weights = torch.randn(1, 2, 2, 5, 6, dtype=torch.float64)
-    slow = [t.double().requires_grad_() for t in (x, dt, A, B, C)]
-    (scan_2d_ref(*slow) * weights).sum().backward()
-    fast = [t.clone().requires_grad_() for t in (x, dt, A, B, C)]
-    (scan_2d(*fast, DIRECTIONS, 4) * weights.float()).sum().backward()
-    for name, want, got in zip(["x", "dt", "A", "B", "C"], slow, fast):
-        assert rel_err(got.grad, want.grad) <= RTOL, name
+    assert_map_gradients_match(scan_2d_ref, lambda *t: scan_2d(*t, DIRECTIONS, 4), map_inputs(1, 2, 2, 3, 5, 6, seed=9))
 
 
 def test_the_four_orders_are_distinct_permutations():
@@ -242,23 +255,15 @@ def test_line_scan_direction_subsets(dirs):
 
 
 def test_line_scan_gradients_match_oracle():
-    x, dt, A, B, C = map_inputs(1, 1, 2, 3, 5, 19, seed=9)
-    weights = torch.randn(1, 1, 2, 5, 19, dtype=torch.float64)
-    slow = [t.double().requires_grad_() for t in (x, dt, A, B, C)]
-    (scan_lines_ref(*slow) * weights).sum().backward()
-    fast = [t.clone().requires_grad_() for t in (x, dt, A, B, C)]
-    (lines_2d(*fast, DIRECTIONS, 4) * weights.float()).sum().backward()  # 19 tokens: 5 chunks of 4, padded
-    for name, want, got in zip(["x", "dt", "A", "B", "C"], slow, fast):
-        assert rel_err(got.grad, want.grad) <= RTOL, name
+    # 19 tokens: 5 chunks of 4, padded
+    assert_map_gradients_match(scan_lines_ref, lambda *t: lines_2d(*t, DIRECTIONS, 4),
+                               map_inputs(1, 1, 2, 3, 5, 19, seed=9))
 
 
 def test_lines_are_independent():
     """An impulse reaches its own row (forward and reverse) and nothing else: no state crosses a line's end."""
     H, W, r0, c0 = 4, 9, 1, 4
-    x = torch.zeros(1, 1, 1, H, W, dtype=torch.float64)
-    x[..., r0, c0] = 1.0
-    dt = torch.full((1, 1, 1, H, W), 0.5, dtype=torch.float64)
-    ones = torch.ones(1, 2, 1, H, W, dtype=torch.float64)
+    x, dt, ones = impulse(H, W, r0, c0)
     y = lines_2d(x, dt, torch.full((1, 1), 0.1, dtype=torch.float64), ones, ones, ("row", "row_rev"), 4)[0, 0, 0]
     reach = torch.zeros(H, W, dtype=torch.bool)
     reach[r0] = True
@@ -356,22 +361,15 @@ def test_diagonal_direction_subsets(dirs):
 
 
 def test_diagonal_line_scan_gradients_match_oracle():
-    x, dt, A, B, C = map_inputs(1, 1, 2, 3, 5, 11, seed=9, dirs=DIAGONAL_DIRS)
-    weights = torch.randn(1, 1, 2, 5, 11, dtype=torch.float64)
-    slow = [t.double().requires_grad_() for t in (x, dt, A, B, C)]
-    (scan_lines_ref(*slow, directions=DIAGONAL_DIRS) * weights).sum().backward()
-    fast = [t.clone().requires_grad_() for t in (x, dt, A, B, C)]
-    (diagonals_2d(*fast, DIAGONAL_DIRS, 4) * weights.float()).sum().backward()  # 11 tokens: 3 chunks of 4, padded
-    for name, want, got in zip(["x", "dt", "A", "B", "C"], slow, fast):
-        assert rel_err(got.grad, want.grad) <= RTOL, name
+    # 11 tokens: 3 chunks of 4, padded
+    assert_map_gradients_match(lambda *t: scan_lines_ref(*t, directions=DIAGONAL_DIRS),
+                               lambda *t: diagonals_2d(*t, DIAGONAL_DIRS, 4),
+                               map_inputs(1, 1, 2, 3, 5, 11, seed=9, dirs=DIAGONAL_DIRS))
 
 
 def test_an_impulse_reaches_its_diagonal_and_nothing_else():
     H, W, r0, c0 = 5, 7, 2, 3
-    x = torch.zeros(1, 1, 1, H, W, dtype=torch.float64)
-    x[..., r0, c0] = 1.0
-    dt = torch.full((1, 1, 1, H, W), 0.5, dtype=torch.float64)
-    ones = torch.ones(1, 2, 1, H, W, dtype=torch.float64)
+    x, dt, ones = impulse(H, W, r0, c0)
     for orient, on_line in [("diag", lambda i, j: j - i == c0 - r0), ("anti", lambda i, j: i + j == r0 + c0)]:
         y = diagonals_2d(x, dt, torch.full((1, 1), 0.1, dtype=torch.float64), ones, ones,
                          (orient, orient + "_rev"), 4)[0, 0, 0]
@@ -391,11 +389,6 @@ def test_spiral_raster_scan_matches_oracle(H, W, chunk):
 
 
 def test_spiral_raster_scan_gradients_match_oracle():
-    x, dt, A, B, C = map_inputs(1, 2, 2, 3, 5, 6, seed=4, dirs=SPIRAL_DIRS)
-    weights = torch.randn(1, 2, 2, 5, 6, dtype=torch.float64)
-    slow = [t.double().requires_grad_() for t in (x, dt, A, B, C)]
-    (scan_2d_ref(*slow, directions=SPIRAL_DIRS) * weights).sum().backward()
-    fast = [t.clone().requires_grad_() for t in (x, dt, A, B, C)]
-    (scan_2d(*fast, SPIRAL_DIRS, 4) * weights.float()).sum().backward()
-    for name, want, got in zip(["x", "dt", "A", "B", "C"], slow, fast):
-        assert rel_err(got.grad, want.grad) <= RTOL, name
+    assert_map_gradients_match(lambda *t: scan_2d_ref(*t, directions=SPIRAL_DIRS),
+                               lambda *t: scan_2d(*t, SPIRAL_DIRS, 4),
+                               map_inputs(1, 2, 2, 3, 5, 6, seed=4, dirs=SPIRAL_DIRS))
