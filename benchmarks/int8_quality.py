@@ -19,6 +19,9 @@ import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import peers
+
 from mambaesr_runtime.artifacts.manifest import read_manifest
 from mambaesr_runtime.artifacts.names import shipped_dir
 from mambaesr_runtime.evaluation import benchmark
@@ -60,7 +63,8 @@ def main(argv=None) -> int:
                      "fp32_ssim": a["ssim"], "int8_ssim": b["ssim"], "images": len(a["images"])})
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = ["# int8 tier quality (shipped student, through the runtime)", "",
-             f"Measured {stamp}. `{files['int8'].name}` (ONNX Runtime static quantization, QDQ, per-channel weights, "
+             f"Measured {stamp} on {peers.cpu()}. `{files['int8'].name}` (ONNX Runtime static quantization, QDQ, "
+             f"per-channel {'7-bit' if v['int8'].get('reduce_range') else 'int8'} weights, "
              f"{v['int8']['calibration']['tiles']} calibration tiles from {v['int8']['calibration']['folder']}) against "
              f"`{files['fp32'].name}`, both run by the `Upscaler` on {tier.tile}x{tier.tile} tiles, overlap "
              f"{tier.overlap}, pad-aware. PSNR-Y / SSIM by the standard protocol; fp32 scores {fp32_source}. Bar: "
@@ -79,6 +83,10 @@ def main(argv=None) -> int:
               f"produce, so static ranges calibrated on real images clip them; calibrating on it too cost every real "
               f"tile ~10 dB (49.7 -> 39.4 dB, below the bar). Content like it (pixel-art, 1-pixel colour "
               f"checkerboards) should use the fp32 tier.",
+              "", "Weights are 7-bit (|w| <= 64, ONNX Runtime's `reduce_range`) so that the graph computes the same "
+              "integers on every CPU: x86 without VNNI sums u8 x s8 pairs into a saturating int16, where full-range "
+              "weights overflow (the first shipped graph, full range, lost 0.81 dB on Set5 on an AMD EPYC without VNNI: "
+              "30.74 dB against 31.50 on an AVX-512 VNNI Xeon).",
               "", f"Quantized nodes: {v['int8']['node_counts']}; kept fp32: "
               + "; ".join(f"{k}: {r}" for k, r in v["int8"]["fp32"].items()) + "."]
     text = "\n".join(lines) + "\n"

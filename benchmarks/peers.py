@@ -33,6 +33,27 @@ def peer_paths() -> dict[str, Path]:
     return {name: PEERS_DIR / f for name, f in PEERS.items()}
 
 
+def cpu() -> str:
+    """The CPU's model name and its int8 dot-product instructions, which decide how ONNX Runtime runs an int8 graph
+    (x86 VNNI: u8 x s8 into int32; x86 without it: a saturating int16 pair sum, see ``int8_onnx.Scheme``; ARM: dot
+    product)."""
+    import platform
+
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "model name":
+                name = value.strip()
+            elif key in ("flags", "Features"):
+                flags.update(value.split())
+    except OSError:
+        return name
+    dot = [f for f in ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp") if f in flags]
+    return f"{name}, int8 dot product: {'/'.join(dot) or 'none (no VNNI)'}"
+
+
 def session(path: str | os.PathLike, threads: int, profile_prefix: str | None = None):
     """An ONNX Runtime CPU session with the runtime's settings (``threads`` intra-op, one inter-op): the same for
     our graphs and the peers', so only the graphs differ."""

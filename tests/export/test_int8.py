@@ -116,6 +116,29 @@ def test_node_choice_keeps_the_scan_the_norm_and_the_output_fp32(exported):
     assert {k: sorted(v) for k, v in recorded.items()} == {k: sorted(v) for k, v in choice["roles"].items()}
 
 
+def _int8_weights(path):
+    """Every int8 initializer that a DequantizeLinear reads (the quantized conv weights)."""
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    arrays = [numpy_helper.to_array(inits[n.input[0]]) for n in model.graph.node
+              if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    return [a for a in arrays if a.dtype == np.int8]
+
+
+@pytest.mark.parametrize("graph", ["exported", "shipped"])
+def test_onnxruntime_scheme_weights_are_7_bit_so_cpus_without_vnni_do_not_saturate(exported, graph):
+    """x86 without VNNI multiplies u8 activations by s8 weights in pairs summed into a saturating int16: with
+    full-range weights (255 x 127 x 2 > 32767) the same graph gives other numbers there (the first shipped graph lost
+    0.8 dB on Set5 on such a CPU). 7-bit weights (255 x 64 x 2 = 32640) compute the same integers everywhere."""
+    path = exported[2].onnx if graph == "exported" else shipped_dir() / "student_x4_t264_b1_int8.onnx"
+    weights = _int8_weights(path)
+    assert len(weights) >= 1
+    assert max(int(np.abs(w.astype(np.int16)).max()) for w in weights) <= 64
+    assert read_manifest(path).verification["int8"]["reduce_range"] is True
+
+
 # --- the export -------------------------------------------------------------------------------------------------------
 
 def test_int8_export_writes_a_checked_qdq_graph_with_its_manifest(exported):
@@ -246,7 +269,8 @@ def trt_int8(tmp_path_factory, exported, calibration_dir):
     out = tmp_path_factory.mktemp("trt") / "tiny_x4_t24_b1_int8.onnx"
     sample = int8_onnx.calibration_sample(calibration_dir, TILE, 4, -1.0, count=4)
     info = int8_onnx.quantize_int8(art.fp32_onnx, out, sample, scheme="tensorrt")
-    assert info["symmetric_activations"] and not info["quantize_bias"]
+    assert info["symmetric_activations"] and not info["quantize_bias"] and not info["reduce_range"]
+    assert max(int(np.abs(w.astype(np.int16)).max()) for w in _int8_weights(out)) == 127  # TensorRT: full range
     return art, out
 
 
