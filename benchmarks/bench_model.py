@@ -137,14 +137,8 @@ def measure(models: dict, sizes: list[int], rounds: int, threads: int, profile_s
 
 
 def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "onnxruntime": onnxruntime.__version__, "malloc_env_set": "MALLOC_MMAP_THRESHOLD_" in os.environ}
+    return {"cpu": peers.cpu(), "cores": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "malloc_env_set": "MALLOC_MMAP_THRESHOLD_" in os.environ}
 
 
 def table(result: dict, threads: int, rounds: int, command: str, title: str = "Model speed (ONNX Runtime, CPU)",
