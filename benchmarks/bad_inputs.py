@@ -49,12 +49,14 @@ BOMB_RSS_MB = 200
 @dataclass
 class Case:
     name: str
-    kind: str  # "old" (issue 14's already-passing list), "new" (its failures) or "video" (issue 20's video cases)
+    kind: str  # "old" (issue 14's already-passing list), "new" (its failures), "video" (issue 20's video cases) or
+    # "24" (issue 24's: signals, closed streams, early argument checks)
     setup: object  # setup(folder) -> (argv, expected outputs (names relative to folder), checks)
     expect: int
     bomb: bool = False
     timeout: float = 120.0
-    interrupt_after: str | None = None  # send SIGINT once a file matching this (a glob) appears
+    interrupt_after: str | None = None  # send ``signal`` once a file matching this (a glob) appears
+    interrupt_signal: int = signal.SIGINT
     env: dict | None = None  # extra environment for the command
 
 
@@ -78,18 +80,20 @@ def img(path: Path, shape=(20, 24, 3), dtype=np.uint8, value=90) -> Path:
 
 # A child's ru_maxrss starts at the peak of the process that forked it (Linux carries the high-water mark across
 # fork and exec), so the command is started by this small launcher, whose own peak is ~10 MB, and the launcher
-# reports the command's wait4 rusage on the pipe named by its first argument. It ignores SIGINT itself (the
-# command gets it from the process group) and gives the command SIGINT's default back (a benchmark started as a
-# background job inherits it ignored, and the interruption cases would then test nothing).
+# reports the command's wait4 rusage on the pipe named by its first argument. It ignores SIGINT, SIGTERM and SIGHUP
+# itself (the command gets them from the process group) and gives the command their defaults back (a benchmark
+# started as a background job inherits SIGINT ignored, and the interruption cases would then test nothing).
 LAUNCHER = """
 import os, signal, sys
 fd = int(sys.argv[1])
 pid = os.fork()
 if pid == 0:
     os.close(fd)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a shell's background job starts with SIGINT ignored; exec keeps that
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a background job starts with SIGINT ignored
+        signal.signal(sig, signal.SIG_DFL)  # (and nohup with SIGHUP); exec keeps that
     os.execvp(sys.argv[2], sys.argv[2:])
-signal.signal(signal.SIGINT, signal.SIG_IGN)
+for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(sig, signal.SIG_IGN)
 _, status, usage = os.wait4(pid, 0)
 os.write(fd, str(usage.ru_maxrss).encode())
 sys.exit(os.waitstatus_to_exitcode(status) % 256 if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))
@@ -97,9 +101,9 @@ sys.exit(os.waitstatus_to_exitcode(status) % 256 if os.WIFEXITED(status) else 12
 
 
 def run_cmd(argv: list[str], cwd: Path, timeout: float, interrupt_after: str | None = None,
-            extra_env: dict | None = None):
+            extra_env: dict | None = None, sig: int = signal.SIGINT):
     """(exit code, peak RSS MB of the command itself, seconds, stdout, stderr). ``interrupt_after``: a glob under
-    ``cwd``; SIGINT goes to the command once a file matches it."""
+    ``cwd``; ``sig`` (SIGINT) goes to the command once a file matches it."""
     out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # noqa: SIM115 - the child writes them; closed below
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     read_fd, write_fd = os.pipe()
@@ -114,7 +118,7 @@ def run_cmd(argv: list[str], cwd: Path, timeout: float, interrupt_after: str | N
         while not stop.wait(0.05):
             waited += 0.05
             if interrupt_after is not None and _appeared(cwd, interrupt_after):
-                os.killpg(proc.pid, signal.SIGINT)
+                os.killpg(proc.pid, sig)
                 return
             if waited > timeout:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -371,6 +375,38 @@ def catalogue() -> list[Case]:
     add(Case("oversized profile (100 KB)", "new", profile_case("a profile is at most", "# pad\n" * 17000), 2))
     cases += downloader_cases()
     cases += video_cases()
+    cases += issue24_cases()
+    return cases
+
+
+# -- issue 24: signals, closed streams, early argument checks ------------------------------------------------------
+def issue24_cases() -> list[Case]:
+    cases: list[Case] = []
+    add = cases.append
+
+    def folder_run(folder):
+        src = folder / "in"
+        src.mkdir()
+        for i in range(6):
+            img(src / f"f{i}.png", (120, 120, 3))
+        return RUN + [str(src), "-o", str(folder / "out"), "-q"], None, [
+            lambda res: "interrupted by SIG" in res.message or "no 'interrupted by SIG...' message"]
+    add(Case("SIGTERM in a folder run", "24", folder_run, 143, interrupt_after="out/f0.png",
+             interrupt_signal=signal.SIGTERM))
+    add(Case("SIGHUP in a folder run", "24", folder_run, 129, interrupt_after="out/f0.png",
+             interrupt_signal=signal.SIGHUP))
+    try:
+        import av  # noqa: F401 - the clip is made with PyAV
+    except ImportError:
+        return cases
+    import clips
+
+    def long_video(folder):
+        src = clips.make_clip(folder / "long.mp4", pts_ms=[40 * i for i in range(60)])
+        return RUN + [str(src), "-o", str(folder / "out.mp4"), "-q"], [], [
+            lambda res: "interrupted by SIGTERM" in res.message or "no 'interrupted by SIGTERM' message"]
+    add(Case("SIGTERM mid-video", "24", long_video, 143, interrupt_after=".out.mp4.*",
+             interrupt_signal=signal.SIGTERM))
     return cases
 
 
@@ -577,7 +613,8 @@ def run_case(case: Case, folder: Path) -> Result:
     setup = case.setup(folder)
     argv, expected, checks = setup
     before = files_under(folder)
-    code, rss, seconds, _out, err = run_cmd(argv, folder, case.timeout, case.interrupt_after, case.env)
+    code, rss, seconds, _out, err = run_cmd(argv, folder, case.timeout, case.interrupt_after, case.env,
+                                            case.interrupt_signal)
     message = " ".join(line for line in err.splitlines() if "error" in line or "interrupted" in line
                        or "skipped" in line or "not installed" in line)[:400]
     result = Result(case, code, rss, seconds, [], message=message)

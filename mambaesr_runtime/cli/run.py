@@ -21,8 +21,8 @@ extra (PyAV): H.264 (VP9 for .webm), audio and subtitles copied packet for packe
 rotation applied; without it, OpenCV writes the picture only (mp4v, constant rate) and says so.
 
 Exit codes: 0 all done; 1 some inputs failed (the others were written); 2 bad arguments or nothing could run;
-130 interrupted (nothing partial is left). Outputs are written atomically and never replace an existing file
-unless --overwrite is given; inputs are never modified. A failing file is reported by name and the run goes on.
+130 interrupted by Ctrl+C, 143 by SIGTERM, 129 by SIGHUP (nothing partial is left in any case). Outputs are
+written atomically and never replace an existing file unless --overwrite is given; inputs are never modified. A failing file is reported by name and the run goes on.
 Without -o, outputs are named <name>_x4.<ext> beside their input, so a folder run skips files named like the output
 of another file in the folder (a_x4.png beside a.png): running it twice never upscales its own outputs.
 """
@@ -43,12 +43,15 @@ from ..errors import MambaESRError
 from ..profiles import BACKENDS, PRECISIONS, builtin_profiles
 from ..runtime.monitor import SOURCES
 from .flags import deprecated_alias, for_cli
+from .signals import describe, exit_code, interrupt_on_termination
 
 #: The Upscaler / monitor arguments the library's errors name, and the flags that set them here.
 FLAGS = {"max_output_megapixels": "--max-megapixels", "overwrite": "--overwrite", "precision": "--precision",
          "model": "--model", "scale": "--scale", "tile": "--tile", "overlap": "--overlap", "source": "--telemetry",
          "replay": "--replay", "outscale": "--outscale", "quality": "--quality", "codec": "--codec",
          "crf": "--crf", "strip_metadata": "--strip-metadata"}
+#: The exit codes of an interrupted run: SIGHUP, SIGINT (Ctrl+C), SIGTERM (128 + the signal's number).
+INTERRUPTED = (129, 130, 143)
 #: --format NAME -> the suffix written.
 FORMATS = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "webp": ".webp", "tif": ".tif", "tiff": ".tif",
            "bmp": ".bmp"}
@@ -239,12 +242,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s",
                         stream=sys.stderr)
     report = _Report(args)
-    try:
-        code = _run(args, report)
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        code = 130
-    report.finish(code)
+    with interrupt_on_termination():
+        try:
+            code = _run(args, report)
+        except KeyboardInterrupt as exc:  # Ctrl+C, or SIGTERM / SIGHUP (Terminated) before the files' loop
+            print(f"\n{describe(exc)}", file=sys.stderr)
+            code = exit_code(exc)
+        report.finish(code)
     return code
 
 
@@ -275,7 +279,7 @@ class _Report:
                          done=sum(i["status"] == "done" for i in items),
                          failed=sum(i["status"] == "failed" for i in items),
                          skipped=sum(i["status"] == "skipped" for i in items),
-                         interrupted=code == 130)
+                         interrupted=code in INTERRUPTED)
         print(json.dumps(self.data, indent=2), flush=True)
 
 
@@ -355,8 +359,8 @@ def _run(args, report: _Report) -> int:
         try:
             for src, dst in jobs:
                 failed += _one(args, upscaler, progress, report, src, dst)
-        except KeyboardInterrupt:
-            return 130
+        except KeyboardInterrupt as exc:  # _one said what it cut and removed its temporary output
+            return exit_code(exc)
         finally:
             progress.close()
     if upscaler.controller is not None:
@@ -390,8 +394,8 @@ def _one(args, upscaler, progress: _Progress, report: _Report, src, dst: Path) -
             upscaler.upscale_file(src, dst, args.overwrite, progress.start(name, "tile"), quality=args.quality,
                                   strip_metadata=args.strip_metadata)
             n, note = None, ""
-    except KeyboardInterrupt:
-        progress.say(f"interrupted: {dst} was not written", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        progress.say(f"{describe(exc)}: {dst} was not written", file=sys.stderr)
         report.item(name if live else src, None, kind, "interrupted", time.perf_counter() - start)
         raise
     except Exception as exc:  # noqa: BLE001 - one bad file never ends the run; it is reported and counted
