@@ -69,6 +69,7 @@ class Result:
     left: list[str]
     problems: list[str] = field(default_factory=list)
     message: str = ""
+    stdout: str = ""
 
 
 def img(path: Path, shape=(20, 24, 3), dtype=np.uint8, value=90) -> Path:
@@ -391,6 +392,30 @@ def issue24_cases() -> list[Case]:
             img(src / f"f{i}.png", (120, 120, 3))
         return RUN + [str(src), "-o", str(folder / "out"), "-q"], None, [
             lambda res: "interrupted by SIG" in res.message or "no 'interrupted by SIG...' message"]
+    # Streams taken away: the reader of stdout gone before the first line (| head -0), stderr closed at start.
+    reader_gone = [sys.executable, "-c", "import os, subprocess, sys; r, w = os.pipe(); os.close(r); "
+                                         "sys.exit(subprocess.call(sys.argv[1:], stdout=w))"]
+
+    def two_images(wrap, names=("a.png", "b.png"), checks=()):
+        def setup(folder):
+            src = folder / "in"
+            src.mkdir()
+            for name in names:
+                img(src / name)
+            (src / "bad.png").write_bytes(b"")
+            return wrap + RUN + [str(src), "-o", str(folder / "out"), "-q"], [f"out/{n}" for n in names], [
+                lambda res: "Traceback" not in res.message + res.stdout or "a traceback", *checks]
+        return setup
+    add(Case("stdout reader gone (| head -0), one bad file", "24", two_images(reader_gone), 1))
+    add(Case("stderr closed (2>&-), one bad file", "24", two_images(["sh", "-c", 'exec "$@" 2>&-', "sh"], checks=[
+        lambda res: "error" not in res.stdout or f"error lines on stdout: {res.stdout[:200]!r}"]), 1))
+
+    def not_utf8(folder):
+        img(folder / "a.png")
+        os.rename(folder / "a.png", os.fsencode(folder) + b"/\xff.png")
+        return RUN + [str(folder), "-q"], [os.fsdecode(b"\xff_x4.png")], []
+    add(Case("file name not UTF-8 (b'\\xff.png'), strict stdout", "24", not_utf8, 0,
+             env={"PYTHONIOENCODING": "utf-8"}))
     add(Case("SIGTERM in a folder run", "24", folder_run, 143, interrupt_after="out/f0.png",
              interrupt_signal=signal.SIGTERM))
     add(Case("SIGHUP in a folder run", "24", folder_run, 129, interrupt_after="out/f0.png",
@@ -613,11 +638,11 @@ def run_case(case: Case, folder: Path) -> Result:
     setup = case.setup(folder)
     argv, expected, checks = setup
     before = files_under(folder)
-    code, rss, seconds, _out, err = run_cmd(argv, folder, case.timeout, case.interrupt_after, case.env,
+    code, rss, seconds, out, err = run_cmd(argv, folder, case.timeout, case.interrupt_after, case.env,
                                             case.interrupt_signal)
     message = " ".join(line for line in err.splitlines() if "error" in line or "interrupted" in line
                        or "skipped" in line or "not installed" in line)[:400]
-    result = Result(case, code, rss, seconds, [], message=message)
+    result = Result(case, code, rss, seconds, [], message=message, stdout=out)
     new = files_under(folder) - before
     if expected is None:  # an interrupted run: whatever it wrote must be complete images, nothing temporary
         expected = [p for p in new if p.startswith("out/") and not Path(p).name.startswith(".")

@@ -44,6 +44,7 @@ from ..profiles import BACKENDS, PRECISIONS, builtin_profiles
 from ..runtime.monitor import SOURCES
 from .flags import deprecated_alias, for_cli
 from .signals import describe, exit_code, interrupt_on_termination
+from .streams import guarded_streams
 
 #: The Upscaler / monitor arguments the library's errors name, and the flags that set them here.
 FLAGS = {"max_output_megapixels": "--max-megapixels", "overwrite": "--overwrite", "precision": "--precision",
@@ -184,6 +185,11 @@ class _Progress:
 
 
 def main(argv: list[str] | None = None) -> int:
+    with guarded_streams():  # a closed stdout or stderr never fails the run, nor mixes errors into the results
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="mambaesr-run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="*", help="image or video files, or folders of images")
