@@ -416,6 +416,20 @@ def issue24_cases() -> list[Case]:
         return RUN + [str(folder), "-q"], [os.fsdecode(b"\xff_x4.png")], []
     add(Case("file name not UTF-8 (b'\\xff.png'), strict stdout", "24", not_utf8, 0,
              env={"PYTHONIOENCODING": "utf-8"}))
+    # Arguments refused before any decode or model load, naming the accepted forms.
+    for camera in ("+0", " 0"):
+        add(Case(f"--camera {camera!r}", "24", lambda folder, camera=camera: (
+            RUN + ["--camera", camera, "-o", str(folder / "cam.mp4"), "-q"], [],
+            [lambda res: "written as digits" in res.message or "accepted forms not named"]), 2))
+    add(Case("--engines /nonexistent", "24", single(good("in.png"), "--engines /nonexistent: no such folder",
+                                                    ["--engines", "/nonexistent"]), 2))
+    add(Case("MAMBAESR_ENGINES pointing at a file", "24", with_files({"engines.txt": b"x"}, single(
+        good("in.png"), "MAMBAESR_ENGINES=engines.txt is a file, not a folder")), 2,
+        env={"MAMBAESR_ENGINES": "engines.txt"}))
+    add(Case("--model fp32 .onnx --precision fp16", "24", single(
+        good("in.png"), "is an fp32 engine (its manifest says so)",
+        ["--model", str(ROOT / "mambaesr_runtime" / "weights" / "student_x4_t264_b1.onnx"), "--precision", "fp16"]),
+        2))
     add(Case("SIGTERM in a folder run", "24", folder_run, 143, interrupt_after="out/f0.png",
              interrupt_signal=signal.SIGTERM))
     add(Case("SIGHUP in a folder run", "24", folder_run, 129, interrupt_after="out/f0.png",

@@ -50,7 +50,7 @@ from .streams import guarded_streams
 FLAGS = {"max_output_megapixels": "--max-megapixels", "overwrite": "--overwrite", "precision": "--precision",
          "model": "--model", "scale": "--scale", "tile": "--tile", "overlap": "--overlap", "source": "--telemetry",
          "replay": "--replay", "outscale": "--outscale", "quality": "--quality", "codec": "--codec",
-         "crf": "--crf", "strip_metadata": "--strip-metadata"}
+         "crf": "--crf", "strip_metadata": "--strip-metadata", "engines_dir": "--engines"}
 #: The exit codes of an interrupted run: SIGHUP, SIGINT (Ctrl+C), SIGTERM (128 + the signal's number).
 INTERRUPTED = (129, 130, 143)
 #: --format NAME -> the suffix written.
@@ -299,12 +299,22 @@ def _check_arguments(args) -> None:
         raise MambaESRError(f"--quality must be from 1 to 100 (JPEG and WebP), got {args.quality}")
     if args.frames is not None and args.frames < 1:
         raise MambaESRError(f"--frames must be at least 1, got {args.frames}")
-    if args.camera is not None:
-        cam = args.camera.strip()
-        index = cam.lstrip("+-").isdigit()
-        if (index and int(cam) < 0) or (not index and "appsink" not in cam):
-            raise MambaESRError(f"--camera takes a camera index (0, 1, ...) or a GStreamer pipeline ending in "
-                                f"appsink, got {args.camera!r}")
+    if args.camera is not None and not _ascii_digits(args.camera) and "appsink" not in args.camera:
+        number = args.camera.strip().lstrip("+-")
+        hint = (f" (write the index as plain digits, e.g. {int(number)}: no sign, spaces or other characters)"
+                if _ascii_digits(number) and args.camera.strip().lstrip("+") == number else "")
+        raise MambaESRError(f"--camera takes a camera index written as digits (0, 1, ...) or a GStreamer pipeline "
+                            f"ending in appsink, got {args.camera!r}{hint}")
+    if args.engines is not None and not Path(args.engines).is_dir():
+        problem = "is a file, not a folder" if os.path.lexists(args.engines) else "no such folder"
+        raise MambaESRError(f"--engines {args.engines}: {problem}; give the folder mambaesr-export wrote "
+                            f"(engines/<device> by default), or leave --engines out to use that and the shipped "
+                            f"engines")
+
+
+def _ascii_digits(text: str) -> bool:
+    """``0``, ``12``: digits 0-9 only (``str.isdigit`` also takes ``'²'`` and other scripts' digits)."""
+    return bool(text) and all("0" <= c <= "9" for c in text)
 
 
 def _run(args, report: _Report) -> int:
@@ -314,7 +324,7 @@ def _run(args, report: _Report) -> int:
         if args.camera is not None:
             if args.inputs or not args.output:
                 raise MambaESRError("--camera N takes no input files and needs -o out.mp4")
-            jobs = [(int(args.camera) if args.camera.isdigit() else args.camera, Path(args.output))]
+            jobs = [(int(args.camera) if _ascii_digits(args.camera) else args.camera, Path(args.output))]
         elif not args.inputs:
             raise MambaESRError("give input images, videos or folders (or --camera N)")
         if args.model and (args.adaptive or args.replay):
