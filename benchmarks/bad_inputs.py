@@ -1,6 +1,6 @@
 """The hostile-input catalogue, run as a user would: each case is a fresh folder, a command (``mambaesr-run``, and
-for their own items ``mambaesr-monitor`` and ``scripts/download_datasets.py``) in a subprocess, and checks of what
-it left. Cases from issue 14's "already passes" list and from its failures alike; every fixture is made here, on
+for their own items ``mambaesr-monitor``, ``mambaesr-export`` and ``scripts/download_datasets.py``)
+in a subprocess, and checks of what it left. Cases from issue 14's "already passes" list and from its failures alike; every fixture is made here, on
 the fly (bombs are a few bytes of header or a compressed PNG built row by row), nothing is stored.
 
 Per case: the exit code (against the expected one), the command's peak RSS (``wait4`` rusage taken by a small
@@ -430,6 +430,13 @@ def issue24_cases() -> list[Case]:
         good("in.png"), "is an fp32 engine (its manifest says so)",
         ["--model", str(ROOT / "mambaesr_runtime" / "weights" / "student_x4_t264_b1.onnx"), "--precision", "fp16"]),
         2))
+    for interval in ("nan", "inf", "0"):
+        add(Case(f"mambaesr-monitor --interval {interval}", "24", lambda folder, interval=interval: (
+            [str(BIN / "mambaesr-monitor"), "--telemetry", "psutil", "--count", "2", f"--interval={interval}"], [],
+            [lambda res: "--interval must be a finite number of seconds above 0" in res.message or "not refused"]), 2))
+    add(Case("mambaesr-export --threads -5", "24", lambda folder: (
+        [str(BIN / "mambaesr-export"), "--device", "cpu", "--threads", "-5", "-o", str(folder / "out")], [],
+        [lambda res: "--threads must be an integer from 0" in res.message or "not refused up front"]), 2))
     add(Case("SIGTERM in a folder run", "24", folder_run, 143, interrupt_after="out/f0.png",
              interrupt_signal=signal.SIGTERM))
     add(Case("SIGHUP in a folder run", "24", folder_run, 129, interrupt_after="out/f0.png",
@@ -722,7 +729,8 @@ def main(argv: list[str] | None = None) -> int:
              f"model and ONNX Runtime included. Left behind: files in the case folder other "
              f"than the outputs the case expects (temporaries, partial outputs, anything written by a bomb). old = a "
              f"case issue 14 found passing, new = one of its failures, video = issue 20's video cases (clips made "
-             f"with PyAV: H.264 + AAC, 32x24, variable frame rate).", "",
+             f"with PyAV: H.264 + AAC, 32x24, variable frame rate), 24 = issue 24's (SIGTERM/SIGHUP, closed "
+             f"streams, arguments refused up front).", "",
              f"**{len(results) - len(failed)} of {len(results)} cases pass.** Decompression bombs: peak RSS "
              f"{min(r.rss_mb for r in bombs):.0f}-{max(r.rss_mb for r in bombs):.0f} MB (bar < {BOMB_RSS_MB} MB), "
              f"{min(r.seconds for r in bombs):.2f}-{max(r.seconds for r in bombs):.2f} s." if bombs else "", "",
