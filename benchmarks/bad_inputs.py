@@ -1,5 +1,5 @@
 """The hostile-input catalogue, run as a user would: each case is a fresh folder, a command (``mambaesr-run``, and
-for their own items ``mambaesr-monitor``, ``mambaesr-export`` and ``scripts/download_datasets.py``)
+for their own items ``mambaesr-monitor``, ``mambaesr-export``, ``mambaesr-eval`` and ``scripts/download_datasets.py``)
 in a subprocess, and checks of what it left. Cases from issue 14's "already passes" list and from its failures alike; every fixture is made here, on
 the fly (bombs are a few bytes of header or a compressed PNG built row by row), nothing is stored.
 
@@ -437,6 +437,25 @@ def issue24_cases() -> list[Case]:
     add(Case("mambaesr-export --threads -5", "24", lambda folder: (
         [str(BIN / "mambaesr-export"), "--device", "cpu", "--threads", "-5", "-o", str(folder / "out")], [],
         [lambda res: "--threads must be an integer from 0" in res.message or "not refused up front"]), 2))
+    student = str(ROOT / "mambaesr_runtime" / "weights" / "student_x4_t264_b1.onnx")
+
+    def mini_set(folder: Path, lr_size=None) -> Path:
+        (folder / "Mini" / "HR").mkdir(parents=True)
+        img(folder / "Mini" / "HR" / "a.png", (40, 36, 3))
+        if lr_size is not None:
+            (folder / "Mini" / "LR_bicubic" / "X4").mkdir(parents=True)
+            img(folder / "Mini" / "LR_bicubic" / "X4" / "ax4.png", (*lr_size, 3))
+        return folder / "Mini"
+
+    def eval_onto_file(folder):
+        (folder / "report.md").write_text("mine\n")
+        return [str(BIN / "mambaesr-eval"), student, str(mini_set(folder)), "-o", str(folder / "report.md")], \
+            ["report.md"], [lambda res: "is a file, and -o takes a folder" in res.message or "not refused",
+                            lambda res: (folder / "report.md").read_text() == "mine\n" or "report.md changed"]
+    add(Case("mambaesr-eval -o onto an existing file", "24", eval_onto_file, 2))
+    add(Case("mambaesr-eval with an LR not 1/4 of its HR", "24", lambda folder: (
+        [str(BIN / "mambaesr-eval"), student, str(mini_set(folder, (12, 9)))], [],
+        [lambda res: "ax4.png is 9x12, but its HR" in res.message or "sizes not named"]), 2))
     add(Case("SIGTERM in a folder run", "24", folder_run, 143, interrupt_after="out/f0.png",
              interrupt_signal=signal.SIGTERM))
     add(Case("SIGHUP in a folder run", "24", folder_run, 129, interrupt_after="out/f0.png",
