@@ -1,6 +1,6 @@
 """The hostile-input catalogue, run as a user would: each case is a fresh folder, a command (``mambaesr-run``, and
-for their own items ``mambaesr-monitor`` and ``scripts/download_datasets.py``) in a subprocess, and checks of what
-it left. Cases from issue 14's "already passes" list and from its failures alike; every fixture is made here, on
+for their own items ``mambaesr-monitor``, ``mambaesr-export``, ``mambaesr-eval`` and ``scripts/download_datasets.py``)
+in a subprocess, and checks of what it left. Cases from issue 14's "already passes" list and from its failures alike; every fixture is made here, on
 the fly (bombs are a few bytes of header or a compressed PNG built row by row), nothing is stored.
 
 Per case: the exit code (against the expected one), the command's peak RSS (``wait4`` rusage taken by a small
@@ -49,12 +49,14 @@ BOMB_RSS_MB = 200
 @dataclass
 class Case:
     name: str
-    kind: str  # "old" (issue 14's already-passing list), "new" (its failures) or "video" (issue 20's video cases)
+    kind: str  # "old" (issue 14's already-passing list), "new" (its failures), "video" (issue 20's video cases) or
+    # "24" (issue 24's: signals, closed streams, early argument checks)
     setup: object  # setup(folder) -> (argv, expected outputs (names relative to folder), checks)
     expect: int
     bomb: bool = False
     timeout: float = 120.0
-    interrupt_after: str | None = None  # send SIGINT once a file matching this (a glob) appears
+    interrupt_after: str | None = None  # send ``signal`` once a file matching this (a glob) appears
+    interrupt_signal: int = signal.SIGINT
     env: dict | None = None  # extra environment for the command
 
 
@@ -67,6 +69,7 @@ class Result:
     left: list[str]
     problems: list[str] = field(default_factory=list)
     message: str = ""
+    stdout: str = ""
 
 
 def img(path: Path, shape=(20, 24, 3), dtype=np.uint8, value=90) -> Path:
@@ -78,18 +81,20 @@ def img(path: Path, shape=(20, 24, 3), dtype=np.uint8, value=90) -> Path:
 
 # A child's ru_maxrss starts at the peak of the process that forked it (Linux carries the high-water mark across
 # fork and exec), so the command is started by this small launcher, whose own peak is ~10 MB, and the launcher
-# reports the command's wait4 rusage on the pipe named by its first argument. It ignores SIGINT itself (the
-# command gets it from the process group) and gives the command SIGINT's default back (a benchmark started as a
-# background job inherits it ignored, and the interruption cases would then test nothing).
+# reports the command's wait4 rusage on the pipe named by its first argument. It ignores SIGINT, SIGTERM and SIGHUP
+# itself (the command gets them from the process group) and gives the command their defaults back (a benchmark
+# started as a background job inherits SIGINT ignored, and the interruption cases would then test nothing).
 LAUNCHER = """
 import os, signal, sys
 fd = int(sys.argv[1])
 pid = os.fork()
 if pid == 0:
     os.close(fd)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a shell's background job starts with SIGINT ignored; exec keeps that
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a background job starts with SIGINT ignored
+        signal.signal(sig, signal.SIG_DFL)  # (and nohup with SIGHUP); exec keeps that
     os.execvp(sys.argv[2], sys.argv[2:])
-signal.signal(signal.SIGINT, signal.SIG_IGN)
+for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(sig, signal.SIG_IGN)
 _, status, usage = os.wait4(pid, 0)
 os.write(fd, str(usage.ru_maxrss).encode())
 sys.exit(os.waitstatus_to_exitcode(status) % 256 if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))
@@ -97,9 +102,9 @@ sys.exit(os.waitstatus_to_exitcode(status) % 256 if os.WIFEXITED(status) else 12
 
 
 def run_cmd(argv: list[str], cwd: Path, timeout: float, interrupt_after: str | None = None,
-            extra_env: dict | None = None):
+            extra_env: dict | None = None, sig: int = signal.SIGINT):
     """(exit code, peak RSS MB of the command itself, seconds, stdout, stderr). ``interrupt_after``: a glob under
-    ``cwd``; SIGINT goes to the command once a file matches it."""
+    ``cwd``; ``sig`` (SIGINT) goes to the command once a file matches it."""
     out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # noqa: SIM115 - the child writes them; closed below
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     read_fd, write_fd = os.pipe()
@@ -114,7 +119,7 @@ def run_cmd(argv: list[str], cwd: Path, timeout: float, interrupt_after: str | N
         while not stop.wait(0.05):
             waited += 0.05
             if interrupt_after is not None and _appeared(cwd, interrupt_after):
-                os.killpg(proc.pid, signal.SIGINT)
+                os.killpg(proc.pid, sig)
                 return
             if waited > timeout:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -371,6 +376,102 @@ def catalogue() -> list[Case]:
     add(Case("oversized profile (100 KB)", "new", profile_case("a profile is at most", "# pad\n" * 17000), 2))
     cases += downloader_cases()
     cases += video_cases()
+    cases += issue24_cases()
+    return cases
+
+
+# -- issue 24: signals, closed streams, early argument checks ------------------------------------------------------
+def issue24_cases() -> list[Case]:
+    cases: list[Case] = []
+    add = cases.append
+
+    def folder_run(folder):
+        src = folder / "in"
+        src.mkdir()
+        for i in range(6):
+            img(src / f"f{i}.png", (120, 120, 3))
+        return RUN + [str(src), "-o", str(folder / "out"), "-q"], None, [
+            lambda res: "interrupted by SIG" in res.message or "no 'interrupted by SIG...' message"]
+    # Streams taken away: the reader of stdout gone before the first line (| head -0), stderr closed at start.
+    reader_gone = [sys.executable, "-c", "import os, subprocess, sys; r, w = os.pipe(); os.close(r); "
+                                         "sys.exit(subprocess.call(sys.argv[1:], stdout=w))"]
+
+    def two_images(wrap, names=("a.png", "b.png"), checks=()):
+        def setup(folder):
+            src = folder / "in"
+            src.mkdir()
+            for name in names:
+                img(src / name)
+            (src / "bad.png").write_bytes(b"")
+            return wrap + RUN + [str(src), "-o", str(folder / "out"), "-q"], [f"out/{n}" for n in names], [
+                lambda res: "Traceback" not in res.message + res.stdout or "a traceback", *checks]
+        return setup
+    add(Case("stdout reader gone (| head -0), one bad file", "24", two_images(reader_gone), 1))
+    add(Case("stderr closed (2>&-), one bad file", "24", two_images(["sh", "-c", 'exec "$@" 2>&-', "sh"], checks=[
+        lambda res: "error" not in res.stdout or f"error lines on stdout: {res.stdout[:200]!r}"]), 1))
+
+    def not_utf8(folder):
+        img(folder / "a.png")
+        os.rename(folder / "a.png", os.fsencode(folder) + b"/\xff.png")
+        return RUN + [str(folder), "-q"], [os.fsdecode(b"\xff_x4.png")], []
+    add(Case("file name not UTF-8 (b'\\xff.png'), strict stdout", "24", not_utf8, 0,
+             env={"PYTHONIOENCODING": "utf-8"}))
+    # Arguments refused before any decode or model load, naming the accepted forms.
+    for camera in ("+0", " 0"):
+        add(Case(f"--camera {camera!r}", "24", lambda folder, camera=camera: (
+            RUN + ["--camera", camera, "-o", str(folder / "cam.mp4"), "-q"], [],
+            [lambda res: "written as digits" in res.message or "accepted forms not named"]), 2))
+    add(Case("--engines /nonexistent", "24", single(good("in.png"), "--engines /nonexistent: no such folder",
+                                                    ["--engines", "/nonexistent"]), 2))
+    add(Case("MAMBAESR_ENGINES pointing at a file", "24", with_files({"engines.txt": b"x"}, single(
+        good("in.png"), "MAMBAESR_ENGINES=engines.txt is a file, not a folder")), 2,
+        env={"MAMBAESR_ENGINES": "engines.txt"}))
+    add(Case("--model fp32 .onnx --precision fp16", "24", single(
+        good("in.png"), "is an fp32 engine (its manifest says so)",
+        ["--model", str(ROOT / "mambaesr_runtime" / "weights" / "student_x4_t264_b1.onnx"), "--precision", "fp16"]),
+        2))
+    for interval in ("nan", "inf", "0"):
+        add(Case(f"mambaesr-monitor --interval {interval}", "24", lambda folder, interval=interval: (
+            [str(BIN / "mambaesr-monitor"), "--telemetry", "psutil", "--count", "2", f"--interval={interval}"], [],
+            [lambda res: "--interval must be a finite number of seconds above 0" in res.message or "not refused"]), 2))
+    add(Case("mambaesr-export --threads -5", "24", lambda folder: (
+        [str(BIN / "mambaesr-export"), "--device", "cpu", "--threads", "-5", "-o", str(folder / "out")], [],
+        [lambda res: "--threads must be an integer from 0" in res.message or "not refused up front"]), 2))
+    student = str(ROOT / "mambaesr_runtime" / "weights" / "student_x4_t264_b1.onnx")
+
+    def mini_set(folder: Path, lr_size=None) -> Path:
+        (folder / "Mini" / "HR").mkdir(parents=True)
+        img(folder / "Mini" / "HR" / "a.png", (40, 36, 3))
+        if lr_size is not None:
+            (folder / "Mini" / "LR_bicubic" / "X4").mkdir(parents=True)
+            img(folder / "Mini" / "LR_bicubic" / "X4" / "ax4.png", (*lr_size, 3))
+        return folder / "Mini"
+
+    def eval_onto_file(folder):
+        (folder / "report.md").write_text("mine\n")
+        return [str(BIN / "mambaesr-eval"), student, str(mini_set(folder)), "-o", str(folder / "report.md")], \
+            ["report.md"], [lambda res: "is a file, and -o takes a folder" in res.message or "not refused",
+                            lambda res: (folder / "report.md").read_text() == "mine\n" or "report.md changed"]
+    add(Case("mambaesr-eval -o onto an existing file", "24", eval_onto_file, 2))
+    add(Case("mambaesr-eval with an LR not 1/4 of its HR", "24", lambda folder: (
+        [str(BIN / "mambaesr-eval"), student, str(mini_set(folder, (12, 9)))], [],
+        [lambda res: "ax4.png is 9x12, but its HR" in res.message or "sizes not named"]), 2))
+    add(Case("SIGTERM in a folder run", "24", folder_run, 143, interrupt_after="out/f0.png",
+             interrupt_signal=signal.SIGTERM))
+    add(Case("SIGHUP in a folder run", "24", folder_run, 129, interrupt_after="out/f0.png",
+             interrupt_signal=signal.SIGHUP))
+    try:
+        import av  # noqa: F401 - the clip is made with PyAV
+    except ImportError:
+        return cases
+    import clips
+
+    def long_video(folder):
+        src = clips.make_clip(folder / "long.mp4", pts_ms=[40 * i for i in range(60)])
+        return RUN + [str(src), "-o", str(folder / "out.mp4"), "-q"], [], [
+            lambda res: "interrupted by SIGTERM" in res.message or "no 'interrupted by SIGTERM' message"]
+    add(Case("SIGTERM mid-video", "24", long_video, 143, interrupt_after=".out.mp4.*",
+             interrupt_signal=signal.SIGTERM))
     return cases
 
 
@@ -577,10 +678,11 @@ def run_case(case: Case, folder: Path) -> Result:
     setup = case.setup(folder)
     argv, expected, checks = setup
     before = files_under(folder)
-    code, rss, seconds, _out, err = run_cmd(argv, folder, case.timeout, case.interrupt_after, case.env)
+    code, rss, seconds, out, err = run_cmd(argv, folder, case.timeout, case.interrupt_after, case.env,
+                                            case.interrupt_signal)
     message = " ".join(line for line in err.splitlines() if "error" in line or "interrupted" in line
                        or "skipped" in line or "not installed" in line)[:400]
-    result = Result(case, code, rss, seconds, [], message=message)
+    result = Result(case, code, rss, seconds, [], message=message, stdout=out)
     new = files_under(folder) - before
     if expected is None:  # an interrupted run: whatever it wrote must be complete images, nothing temporary
         expected = [p for p in new if p.startswith("out/") and not Path(p).name.startswith(".")
@@ -646,7 +748,8 @@ def main(argv: list[str] | None = None) -> int:
              f"model and ONNX Runtime included. Left behind: files in the case folder other "
              f"than the outputs the case expects (temporaries, partial outputs, anything written by a bomb). old = a "
              f"case issue 14 found passing, new = one of its failures, video = issue 20's video cases (clips made "
-             f"with PyAV: H.264 + AAC, 32x24, variable frame rate).", "",
+             f"with PyAV: H.264 + AAC, 32x24, variable frame rate), 24 = issue 24's (SIGTERM/SIGHUP, closed "
+             f"streams, arguments refused up front).", "",
              f"**{len(results) - len(failed)} of {len(results)} cases pass.** Decompression bombs: peak RSS "
              f"{min(r.rss_mb for r in bombs):.0f}-{max(r.rss_mb for r in bombs):.0f} MB (bar < {BOMB_RSS_MB} MB), "
              f"{min(r.seconds for r in bombs):.2f}-{max(r.seconds for r in bombs):.2f} s." if bombs else "", "",

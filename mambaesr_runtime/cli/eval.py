@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -30,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-sheet", action="store_true", help="skip the crop sheet")
     args = parser.parse_args(argv)
     try:
+        if args.out is not None and os.path.lexists(args.out) and not Path(args.out).is_dir():
+            raise MambaESRError(f"-o {args.out} is a file, and -o takes a folder (results.md, results.json and "
+                                f"crops.png are written in it): give a new or existing folder")
         from ..evaluation import benchmark
 
         sets = {}

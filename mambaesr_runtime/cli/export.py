@@ -26,7 +26,7 @@ from pathlib import Path
 from ..artifacts.names import plan_name
 from ..errors import MambaESRError
 from ..fileio import atomic_write
-from ..profiles import PRECISIONS
+from ..profiles import PRECISIONS, check_threads
 from .flags import for_cli
 
 #: The export arguments the library's errors name, and the flags that set them here.
@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             raise MambaESRError("say which device to export for: --device NAME (see --list-devices) or "
                                 "--profile FILE.yaml")
         from ..profiles import load_profile
+
+        check_threads(args.threads, "--threads")  # before the profile, the weights and any export work
 
         profile = load_profile(args.device or args.profile)
         from ..export.pipeline import export_profile

@@ -12,6 +12,7 @@ temperature, power and free memory alone would choose. Exit codes: 0 done; 2 bad
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 
@@ -106,8 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     deprecated_alias(sys.argv[1:] if argv is None else argv, "--source", "--telemetry")
     if args.count is not None and args.count < 1:
         parser.error(f"--count must be at least 1, got {args.count}")
-    if args.interval is not None and args.interval < 0:
-        parser.error(f"--interval must be >= 0 s, got {args.interval}")
+    if args.interval is not None and not (math.isfinite(args.interval) and (
+            args.interval > 0 or (args.interval == 0 and args.replay))):
+        parser.error(f"--interval must be a finite number of seconds above 0 (e.g. 0.5; 0 only with --replay, which "
+                     f"then plays its samples without pausing), got {args.interval}")
     source = args.telemetry or ("replay" if args.replay else "auto")
 
     try:

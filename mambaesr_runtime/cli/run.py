@@ -21,8 +21,8 @@ extra (PyAV): H.264 (VP9 for .webm), audio and subtitles copied packet for packe
 rotation applied; without it, OpenCV writes the picture only (mp4v, constant rate) and says so.
 
 Exit codes: 0 all done; 1 some inputs failed (the others were written); 2 bad arguments or nothing could run;
-130 interrupted (nothing partial is left). Outputs are written atomically and never replace an existing file
-unless --overwrite is given; inputs are never modified. A failing file is reported by name and the run goes on.
+130 interrupted by Ctrl+C, 143 by SIGTERM, 129 by SIGHUP (nothing partial is left in any case). Outputs are
+written atomically and never replace an existing file unless --overwrite is given; inputs are never modified. A failing file is reported by name and the run goes on.
 Without -o, outputs are named <name>_x4.<ext> beside their input, so a folder run skips files named like the output
 of another file in the folder (a_x4.png beside a.png): running it twice never upscales its own outputs.
 """
@@ -43,12 +43,16 @@ from ..errors import MambaESRError
 from ..profiles import BACKENDS, PRECISIONS, builtin_profiles
 from ..runtime.monitor import SOURCES
 from .flags import deprecated_alias, for_cli
+from .signals import describe, exit_code, interrupt_on_termination
+from .streams import guarded_streams
 
 #: The Upscaler / monitor arguments the library's errors name, and the flags that set them here.
 FLAGS = {"max_output_megapixels": "--max-megapixels", "overwrite": "--overwrite", "precision": "--precision",
          "model": "--model", "scale": "--scale", "tile": "--tile", "overlap": "--overlap", "source": "--telemetry",
          "replay": "--replay", "outscale": "--outscale", "quality": "--quality", "codec": "--codec",
-         "crf": "--crf", "strip_metadata": "--strip-metadata"}
+         "crf": "--crf", "strip_metadata": "--strip-metadata", "engines_dir": "--engines"}
+#: The exit codes of an interrupted run: SIGHUP, SIGINT (Ctrl+C), SIGTERM (128 + the signal's number).
+INTERRUPTED = (129, 130, 143)
 #: --format NAME -> the suffix written.
 FORMATS = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "webp": ".webp", "tif": ".tif", "tiff": ".tif",
            "bmp": ".bmp"}
@@ -181,6 +185,11 @@ class _Progress:
 
 
 def main(argv: list[str] | None = None) -> int:
+    with guarded_streams():  # a closed stdout or stderr never fails the run, nor mixes errors into the results
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="mambaesr-run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="*", help="image or video files, or folders of images")
@@ -239,12 +248,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s",
                         stream=sys.stderr)
     report = _Report(args)
-    try:
-        code = _run(args, report)
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        code = 130
-    report.finish(code)
+    with interrupt_on_termination():
+        try:
+            code = _run(args, report)
+        except KeyboardInterrupt as exc:  # Ctrl+C, or SIGTERM / SIGHUP (Terminated) before the files' loop
+            print(f"\n{describe(exc)}", file=sys.stderr)
+            code = exit_code(exc)
+        report.finish(code)
     return code
 
 
@@ -275,7 +285,7 @@ class _Report:
                          done=sum(i["status"] == "done" for i in items),
                          failed=sum(i["status"] == "failed" for i in items),
                          skipped=sum(i["status"] == "skipped" for i in items),
-                         interrupted=code == 130)
+                         interrupted=code in INTERRUPTED)
         print(json.dumps(self.data, indent=2), flush=True)
 
 
@@ -289,12 +299,22 @@ def _check_arguments(args) -> None:
         raise MambaESRError(f"--quality must be from 1 to 100 (JPEG and WebP), got {args.quality}")
     if args.frames is not None and args.frames < 1:
         raise MambaESRError(f"--frames must be at least 1, got {args.frames}")
-    if args.camera is not None:
-        cam = args.camera.strip()
-        index = cam.lstrip("+-").isdigit()
-        if (index and int(cam) < 0) or (not index and "appsink" not in cam):
-            raise MambaESRError(f"--camera takes a camera index (0, 1, ...) or a GStreamer pipeline ending in "
-                                f"appsink, got {args.camera!r}")
+    if args.camera is not None and not _ascii_digits(args.camera) and "appsink" not in args.camera:
+        number = args.camera.strip().lstrip("+-")
+        hint = (f" (write the index as plain digits, e.g. {int(number)}: no sign, spaces or other characters)"
+                if _ascii_digits(number) and args.camera.strip().lstrip("+") == number else "")
+        raise MambaESRError(f"--camera takes a camera index written as digits (0, 1, ...) or a GStreamer pipeline "
+                            f"ending in appsink, got {args.camera!r}{hint}")
+    if args.engines is not None and not Path(args.engines).is_dir():
+        problem = "is a file, not a folder" if os.path.lexists(args.engines) else "no such folder"
+        raise MambaESRError(f"--engines {args.engines}: {problem}; give the folder mambaesr-export wrote "
+                            f"(engines/<device> by default), or leave --engines out to use that and the shipped "
+                            f"engines")
+
+
+def _ascii_digits(text: str) -> bool:
+    """``0``, ``12``: digits 0-9 only (``str.isdigit`` also takes ``'²'`` and other scripts' digits)."""
+    return bool(text) and all("0" <= c <= "9" for c in text)
 
 
 def _run(args, report: _Report) -> int:
@@ -304,7 +324,7 @@ def _run(args, report: _Report) -> int:
         if args.camera is not None:
             if args.inputs or not args.output:
                 raise MambaESRError("--camera N takes no input files and needs -o out.mp4")
-            jobs = [(int(args.camera) if args.camera.isdigit() else args.camera, Path(args.output))]
+            jobs = [(int(args.camera) if _ascii_digits(args.camera) else args.camera, Path(args.output))]
         elif not args.inputs:
             raise MambaESRError("give input images, videos or folders (or --camera N)")
         if args.model and (args.adaptive or args.replay):
@@ -355,8 +375,8 @@ def _run(args, report: _Report) -> int:
         try:
             for src, dst in jobs:
                 failed += _one(args, upscaler, progress, report, src, dst)
-        except KeyboardInterrupt:
-            return 130
+        except KeyboardInterrupt as exc:  # _one said what it cut and removed its temporary output
+            return exit_code(exc)
         finally:
             progress.close()
     if upscaler.controller is not None:
@@ -390,8 +410,8 @@ def _one(args, upscaler, progress: _Progress, report: _Report, src, dst: Path) -
             upscaler.upscale_file(src, dst, args.overwrite, progress.start(name, "tile"), quality=args.quality,
                                   strip_metadata=args.strip_metadata)
             n, note = None, ""
-    except KeyboardInterrupt:
-        progress.say(f"interrupted: {dst} was not written", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        progress.say(f"{describe(exc)}: {dst} was not written", file=sys.stderr)
         report.item(name if live else src, None, kind, "interrupted", time.perf_counter() - start)
         raise
     except Exception as exc:  # noqa: BLE001 - one bad file never ends the run; it is reported and counted

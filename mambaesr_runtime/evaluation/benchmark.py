@@ -18,7 +18,7 @@ import numpy as np
 
 from ..artifacts.names import BACKEND_OF_SUFFIX
 from ..imaging.imresize import imresize
-from ..imaging.sets import load_benchmark
+from ..imaging.sets import check_benchmark, load_benchmark
 from ..runtime.tiling import upscale_tiled
 from .metrics import psnr_y, ssim_y
 
@@ -89,6 +89,8 @@ def evaluate(source, sets: dict, overlap: int = 8, threads: int = 2, device: str
     """``sets``: {name: folder}. Returns {'model', 'runner', 'scale', 'sets': {set: {'psnr', 'ssim', 'bicubic_psnr',
     'bicubic_ssim', 'images': {name: {...}}}}}."""
     run, scale, desc = make_upscaler(source, overlap, threads, device, tile)
+    for folder in sets.values():  # every set's LR sizes (headers only) before the first image is run
+        check_benchmark(folder, scale)
     return {"model": str(source), "runner": desc, "scale": scale,
             "sets": {name: score_set(run, load_benchmark(folder, scale), scale) for name, folder in sets.items()}}
 

@@ -35,11 +35,22 @@ ORT_PRECISIONS = ("fp32", "int8")
 
 
 def search_dirs(profile: DeviceProfile, engines_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Where a profile's artifacts are looked for, in order."""
+    """Where a profile's artifacts are looked for, in order. A folder the caller named (``engines_dir``, or
+    ``$MAMBAESR_ENGINES``) that is not a folder is an error: a typo must not fall back to other engines silently."""
     if engines_dir is not None:
         first = Path(engines_dir)
+        if not first.is_dir():
+            problem = "is a file, not a folder" if os.path.lexists(first) else "no such folder"
+            raise ConfigError(f"engines_dir {first}: {problem}; give the folder mambaesr-export wrote "
+                              f"(engines/{profile.name} by default), or leave engines_dir out to use that and the "
+                              f"shipped engines")
     elif os.environ.get("MAMBAESR_ENGINES"):
-        first = Path(os.environ["MAMBAESR_ENGINES"]) / profile.name
+        root = Path(os.environ["MAMBAESR_ENGINES"])
+        if not root.is_dir():
+            problem = "is a file, not a folder" if os.path.lexists(root) else "does not exist"
+            raise ConfigError(f"MAMBAESR_ENGINES={root} {problem}; point it at the folder that holds one folder of "
+                              f"engines per device (<it>/{profile.name}/...), or unset it to use ./engines/{profile.name}")
+        first = root / profile.name
     else:
         first = Path("engines") / profile.name
     return [first, shipped_dir()]

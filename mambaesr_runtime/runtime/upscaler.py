@@ -28,10 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..artifacts.manifest import manifest_path, read_manifest
 from ..artifacts.names import backend_for, engine_name, shipped_dir
 from ..errors import BackendError, ConfigError, MambaESRError
 from ..profiles import DeviceProfile, Tier, check_threads, load_profile
-from .engines import EngineSelection, open_backend, open_engine, with_overrides
+from .engines import ORT_PRECISIONS, EngineSelection, open_backend, open_engine, with_overrides
 from .imageio import (
     check_output,
     check_quality,
@@ -59,6 +60,29 @@ def shipped_model(name: str | None = None) -> Path:
         raise MambaESRError(f"shipped model {name} is missing from {path.parent}; reinstall the package, or run an "
                             f"exported ONNX file as model=FILE")
     return path
+
+
+def _check_file_precision(path: Path, kind: str, asked: str, profile: str) -> None:
+    """An engine file computes in the precision it was made in (its manifest says which): asking for another is
+    refused before it is opened, not silently run as what it is."""
+    made = None
+    if manifest_path(path).is_file():
+        try:
+            made = read_manifest(path).precision
+        except Exception:  # noqa: BLE001 - a malformed manifest is the backend's to report, with its own message
+            return
+    if made == asked or (made is None and (kind != "onnxruntime" or asked in ORT_PRECISIONS)):
+        return  # no manifest: an ONNX file's types cannot be known before it is loaded; fp32 and int8 both run
+    fix = {"fp16": f"for fp16, build a TensorRT plan on the device (mambaesr-export --device {profile} --precision "
+                   f"fp16) and pass that .plan",
+           "int8": f"for int8, export the int8 QDQ graph (mambaesr-export --device {profile} --precision int8) and "
+                   f"pass its _int8.onnx file",
+           "fp32": "for fp32, pass the fp32 export (the .onnx file without _int8 or _fp16 in its name)"}[asked]
+    what = (f"an {made} engine (its manifest says so) and computes in {made} on {kind}" if made is not None else
+            "an ONNX graph, which ONNX Runtime runs in the types it was made in (an exported MambaESR graph is fp32; "
+            "no manifest beside it says otherwise) and never converts to fp16")
+    raise ConfigError(f"{path.name} is {what}: precision={asked} cannot change that; {fix}, or leave out "
+                      f"precision={asked} to run it as it is")
 
 
 class Upscaler:
@@ -140,6 +164,8 @@ class Upscaler:
             raise ConfigError(f"{path.name} is a {kind} artifact; it cannot run on backend {self._backend}")
         if not path.is_file():
             raise MambaESRError(f"engine file {path} not found; export one with mambaesr-export or pass another path")
+        if self._precision is not None and kind != "torch":
+            _check_file_precision(path, kind, self._precision, self.profile.name)
         base = self.profile.tiers[0]
         overlap = self._overlap if self._overlap is not None else base.overlap
         # The tier's shape is what the torch backend and a dynamic-shape ONNX file run at; a static engine file

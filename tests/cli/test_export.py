@@ -195,3 +195,16 @@ def test_build_engines_sh_ends_with_the_adopt_command(tmp_path, tiny_ckpt, capsy
     script = (out / "build_engines.sh").read_text()
     assert "--adopt-plan tiny_x4_t16_b2_fp16.plan" in script and "11.x has no --fp16" in script
     assert "--adopt-plan tiny_x4_t16_b2_fp16.plan" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("threads", ["-5", "100000"])
+def test_bad_threads_are_refused_before_any_export_work(tmp_path, tiny_ckpt, capsys, monkeypatch, threads):
+    """Before: --threads -5 went through the whole torch -> ONNX export, then failed in ONNX Runtime's verification."""
+    from mambaesr_runtime.export import pipeline
+
+    monkeypatch.setattr(pipeline, "export_profile", lambda *a, **k: pytest.fail("the export started"))
+    monkeypatch.setattr("mambaesr_runtime.profiles.load_profile", lambda *a, **k: pytest.fail("a profile was read"))
+    assert main(["--profile", str(user_profile(tmp_path)), "--weights", str(tiny_ckpt), "-o", str(tmp_path / "out"),
+                 "--threads", threads]) == 2
+    assert "--threads must be an integer from 0 (ONNX Runtime's default) to" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -105,6 +105,21 @@ def test_unparseable_arguments_exit_2(argv, capsys):
     assert exc.value.code == 2 and "error" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("interval", ["nan", "inf", "-inf", "0", "-1", "-0.5"])
+def test_an_interval_that_is_not_a_pause_is_refused(interval, capsys, monkeypatch):
+    """Before: nan and inf were accepted (time.sleep(nan) raised ValueError after the first sample, inf never woke
+    up) and 0 sampled a live source in a busy loop."""
+    import mambaesr_runtime.runtime.monitor as monitor_module
+
+    monkeypatch.setattr(monitor_module, "open_monitor", lambda *a, **k: pytest.fail("a source was opened"))
+    with pytest.raises(SystemExit) as exc:
+        main(["--telemetry", "psutil", "--count", "2", f"--interval={interval}"])  # = : "-inf" is no flag
+    err = capsys.readouterr().err
+    assert exc.value.code == 2
+    assert "--interval must be a finite number of seconds above 0 (e.g. 0.5; 0 only with --replay" in err
+    assert f"got {float(interval)}" in err
+
+
 def test_the_old_source_flag_still_works_and_says_it_is_now_telemetry(capsys):
     """mambaesr-run and mambaesr-monitor name the telemetry source the same way (--telemetry); --source stays."""
     assert main(["--source", "psutil", "--count", "1"]) == 0

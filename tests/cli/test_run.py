@@ -189,3 +189,79 @@ def test_telemetry_flag_and_its_old_name(tmp_path, capsys):
     assert "adaptive:" in err and "note:" not in err
     assert main([str(src), "--adaptive", "--monitor", "psutil", "-q", "--overwrite"]) == 0
     assert "note: --monitor is now called --telemetry" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("camera, words", [
+    ("+0", "got '+0' (write the index as plain digits, e.g. 0: no sign"), (" 0", "got ' 0' (write the index as plain"),
+    ("0 ", "got '0 ' (write the index"), ("\u00b2", "--camera takes a camera index written as digits")])
+def test_a_camera_index_is_plain_digits(engine, tmp_path, capsys, monkeypatch, camera, words):
+    """Before: '+0' and ' 0' passed the check as index 0, then went on as the string, opened as a video file after
+    the model had loaded ("+0: no such video file")."""
+    monkeypatch.setattr(upscaler_module, "open_backend", lambda *a, **k: pytest.fail("the model was loaded"))
+    assert main(["--camera", camera, "-o", str(tmp_path / "cam.mp4"), "-q"]) == 2
+    assert words in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda p: p / "nonexistent", "--engines {}: no such folder; give the folder mambaesr-export wrote"),
+    (lambda p: (p / "f.txt").write_text("x") and p / "f.txt", "--engines {}: is a file, not a folder")])
+def test_an_engines_folder_that_is_not_one_is_refused(tmp_path, capsys, monkeypatch, make, words):
+    """Before: --engines /nonexistent fell back to the shipped engines without a word."""
+    from mambaesr_runtime.runtime import engines as engines_module
+
+    src = write_image(tmp_path / "in.png", np.full((8, 8, 3), 50, np.uint8))
+    folder = make(tmp_path)
+    monkeypatch.setattr(engines_module, "open_backend", lambda *a, **k: pytest.fail("an engine was loaded"))
+    assert main([str(src), "--engines", str(folder), "-q"]) == 2
+    assert words.format(folder) in capsys.readouterr().err
+    assert not (tmp_path / "in_x4.png").exists()
+
+
+def test_mambaesr_engines_pointing_at_a_file_is_refused(tmp_path, capsys, monkeypatch):
+    """Before: $MAMBAESR_ENGINES/cpu under a file was simply not found, and the shipped engines ran."""
+    from mambaesr_runtime.runtime import engines as engines_module
+
+    src = write_image(tmp_path / "in.png", np.full((8, 8, 3), 50, np.uint8))
+    (tmp_path / "engines.txt").write_text("not a folder")
+    monkeypatch.setenv("MAMBAESR_ENGINES", str(tmp_path / "engines.txt"))
+    monkeypatch.setattr(engines_module, "open_backend", lambda *a, **k: pytest.fail("an engine was loaded"))
+    assert main([str(src), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert f"MAMBAESR_ENGINES={tmp_path / 'engines.txt'} is a file, not a folder; point it at the folder" in err
+    monkeypatch.setenv("MAMBAESR_ENGINES", str(tmp_path / "missing"))
+    assert main([str(src), "-q"]) == 2
+    assert "missing does not exist" in capsys.readouterr().err
+    monkeypatch.undo()
+    (tmp_path / "all").mkdir()  # a folder without engines for this device: the shipped ones, as before
+    monkeypatch.setenv("MAMBAESR_ENGINES", str(tmp_path / "all"))
+    assert main([str(src), "-q"]) == 0
+
+
+@pytest.mark.parametrize("model, precision, words", [
+    ("shipped", "fp16", "student_x4_t264_b1.onnx is an fp32 engine (its manifest says so) and computes in fp32 on "
+                        "onnxruntime: --precision fp16 cannot change that; for fp16, build a TensorRT plan on the "
+                        "device (mambaesr-export --device cpu --precision fp16)"),
+    ("shipped", "int8", "is an fp32 engine (its manifest says so) and computes in fp32 on onnxruntime: --precision "
+                        "int8 cannot change that; for int8, export the int8 QDQ graph"),
+    ("tiny", "fp16", "tiny_t16_b2.onnx is an ONNX graph, which ONNX Runtime runs in the types it was made in")])
+def test_a_precision_the_engine_file_does_not_have_is_refused(engine, tmp_path, capsys, monkeypatch, model,
+                                                              precision, words):
+    """Before: --model X.onnx --precision fp16 ran fp32 (and the summary said fp32), as if asked for."""
+    from mambaesr_runtime.runtime.upscaler import shipped_model
+
+    src = write_image(tmp_path / "in.png", np.full((8, 8, 3), 50, np.uint8))
+    path = str(shipped_model()) if model == "shipped" else engine
+    monkeypatch.setattr(upscaler_module, "open_backend", lambda *a, **k: pytest.fail("the model was loaded"))
+    assert main([str(src), "--model", path, "--precision", precision, "--overlap", "4", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "or leave out --precision" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]
+
+
+def test_the_precision_an_engine_file_has_is_accepted(engine, tmp_path):
+    from mambaesr_runtime.runtime.upscaler import shipped_model
+
+    src = write_image(tmp_path / "in.png", np.full((8, 8, 3), 50, np.uint8))
+    assert main([str(src), "--model", str(shipped_model()), "--precision", "fp32", "-q"]) == 0
+    assert main([str(src), "--model", engine, "--precision", "fp32", "--overlap", "4", "-q", "--overwrite"]) == 0

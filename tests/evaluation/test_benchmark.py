@@ -106,3 +106,37 @@ def test_eval_takes_any_dynamic_shape_sr_onnx_at_its_own_scale(tmp_path, capsys)
     assert main([str(path), str(tmp_path / "Mini"), "--tile", "16", "--overlap", "2"]) == 0
     out = capsys.readouterr().out
     assert "x2" in out and "tiles 16x16 overlap 2" in out and "scale found by a probe run" in out and "| Mini | 1 |" in out
+
+
+def test_o_onto_an_existing_file_is_refused_before_the_run(tmp_path, tiny_artifacts, capsys, monkeypatch):
+    """Before: the whole evaluation ran, then write_report's mkdir raised FileExistsError (a traceback, exit 1)."""
+    from mambaesr_runtime.evaluation import benchmark
+
+    (tmp_path / "Mini" / "HR").mkdir(parents=True)
+    (tmp_path / "report.md").write_text("mine\n")
+    monkeypatch.setattr(benchmark, "make_upscaler", lambda *a, **k: pytest.fail("the model was loaded"))
+    assert main([str(tiny_artifacts / "tiny.json"), str(tmp_path / "Mini"), "-o", str(tmp_path / "report.md")]) == 2
+    assert "-o " + str(tmp_path / "report.md") + " is a file, and -o takes a folder" in capsys.readouterr().err
+    assert (tmp_path / "report.md").read_text() == "mine\n"
+
+
+def test_an_lr_image_that_is_not_1_over_scale_of_its_hr_is_refused_before_the_run(tmp_path, capsys, monkeypatch):
+    """Before: the HR was cropped to the LR's size x scale and a meaningless PSNR was reported (an LR larger than
+    HR/scale: a shape error deep inside the metrics). Every set is checked before the first one is scored."""
+    import cv2
+    import numpy as np
+
+    from mambaesr_runtime.evaluation import benchmark
+    from tinymodels import dynamic_sr_onnx
+
+    path, _ = dynamic_sr_onnx(tmp_path / "user_x2.onnx", scale=2)
+    for name, lr_size in (("Good", (20, 18)), ("Bad", (12, 18))):
+        (tmp_path / name / "HR").mkdir(parents=True)
+        (tmp_path / name / "LR_bicubic" / "X2").mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / name / "HR" / "a.png"), np.full((40, 37, 3), 90, np.uint8))
+        cv2.imwrite(str(tmp_path / name / "LR_bicubic" / "X2" / "ax2.png"), np.full((*lr_size, 3), 90, np.uint8))
+    monkeypatch.setattr(benchmark, "score_set", lambda *a, **k: pytest.fail("a set was scored"))
+    assert main([str(path), str(tmp_path / "Good"), str(tmp_path / "Bad"), "--tile", "16", "--overlap", "2"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'Bad' / 'LR_bicubic' / 'X2' / 'ax2.png'} is 18x12, but its HR " \
+           f"{tmp_path / 'Bad' / 'HR' / 'a.png'} is 37x40, so an x2 LR must be 18x20 (each side // 2)" in err
