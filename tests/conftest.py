@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -15,3 +16,24 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} not found (it sits beside the repository in CI)")
     return SHARED_DATA
+
+
+
+# PyTorch and onnx come with the torch/export extras: the device side installs without them. A test module that
+# imports one (tinymodels imports torch) then cannot be collected; report it as skipped, with what to install,
+# instead of as a collection error, so `pytest` on a device install (scripts/foreign_check.sh) runs the rest.
+_EXTRAS = {"torch": "PyTorch (the torch extra: pip install torch==2.13.0 '.[torch]')",
+           "onnx": "onnx (the export extra: pip install '.[export]')"}
+_MISSING = {name: why for name, why in _EXTRAS.items() if importlib.util.find_spec(name) is None}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and isinstance(collector, pytest.Module):
+        for name, why in _MISSING.items():
+            if f"No module named '{name}'" in str(report.longrepr):
+                report.outcome = "skipped"
+                report.longrepr = (str(collector.path), None, f"Skipped: needs {why}")
+                break
