@@ -193,8 +193,9 @@ git -C "$repo" archive HEAD | tar -x -C "$host/src"
 
 # --- the results section --------------------------------------------------------------------------------------------
 set +e
-FC_SUITE=$suite FC_ARCH=$arch FC_COMMIT=$commit FC_VERSIONS=$versions FC_TESTS_RC=$tests_rc FC_ROOT_TIME=$root_time \
-    FC_TESTS=${FOREIGN_CHECK_TESTS:-all of tests/} FC_TOTAL_TIME=$SECONDS FC_INSTALL_TIME=$install_time FC_TESTS_TIME=$tests_time FC_UPSCALE_TIME=$upscale_time \
+FC_SUITE=$suite FC_ARCH=$arch FC_COMMIT=$commit FC_VERSIONS=$versions FC_TESTS_RC=$tests_rc \
+    FC_TESTS=${FOREIGN_CHECK_TESTS:-all of tests/} FC_ROOT_TIME=$root_time FC_INSTALL_TIME=$install_time \
+    FC_TESTS_TIME=$tests_time FC_UPSCALE_TIME=$upscale_time FC_TOTAL_TIME=$SECONDS \
     "$host/venv/bin/python" - "$target" "$results" "$root/opt/out" "$host/out" "$host/venv/bin/python" <<'PYEOF'
 import collections, datetime, os, re, subprocess, sys, xml.etree.ElementTree as ET
 from pathlib import Path
@@ -277,6 +278,7 @@ if [[ $tests_rc -ne 0 ]]; then
     echo "foreign_check: tests failed in the $target root (pytest exit $tests_rc); see $root/opt/out/tests.log" >&2
 fi
 if [[ $compare_rc -ne 0 ]]; then
-    echo "foreign_check: the $target output is outside the tolerance against the host (table above)" >&2
+    echo "foreign_check: the $target output is outside the tolerance against the host (table above), or the" \
+        "results could not be written (traceback above)" >&2
 fi
 [[ $tests_rc -eq 0 && $compare_rc -eq 0 ]]
