@@ -127,6 +127,8 @@ mkdir -p "$root/proc"
 mount -t proc proc "$root/proc"
 mounts+=("$root/proc")
 bind /dev /dev
+# Read-only /sys: ONNX Runtime's cpuinfo reads the processor lists there (without it: "cpuinfo_initialize failed").
+bind /sys /sys ro
 # The real data beside the checkout (../shared, as in CI), read-only, for the tests that use it; absent, they skip.
 if [[ -d $repo/../shared ]]; then
     bind "$(readlink -f "$repo/../shared")" /opt/shared ro
