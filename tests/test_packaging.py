@@ -45,7 +45,9 @@ def test_dockerfiles_name_real_profiles_commands_and_extras():
     """The Dockerfiles cannot be built here (no Docker, no Jetson); check what they rely on exists."""
     from mambaesr_runtime.profiles import builtin_profiles
 
-    scripts = {ep.name for ep in metadata.entry_points(group="console_scripts")}
+    eps = metadata.entry_points()  # a dict of groups on Python 3.9, EntryPoints (select) from 3.10
+    group = eps.select(group="console_scripts") if hasattr(eps, "select") else eps["console_scripts"]
+    scripts = {ep.name for ep in group}
     extras = set(metadata.metadata("mambaesr-runtime").get_all("Provides-Extra") or [])
     jetson, rpi = (ROOT / "Dockerfile.jetson").read_text(), (ROOT / "Dockerfile.rpi").read_text()
     device = re.search(r"ARG MAMBAESR_DEVICE=(\S+)", jetson).group(1)

@@ -7,6 +7,7 @@ from importlib import resources
 import pytest
 import yaml
 
+from mambaesr_runtime.artifacts.names import engine_name, shipped_dir
 from mambaesr_runtime.errors import ConfigError
 from mambaesr_runtime.model.config import PARAM_BUDGETS, VARIANTS
 from mambaesr_runtime.profiles import (
@@ -36,6 +37,15 @@ def test_rpi5_runs_onnxruntime_cpu_with_4_threads():
     assert p.backends == ("onnxruntime",) and p.ort_providers == ("CPUExecutionProvider",)
     assert p.threads == 4 and p.precision == "fp32"
     assert all(PARAM_BUDGETS.get(t.variant, 0) <= 400_000 for t in p.tiers)
+
+
+@pytest.mark.parametrize("name", ["cpu", "rpi5"])
+def test_onnxruntime_profiles_run_on_the_shipped_weights(name):
+    """No export step on these devices (mambaesr-export needs torch): every tier's graph must ship in weights/."""
+    p = load_profile(name)
+    for tier in p.tiers:
+        engine = engine_name("onnxruntime", tier.variant, 4, tier.tile, tier.batch, tier.precision_in(p))
+        assert (shipped_dir() / engine).is_file(), f"{name} tier {tier.name}: {engine} is not shipped"
 
 
 def _write(tmp_path, change):

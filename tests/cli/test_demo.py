@@ -9,6 +9,7 @@ import pytest
 from mambaesr_runtime.cli.demo import main
 
 
+@pytest.mark.usefixtures("needs_torch")
 def test_demo_runs_tiny_and_reports_parity(capsys):
     assert main(["--variant", "tiny", "--size", "12"]) == 0
     out = capsys.readouterr().out

@@ -13,6 +13,7 @@ import pytest
 from mambaesr_runtime.cli.train import main, parse_duration
 
 
+@pytest.mark.usefixtures("needs_torch")
 def test_pipeline_runs_end_to_end_and_leaves_complete_records(tmp_path, shared_data, capsys):
     bench = shared_data / "benchmarks"
     argv = ["pipeline", "--variant", "tiny", "--teacher-variant", "tiny", "--steps", "6", "--eval-every", "3",
@@ -36,6 +37,7 @@ def test_pipeline_runs_end_to_end_and_leaves_complete_records(tmp_path, shared_d
     assert "latest average PSNR" in capsys.readouterr().out
 
 
+@pytest.mark.usefixtures("needs_torch")
 def test_resume_from_the_cli(tmp_path, shared_data, capsys):
     common = ["--variant", "tiny", "--steps", "4", "--eval-every", "2", "--max-images", "2", "--patch", "12",
               "--batch", "2", "--train-dir", str(shared_data / "train" / "T91"),
@@ -49,6 +51,7 @@ def test_resume_from_the_cli(tmp_path, shared_data, capsys):
     assert metrics["steps"] == 4 and metrics["stopped"] == "finished"
 
 
+@pytest.mark.usefixtures("needs_torch")
 def test_errors_exit_non_zero_with_the_reason(tmp_path, capsys):
     assert main(["student", "--train-dir", str(tmp_path / "missing"), "--runs", str(tmp_path)]) == 2
     assert "image folder" in capsys.readouterr().err

@@ -8,7 +8,6 @@ step down at most every 2 s, step up after 10 s clear and 10 s on the tier (doub
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import pytest
@@ -180,7 +179,7 @@ def test_back_off_doubles_up_to_eight_times_the_dwell():
         state = d.state
     # Clear again 1 s after each step down, then up after the (backed-off) dwell.
     assert ups[0] == 11.0  # clear from the first sample at 1 s
-    assert [b - a for a, b in itertools.pairwise(ups)] == [2 + 1 + 20, 2 + 1 + 40, 2 + 1 + 80, 2 + 1 + 80]
+    assert [b - a for a, b in zip(ups, ups[1:])] == [2 + 1 + 20, 2 + 1 + 40, 2 + 1 + 80, 2 + 1 + 80]
     assert state.backoff == 3
 
 
@@ -234,7 +233,7 @@ def test_noise_around_the_threshold_never_flaps(samples, start):
     assert all(b >= a for a, b in zip([start] + idx, idx)), "stepped up on noise"
     moves = [rows[i][0] for i in range(len(rows)) if idx[i] != ([start] + idx)[i]]
     assert len(moves) <= len(ORIN.tiers) - 1 - start
-    assert all(b - a >= TH.step_down_s for a, b in itertools.pairwise(moves))
+    assert all(b - a >= TH.step_down_s for a, b in zip(moves, moves[1:]))
 
 
 # Signals in regimes, so that long clear stretches (where step-ups happen), pressure, the hysteresis band and
@@ -315,4 +314,4 @@ def test_arbitrary_signals_respect_every_switch_bound(trace, start):
         if step:
             last_switch = t.timestamp
     # At most one step up in any dwell window.
-    assert all(b - a >= TH.dwell_s for a, b in itertools.pairwise(ups))
+    assert all(b - a >= TH.dwell_s for a, b in zip(ups, ups[1:]))

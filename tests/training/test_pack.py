@@ -86,6 +86,7 @@ def test_a_damaged_or_changed_pack_is_refused_before_use(pack, tmp_path):
         verify_pack(bad)
 
 
+@pytest.mark.usefixtures("needs_torch")
 def test_gpu_training_command_runs_on_the_cpu_within_its_budget(pack, tmp_path):
     """The GPU command end to end on the CPU: verifies the pack, sizes the schedule to its budget, stops by itself
     and leaves a tarball per run with the best checkpoint, metrics and curves."""
