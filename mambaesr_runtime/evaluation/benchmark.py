@@ -18,7 +18,8 @@ import numpy as np
 
 from ..artifacts.names import BACKEND_OF_SUFFIX
 from ..imaging.imresize import imresize
-from ..imaging.sets import check_benchmark, load_benchmark
+from ..imaging.sets import DataError, list_images, load_benchmark, lr_size_error
+from ..runtime.imageio import inspect_image
 from ..runtime.tiling import upscale_tiled
 from .metrics import psnr_y, ssim_y
 
@@ -82,6 +83,22 @@ def score_set(run, triples, scale: int, bicubic: bool = True) -> dict:
     result = {k: float(np.mean([v[k] for v in images.values()])) for k in keys}
     result["images"] = images
     return result
+
+
+def check_benchmark(folder, scale: int = 4) -> None:
+    """Refuse a ``<Set>/LR_bicubic/X<scale>`` image that is not 1/scale of its HR image, from the files' headers:
+    before any image is decoded or run (``load_benchmark`` checks the decoded sizes again)."""
+    folder = Path(folder)
+    lr_dir = folder / "LR_bicubic" / f"X{scale}"
+    if not lr_dir.is_dir():
+        return
+    for hr_path in list_images(folder / "HR"):
+        lr_path = lr_dir / f"{hr_path.stem}x{scale}{hr_path.suffix}"
+        if lr_path.is_file():
+            hr, lr = inspect_image(hr_path), inspect_image(lr_path)
+            error = lr_size_error(lr_path, (lr.width, lr.height), hr_path, (hr.width, hr.height), scale)
+            if error:
+                raise DataError(error)
 
 
 def evaluate(source, sets: dict, overlap: int = 8, threads: int = 2, device: str = "cpu",

@@ -60,39 +60,31 @@ def make_pair(hr: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
     return imresize(hr, 1 / scale), hr
 
 
-def check_benchmark(folder: str | os.PathLike, scale: int = 4) -> None:
-    """Refuse a ``<Set>/LR_bicubic/X<scale>`` image that is not 1/scale of its HR image (each side the HR side //
-    ``scale``, the HR mod-cropped), from the files' headers: before any image is decoded or run. A wrong LR would
-    otherwise be scored against a crop of its HR, giving a PSNR that means nothing."""
-    from ..runtime.imageio import inspect_image  # headers only
-
-    folder = Path(folder)
-    lr_dir = folder / "LR_bicubic" / f"X{scale}"
-    if not lr_dir.is_dir():
-        return
-    for hr_path in list_images(folder / "HR"):
-        lr_path = lr_dir / f"{hr_path.stem}x{scale}{hr_path.suffix}"
-        if not lr_path.is_file():
-            continue
-        hr, lr = inspect_image(hr_path), inspect_image(lr_path)
-        want = (hr.width // scale, hr.height // scale)
-        if (lr.width, lr.height) != want:
-            raise DataError(f"{lr_path} is {lr.width}x{lr.height}, but its HR {hr_path} is {hr.width}x{hr.height}, "
-                            f"so an x{scale} LR must be {want[0]}x{want[1]} (each side // {scale}); replace it with "
-                            f"the set's real LR_bicubic/X{scale} file, or remove it to have the LR made from the HR")
+def lr_size_error(lr_path, lr_wh: tuple[int, int], hr_path, hr_wh: tuple[int, int], scale: int) -> str | None:
+    """Why an x``scale`` LR of (w, h) ``lr_wh`` cannot be the LR of an HR of ``hr_wh`` (each side must be the HR side
+    // ``scale``), or None. A wrong LR would otherwise be scored against a crop of its HR: a PSNR that means
+    nothing."""
+    want = (hr_wh[0] // scale, hr_wh[1] // scale)
+    if tuple(lr_wh) == want:
+        return None
+    return (f"{lr_path} is {lr_wh[0]}x{lr_wh[1]}, but its HR {hr_path} is {hr_wh[0]}x{hr_wh[1]}, so an x{scale} LR "
+            f"must be {want[0]}x{want[1]} (each side // {scale}); replace it with the set's real LR_bicubic/X{scale} "
+            f"file, or remove it to have the LR made from the HR")
 
 
 def load_benchmark(folder: str | os.PathLike, scale: int = 4) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(name, LR, HR) uint8 RGB triples of a ``<Set>/HR`` + ``<Set>/LR_bicubic/X<s>`` folder (LR made if absent;
-    one of the wrong size is refused, :func:`check_benchmark`)."""
+    one of the wrong size is refused, :func:`lr_size_error`)."""
     folder = Path(folder)
-    check_benchmark(folder, scale)
     out = []
     for hr_path in list_images(folder / "HR"):
         hr = read_rgb(hr_path)
         lr_path = folder / "LR_bicubic" / f"X{scale}" / f"{hr_path.stem}x{scale}{hr_path.suffix}"
         if lr_path.is_file():
             lr = read_rgb(lr_path)
+            error = lr_size_error(lr_path, lr.shape[1::-1], hr_path, hr.shape[1::-1], scale)
+            if error:
+                raise DataError(error)
             hr = hr[:lr.shape[0] * scale, :lr.shape[1] * scale]
         else:
             lr, hr = make_pair(hr, scale)
