@@ -202,6 +202,19 @@ def link(name: str, target: str, words: str):
     return setup
 
 
+def folder_run(words: str):
+    """A folder of six 120x120 images to interrupt (``interrupt_after`` its first output); the message must say
+    ``words``."""
+    def make(folder):
+        src = folder / "in"
+        src.mkdir()
+        for i in range(6):
+            img(src / f"f{i}.png", (120, 120, 3))
+        return RUN + [str(src), "-o", str(folder / "out"), "-q"], None, [
+            lambda res: words in res.message or f"no {words!r} message"]
+    return make
+
+
 def catalogue() -> list[Case]:
     cases: list[Case] = []
     add = cases.append
@@ -230,14 +243,7 @@ def catalogue() -> list[Case]:
                         ("name with $(...)", "$(touch pwned).png")):
         add(Case(label, "old", single(good(name), out=name[:-4] + "_x4.png"), 0))
 
-    def sigint(folder):
-        src = folder / "in"
-        src.mkdir()
-        for i in range(6):
-            img(src / f"f{i}.png", (120, 120, 3))
-        return RUN + [str(src), "-o", str(folder / "out"), "-q"], None, [
-            lambda res: "interrupted" in res.message or "no 'interrupted' message"]
-    add(Case("SIGINT in a folder run", "old", sigint, 130, interrupt_after="out/f0.png"))
+    add(Case("SIGINT in a folder run", "old", folder_run("interrupted"), 130, interrupt_after="out/f0.png"))
     add(Case("corrupt ONNX", "old", with_files({"bad.onnx": b"\x08\x07garbage" * 50}, single(
         good("in.png"), "cannot load", ["--model", "bad.onnx"])), 2))
     # Refused as "dynamic shapes" until dynamic-shape super-resolution models became supported (any ONNX with
@@ -385,13 +391,6 @@ def issue24_cases() -> list[Case]:
     cases: list[Case] = []
     add = cases.append
 
-    def folder_run(folder):
-        src = folder / "in"
-        src.mkdir()
-        for i in range(6):
-            img(src / f"f{i}.png", (120, 120, 3))
-        return RUN + [str(src), "-o", str(folder / "out"), "-q"], None, [
-            lambda res: "interrupted by SIG" in res.message or "no 'interrupted by SIG...' message"]
     # Streams taken away: the reader of stdout gone before the first line (| head -0), stderr closed at start.
     reader_gone = [sys.executable, "-c", "import os, subprocess, sys; r, w = os.pipe(); os.close(r); "
                                          "sys.exit(subprocess.call(sys.argv[1:], stdout=w))"]
@@ -456,9 +455,9 @@ def issue24_cases() -> list[Case]:
     add(Case("mambaesr-eval with an LR not 1/4 of its HR", "24", lambda folder: (
         [str(BIN / "mambaesr-eval"), student, str(mini_set(folder, (12, 9)))], [],
         [lambda res: "ax4.png is 9x12, but its HR" in res.message or "sizes not named"]), 2))
-    add(Case("SIGTERM in a folder run", "24", folder_run, 143, interrupt_after="out/f0.png",
+    add(Case("SIGTERM in a folder run", "24", folder_run("interrupted by SIGTERM"), 143, interrupt_after="out/f0.png",
              interrupt_signal=signal.SIGTERM))
-    add(Case("SIGHUP in a folder run", "24", folder_run, 129, interrupt_after="out/f0.png",
+    add(Case("SIGHUP in a folder run", "24", folder_run("interrupted by SIGHUP"), 129, interrupt_after="out/f0.png",
              interrupt_signal=signal.SIGHUP))
     try:
         import av  # noqa: F401 - the clip is made with PyAV
