@@ -15,8 +15,8 @@ import yaml
 from .artifacts.tensorrt import TARGETS as TENSORRT_TARGETS
 from .errors import ConfigError
 from .fileio import package_dir
+from .geometry import MIN_TILE, check_tiling
 from .model.config import VARIANTS
-from .runtime.tiling import MIN_TILE, check_tiling
 from .typed import check_keys
 
 BACKENDS = ("tensorrt", "onnxruntime", "torch")

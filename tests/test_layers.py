@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mambaesr_runtime"
 #: each other (``export`` and ``runtime`` are siblings); the foundation's parts may, being one part in spirit.
 LAYERS = {
     # foundation: errors, files, pure image maths, and the tiling geometry (profiles validate tiers with its rule)
-    "errors": 0, "fileio": 0, "typed": 0, "imaging": 0, "runtime.tiling": 0,
+    "errors": 0, "fileio": 0, "typed": 0, "imaging": 0, "geometry": 0,
     "model": 1,  # the reference model (its config is torch-free: profiles and the contract read it)
     "artifacts": 2,  # the torch-free artifact contract: names, manifests, TensorRT versions and logger
     "profiles": 3,

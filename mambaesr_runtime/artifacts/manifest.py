@@ -15,7 +15,6 @@ from pathlib import Path
 
 from ..errors import BackendError, ConfigError
 from ..fileio import atomic_write_json, read_json
-from ..runtime.tiling import PAD_VALUE  # noqa: F401  (re-exported: the value a manifest's pad_value names)
 from ..typed import check_keys
 
 FORMAT = "mambaesr-engine-manifest"
@@ -63,7 +62,7 @@ class EngineManifest:
     """Measured checks: ORT vs torch max abs error, fp16 PSNR vs fp32, TensorRT compatibility, timing."""
     pad_value: float | None = None
     """What the runtime fills a tile that overhangs the image with: ``None``, reflection (any graph); a number
-    (:data:`PAD_VALUE`), for a pad-aware graph that treats such pixels as outside the image."""
+    (:data:`~mambaesr_runtime.geometry.PAD_VALUE`), for a pad-aware graph that treats such pixels as outside the image."""
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, **dataclasses.asdict(self)}

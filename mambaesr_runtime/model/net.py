@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..runtime.tiling import PAD_VALUE
+from ..geometry import PAD_VALUE
 from .config import ModelConfig
 from .scan import diagonal_line_mask, from_diagonal_lines, orientations, scan_2d, scan_lines, to_diagonal_lines
 
@@ -54,6 +54,18 @@ def _init_decays(o: int, h: int) -> tuple[Tensor, Tensor]:
     return A_log, dt + torch.log(-torch.expm1(-dt))
 
 
+def mask_coefficients(pad_value: float) -> tuple[float, float]:
+    """``(shift, gain)`` of the pad-aware mask ``clamp((x + shift) * gain, 0, 1)``: the threshold halfway between the
+    padding and the darkest pixel (0), and a gain that puts each of them two units beyond it, so the padding gives
+    exactly 0 and every pixel in [0, 1] exactly 1 (for :data:`PAD_VALUE` = -1: ``(x + 0.5) * 4``)."""
+    if not pad_value < 0:
+        raise ValueError(f"pad value {pad_value} must lie below the pixel range [0, 1] for the mask to see it")
+    shift = -pad_value / 2
+    return shift, 2 / shift
+
+
+_MASK_SHIFT, _MASK_GAIN = mask_coefficients(PAD_VALUE)
+
 class ValidMap:
     """Which pixels of a pad-aware input are inside the image (:meth:`MambaESR.set_pad_aware`), as 0/1 maps.
 
@@ -64,8 +76,8 @@ class ValidMap:
     """
 
     def __init__(self, x: Tensor):
-        # exactly 1 for pixels in [0, 1], 0 for the -1 padding (arithmetic only: no bool, no Cast)
-        self.map = torch.clamp((x[:, :1] + 0.5) * 4, 0, 1)  # (b, 1, h, w)
+        # exactly 1 for pixels in [0, 1], 0 for the padding (arithmetic only: no bool, no Cast)
+        self.map = torch.clamp((x[:, :1] + _MASK_SHIFT) * _MASK_GAIN, 0, 1)  # (b, 1, h, w)
         self._made: dict[tuple[int, int], Tensor] = {}
 
     def at(self, channels: int, stride: int = 1) -> Tensor:
@@ -339,7 +351,7 @@ class MambaESR(nn.Module):
 
     def set_pad_aware(self, on: bool = True) -> MambaESR:
         """Engines only (``lines`` layout): treat input pixels below 0 as outside the image. The runtime pads a
-        tile that overhangs a small image with ``runtime.tiling.PAD_VALUE`` (-1); every 3x3 conv then sees zeros
+        tile that overhangs a small image with ``geometry.PAD_VALUE`` (-1); every 3x3 conv then sees zeros
         there and every scan ``dt = 0``, exactly as for the whole image (a scan carries state along a whole line, so
         a reflected border leaked into the image: -0.13 dB on Set5 for the fast tier). On a tile without padding it
         changes nothing."""

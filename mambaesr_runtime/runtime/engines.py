@@ -25,8 +25,8 @@ from pathlib import Path
 from ..artifacts.names import find_engine, shipped_dir
 from ..backends.base import Backend
 from ..errors import BackendError, ConfigError, DependencyError, require_torch
+from ..geometry import MIN_TILE, check_tiling
 from ..profiles import BACKENDS, DeviceProfile, Tier
-from .tiling import MIN_TILE, check_tiling
 
 log = logging.getLogger(__name__)
 

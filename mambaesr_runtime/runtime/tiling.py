@@ -1,9 +1,9 @@
-"""Overlapped tiling and seam-free blending: pure geometry and numerics, no I/O, no state between images.
+"""Overlapped tiling and seam-free blending: the numerics over :mod:`mambaesr_runtime.geometry`'s tile plans, no
+I/O, no state between images.
 
-Geometry is in LR pixels. Every tile has the engine's static shape ``(tile_h, tile_w)``; tiles lie inside the image
-(an image smaller than a tile is padded up to it: by reflection, or with :data:`PAD_VALUE` for an engine that
-treats it as outside the image), the first starts at 0, the last ends at the image edge,
-and neighbours overlap by at least ``2 * overlap`` (``overlap`` is per side). Outputs are blended with a feathered
+Tiles are cut from the image as the plan places them (an image smaller than a tile is padded up to it: by
+reflection, or with :data:`~mambaesr_runtime.geometry.PAD_VALUE` for an engine that treats it as outside the
+image). Outputs are blended with a feathered
 window: inside the overlap a tile's weight ramps down linearly towards its edge, so each output pixel is a convex
 mix of the tiles covering it that favours the tile where it sits furthest from an edge (where the network saw most
 context). Image borders that no neighbour shares keep full weight.
@@ -11,79 +11,14 @@ context). Image borders that no neighbour shares keep full weight.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import numpy as np
 
-from ..errors import ConfigError
-
-#: What a tile that overhangs the image is filled with for a pad-aware engine (manifest ``pad_value``): below the
-#: [0, 1] pixel range, so the network can tell the padding from the image and treat it as outside (its scans carry
-#: state along whole lines: a reflected border leaked into the image and cost the fast tier 0.13 dB on Set5).
-PAD_VALUE = -1.0
-
-#: The smallest tile a profile tier (or a caller's tile override) may ask for: a smaller one would be mostly overlap
-#: and padding. Engine files may have any static tile the rule below allows.
-MIN_TILE = 8
-
-
-@dataclass(frozen=True)
-class Tile:
-    """One tile: ``(y, x)`` top-left in the (padded) LR image, of the plan's ``tile`` shape."""
-
-    y: int
-    x: int
-
-
-@dataclass(frozen=True)
-class TilePlan:
-    """Tiles for an ``(h, w)`` LR image; ``padded`` is the size after padding (>= the tile shape)."""
-
-    h: int
-    w: int
-    tile: tuple[int, int]
-    overlap: int
-    padded: tuple[int, int]
-    tiles: tuple[Tile, ...]
-
-
-def check_tiling(tile: int | tuple[int, int], overlap: int, min_tile: int = 1, where: str = "") -> None:
-    """The one tile/overlap rule (profiles, tier overrides, engine files and :func:`plan_tiles` all apply it): each
-    side of the tile at least ``min_tile`` and the overlap per side ``>= 0`` and less than half the tile's shorter
-    side, so that neighbouring tiles advance. A :class:`ConfigError` (a ``ValueError``) naming ``where`` otherwise."""
-    th, tw = (tile, tile) if isinstance(tile, int) else tuple(tile)
-    prefix = f"{where}: " if where else ""
-    if min(th, tw) < max(min_tile, 1):
-        raise ConfigError(f"{prefix}tile {th}x{tw} is too small; a tile must be at least {max(min_tile, 1)} pixels")
-    if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0 or 2 * overlap >= min(th, tw):
-        raise ConfigError(f"{prefix}overlap {overlap!r} must be an integer >= 0 and less than half the tile "
-                          f"({th}x{tw})")
-
-
-def _starts(length: int, tile: int, overlap: int) -> list[int]:
-    if length <= tile:
-        return [0]
-    stride = tile - 2 * overlap
-    n = math.ceil((length - tile) / stride) + 1
-    # Spread evenly between 0 and length - tile: every overlap is >= 2 * overlap, none wastefully larger.
-    return [round(i * (length - tile) / (n - 1)) for i in range(n)]
-
-
-def plan_tiles(h: int, w: int, tile: int | tuple[int, int], overlap: int) -> TilePlan:
-    """Cover an ``h`` x ``w`` LR image with tiles of shape ``tile`` overlapping by ``overlap`` per side."""
-    th, tw = (tile, tile) if isinstance(tile, int) else tuple(tile)
-    if h < 1 or w < 1:
-        raise ValueError(f"image size must be at least 1x1, got {h}x{w}")
-    check_tiling((th, tw), overlap)
-    ph, pw = max(h, th), max(w, tw)
-    tiles = tuple(Tile(y, x) for y in _starts(ph, th, overlap) for x in _starts(pw, tw, overlap))
-    return TilePlan(h, w, (th, tw), overlap, (ph, pw), tiles)
+from ..geometry import Tile, TilePlan, plan_tiles
 
 
 def pad_to_plan(img: np.ndarray, plan: TilePlan, pad_value: float | None = None) -> np.ndarray:
     """Pad an (H, W, ...) image at the bottom/right up to the plan's padded size: by reflection, or with
-    ``pad_value`` (an engine's manifest ``pad_value``, see :data:`PAD_VALUE`)."""
+    ``pad_value`` (an engine's manifest ``pad_value``, see :data:`~mambaesr_runtime.geometry.PAD_VALUE`)."""
     ph, pw = plan.padded[0] - img.shape[0], plan.padded[1] - img.shape[1]
     if not ph and not pw:
         return img

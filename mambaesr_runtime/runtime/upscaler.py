@@ -31,6 +31,7 @@ import numpy as np
 from ..artifacts.manifest import manifest_path, read_manifest
 from ..artifacts.names import backend_for, engine_name, shipped_dir
 from ..errors import BackendError, ConfigError, MambaESRError
+from ..geometry import check_tiling
 from ..profiles import DeviceProfile, Tier, check_threads, load_profile
 from .engines import ORT_PRECISIONS, EngineSelection, open_backend, open_engine, with_overrides
 from .imageio import (
@@ -45,7 +46,7 @@ from .imageio import (
     resize_output,
     write_image,
 )
-from .tiling import NonFiniteOutput, check_tiling, upscale_tiled
+from .tiling import NonFiniteOutput, upscale_tiled
 
 log = logging.getLogger(__name__)
 

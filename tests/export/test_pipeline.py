@@ -62,8 +62,8 @@ def test_tiny_export_writes_verified_onnx_and_manifest(tmp_path, tiny_ckpt):
 def test_a_line_model_exports_pad_aware_and_a_small_image_through_it_is_the_whole_image_result(tmp_path):
     """The manifest says what to pad with; through ONNX Runtime and the tiler, an image smaller than the tile comes
     out as the whole-image PyTorch result (a reflected border changed it: the scans carry state along lines)."""
-    from mambaesr_runtime.artifacts.manifest import PAD_VALUE
     from mambaesr_runtime.backends.onnxruntime import OrtBackend
+    from mambaesr_runtime.geometry import PAD_VALUE
     from mambaesr_runtime.runtime.tiling import upscale_tiled
 
     model = untrained("tiny", **LINES)

@@ -177,7 +177,7 @@ def test_a_pad_aware_tile_of_a_small_image_is_the_whole_image_result(layout, h, 
     """A 32x40 tile holding an h x w image and PAD_VALUE elsewhere gives, on the image, what the whole image gives
     (sizes that are multiples of the scan stride: exactly, up to float rounding), while a replicated border leaks in
     through the scans and convs."""
-    from mambaesr_runtime.artifacts.manifest import PAD_VALUE
+    from mambaesr_runtime.geometry import PAD_VALUE
 
     model = untrained("tiny", **TINY[layout], num_blocks=2)
     x = torch.rand(2, 3, h, w)
@@ -188,6 +188,22 @@ def test_a_pad_aware_tile_of_a_small_image_is_the_whole_image_result(layout, h, 
         edge = model.set_pad_aware(False)(F.pad(x, (0, 40 - w, 0, 32 - h), mode="replicate"))[..., :4 * h, :4 * w]
     torch.testing.assert_close(aware, whole, rtol=1e-5, atol=1e-5)
     assert (edge - whole).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("pad_value", [-1.0, -2.0, -0.25])
+def test_the_valid_map_is_derived_from_the_pad_value_and_exact_at_both_ends(pad_value):
+    """0 exactly at the pad value, 1 exactly on [0, 1]; the shipped mask is the one PAD_VALUE derives."""
+    from mambaesr_runtime.geometry import PAD_VALUE
+    from mambaesr_runtime.model import net
+
+    shift, gain = net.mask_coefficients(pad_value)
+    x = torch.tensor([pad_value, 0.0, 1e-7, 0.5, 1.0])
+    assert torch.clamp((x + shift) * gain, 0, 1).tolist() == [0.0, 1.0, 1.0, 1.0, 1.0]
+    assert net.mask_coefficients(PAD_VALUE) == (net._MASK_SHIFT, net._MASK_GAIN) == (0.5, 4.0)  # graphs unchanged
+    pixels = torch.tensor([PAD_VALUE, 0.0, 1.0]).view(1, 1, 1, 3).expand(1, 3, 1, 3)
+    assert net.ValidMap(pixels).map.flatten().tolist() == [0.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="below the pixel range"):
+        net.mask_coefficients(0.0)
 
 
 def test_pad_awareness_changes_nothing_on_a_tile_without_padding_and_needs_line_scans():

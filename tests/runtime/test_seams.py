@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from mambaesr_runtime.geometry import plan_tiles
 from mambaesr_runtime.model.checkpoint import load_checkpoint
-from mambaesr_runtime.runtime.tiling import plan_tiles, upscale_tiled
+from mambaesr_runtime.runtime.tiling import upscale_tiled
 from mambaesr_runtime.runtime.upscaler import shipped_model
 
 SCALE = 4

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mambaesr_runtime.runtime.tiling import PAD_VALUE, Blender, extract, plan_tiles, upscale_tiled
+from mambaesr_runtime.geometry import PAD_VALUE, plan_tiles
+from mambaesr_runtime.runtime.tiling import Blender, extract, upscale_tiled
 
 
 @settings(max_examples=300, deadline=None)
