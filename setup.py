@@ -6,7 +6,7 @@ installs ``.[jetson]`` and keeps JetPack's; desktops and the Pi install ``.[open
 ``torch`` extra (model, export, training; it brings OpenCV too); install it pinned, e.g.
 ``pip install torch==2.13.0 -e '.[torch]'``. Pillow (photo metadata: EXIF orientation, ICC profiles) and tqdm (the
 progress bars) are small pure-Python or wheel-only requirements of the runtime. PyAV is the ``video`` extra: H.264,
-audio and subtitles kept, real timestamps (its wheels bundle FFmpeg with libx264/libx265: see the README's
+audio and subtitles kept, real timestamps (its wheels bundle FFmpeg with libx264/libx265: see docs/running.md's
 licence note); without it, videos go through OpenCV, picture only.
 """
 

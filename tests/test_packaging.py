@@ -95,13 +95,13 @@ def test_ci_runs_the_static_checks_before_the_test_command():
     assert ci.index("check_python_versions") < ci.index(_readme_commands()[1])
 
 
-def test_the_readme_tree_names_every_module_and_folder():
-    """README's "What is here" is how a newcomer finds a part from the tree alone: it must name every module."""
+def test_the_source_tree_page_names_every_module_and_folder():
+    """docs/layout.md is how a newcomer finds a part from the tree alone: it must name every module."""
     import re
 
-    readme = (ROOT / "README.md").read_text()
-    start = readme.index("## What is here")
-    tree = readme[readme.index("```", start):readme.index("```", readme.index("```", start) + 3)]
+    layout = (ROOT / "docs" / "layout.md").read_text()
+    start = layout.index("```")
+    tree = layout[start:layout.index("```", start + 3)]
     package = ROOT / "mambaesr_runtime"
     missing = [str(p.relative_to(ROOT)) for p in package.rglob("*.py")
                if p.name != "__init__.py" and not re.search(rf"\b{p.stem}\b", tree)]

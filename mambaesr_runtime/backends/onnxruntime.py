@@ -1,4 +1,5 @@
-"""ONNX Runtime backend: one session over an exported MambaESR graph with a static input shape."""
+"""ONNX Runtime backend: one session over an ONNX graph: an exported MambaESR engine (static tile shape, fp32 or int8,
+pad-aware where its manifest says so) or any super-resolution ONNX with dynamic height and width."""
 
 from __future__ import annotations
 

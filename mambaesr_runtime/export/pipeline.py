@@ -8,7 +8,8 @@ For each tier of a device profile (needs torch, onnx and onnxsim):
    ``FP32_TOLERANCE``), and, for fp16 profiles, the model in half precision stays finite and within ``FP16_MIN_PSNR``
    dB of fp32;
 4. for an int8 tier (``precision: int8``, or ``precision="int8"`` for every tier), quantize the verified graph with
-   ONNX Runtime's static quantization (QDQ, per-channel weights, calibrated on a fixed, recorded sample of real
+   ONNX Runtime's static quantization (QDQ, per-channel weights: 7-bit for ONNX Runtime, full range in TensorRT's
+   symmetric scheme; calibrated on a fixed, recorded sample of real
    training crops; :mod:`.int8_onnx`) into ``<stem>_int8.onnx``, written only if it stays within ``INT8_MIN_PSNR``
    dB of the fp32 graph on every parity tile;
 5. for TensorRT profiles, check the graph against the parser's supported-op table of the profile's TensorRT;
@@ -17,7 +18,7 @@ For each tier of a device profile (needs torch, onnx and onnxsim):
    40 dB on every tile; otherwise give the exact ``trtexec`` command that builds the same engine on the device
    (:func:`adopt_plan` then checks and installs such a plan the same way).
 
-Every artifact gets an :class:`~.manifest.EngineManifest` beside it; re-running skips artifacts whose manifest says
+Every artifact gets an :class:`~mambaesr_runtime.artifacts.manifest.EngineManifest` beside it; re-running skips artifacts whose manifest says
 they were made from the same weights by the same tool versions. Every file is written atomically.
 """
 

@@ -1,7 +1,7 @@
 """Photo metadata at the image-io edge: EXIF orientation applied on read, EXIF / ICC profile / PNG text and pHYs
 carried to the output where its format can hold them.
 
-Pixels stay with OpenCV (it decodes and encodes them faster than Pillow: see the README). This module only reads
+Pixels stay with OpenCV (it decodes and encodes them faster than Pillow: see docs/running.md). This module only reads
 and writes what travels beside the pixels, from bytes whose header :mod:`.imageheader` has already accepted, so no
 refusal of the header check (bombs, pages, depths) is bypassed: JPEG, WebP and TIFF metadata are parsed by Pillow,
 whose ``Image.open`` reads headers and decodes no pixels; a PNG's chunks are walked here (Pillow would decode the
