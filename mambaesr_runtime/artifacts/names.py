@@ -3,12 +3,15 @@
 - ONNX:        ``<variant>_x<scale>_t<tile>_b<batch>.onnx`` (``mambaesr-export``; the int8 QDQ graph of the same tier:
                ``..._b<batch>_int8.onnx``)
 - TensorRT:    ``<variant>_x<scale>_t<tile>_b<batch>_<precision>[_dla<N>].plan`` (built on the device)
+- interior:    ``..._b<batch>_interior.onnx`` / ``..._b<batch>_interior_<precision>.plan``: the mask-free twin of a
+               pad-aware engine, for images that cover a whole tile (no tile of theirs holds padding)
 - checkpoint:  ``<variant>_x<scale>.safetensors`` (+ ``.json``; the torch backend runs it at any tile)
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -17,6 +20,8 @@ from ..model.config import SCALES
 
 #: What an int8 (QDQ) ONNX graph's stem ends with.
 INT8_SUFFIX = "_int8"
+#: What marks the mask-free twin of a pad-aware engine (right after the ``_b<batch>`` of the tier's stem).
+INTERIOR_MARK = "_interior"
 #: Which backend runs a file, by its suffix (``.engine`` is trtexec's usual name for a plan).
 BACKEND_OF_SUFFIX = {".onnx": "onnxruntime", ".plan": "tensorrt", ".engine": "tensorrt", ".safetensors": "torch"}
 
@@ -48,6 +53,17 @@ def plan_name(onnx_path: str | os.PathLike, precision: str, dla_core: int | None
         stem = stem[:-len(INT8_SUFFIX)]
     dla = f"_dla{dla_core}" if dla_core is not None else ""
     return onnx_path.with_name(f"{stem}_{precision}{dla}.plan")
+
+
+def interior_name(artifact: str | os.PathLike) -> Path:
+    """The mask-free twin of a pad-aware engine file: ``student_x4_t264_b1.onnx`` -> ``student_x4_t264_b1_interior.onnx``,
+    ``student_x4_t64_b8_fp16.plan`` -> ``student_x4_t64_b8_interior_fp16.plan`` (what :func:`plan_name` makes of the
+    twin's ONNX). A name without the tier's ``_b<batch>`` is an error: only exported engines have twins."""
+    artifact = Path(artifact)
+    match = re.match(r"^(.*_b\d+)(.*)$", artifact.name)
+    if match is None or INTERIOR_MARK in artifact.name:
+        raise ConfigError(f"{artifact.name} is not an exported tier engine (<variant>_x<s>_t<tile>_b<batch>...)")
+    return artifact.with_name(match.group(1) + INTERIOR_MARK + match.group(2))
 
 
 def onnx_name(stem: str, precision: str = "fp32") -> str:

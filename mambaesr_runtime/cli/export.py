@@ -135,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     out = results[0].onnx.parent
+    # each pad-aware graph's mask-free twin (for images that cover a whole tile) is listed and built like a tier
+    results = [a for art in results for a in (art, art.interior) if a is not None]
     for art in results:
         v = art.manifest.verification
         state = "up to date" if art.reused else "exported"
@@ -146,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
                       f" dB; saturated tile {v['int8_vs_fp32_saturated_tile_psnr_db']} dB)")
         if "tensorrt_compat" in v:
             checks += f", TensorRT {v['tensorrt_compat']['target']} ops ok"
+        if art.manifest.interior_of:
+            checks += f", {v.get('interior_vs_pad_aware_max_abs_err', float('nan')):.1e} from the pad-aware graph"
         print(f"{art.tier.name:10s} {art.onnx}  ({state}; {checks})")
         if art.plan is not None:
             print(f"{'':10s} {art.plan}  ({_plan_note(art.plan_manifest)})")

@@ -43,6 +43,7 @@ from ..artifacts.names import (
     checkpoint_name,
     engine_name,
     find_engine,
+    interior_name,
     onnx_name,
     plan_name,
     shipped_dir,
@@ -52,7 +53,7 @@ from ..fileio import atomic_write, sha256_file
 from ..model.config import SCALES
 from ..profiles import DeviceProfile, Tier
 from .onnx_export import forbidden_ops
-from .parity import padded_tiles, real_tiles, verify_fp16, verify_fp32
+from .parity import FP32_TOLERANCE, padded_tiles, real_tiles, verify_fp16, verify_fp32
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,9 @@ class TierArtifacts:
     """What the tier's engine computes in: ``onnx`` is its int8 QDQ graph for ``int8``."""
     fp32_onnx: Path | None = None
     """The verified fp32 graph an int8 one was made from (the parity reference of its plan)."""
+    interior: TierArtifacts | None = None
+    """The mask-free twin of a pad-aware fp32 engine (``..._interior.onnx``, and its plan), for images that cover a
+    whole tile; ``None`` for graphs without masks and for int8 graphs."""
 
 
 def resolve_weights(variants: set[str], given: list[str | os.PathLike] = (),
@@ -147,8 +151,10 @@ def _up_to_date(path: Path, expect: dict) -> EngineManifest | None:
 
 def export_tier(model, weights: Path, profile: DeviceProfile, tier: Tier, out_dir: Path, versions: dict,
                 force: bool = False, simplify_graph: bool = True, threads: int = 2,
-                verify_inputs: np.ndarray | None = None) -> TierArtifacts:
-    """Export, simplify and verify one tier's ONNX file into ``out_dir``; reuse it when up to date."""
+                verify_inputs: np.ndarray | None = None, interior: bool = True) -> TierArtifacts:
+    """Export, simplify and verify one tier's ONNX file into ``out_dir``; reuse it when up to date. A pad-aware
+    graph also gets its mask-free twin (:func:`export_interior`) unless ``interior`` is false (an int8 tier: its
+    graph is quantized from the fp32 one, and int8 graphs have no twin)."""
     scale = model.cfg.scale
     onnx_path = out_dir / f"{artifact_stem(tier.variant, scale, tier.tile, tier.batch)}.onnx"
     shape = (tier.batch, 3, tier.tile, tier.tile)
@@ -158,27 +164,82 @@ def export_tier(model, weights: Path, profile: DeviceProfile, tier: Tier, out_di
               "weights_sha256": weights_sha, "versions": versions, "pad_value": pad_value}
     if not force and (found := _up_to_date(onnx_path, expect)) is not None:
         log.info("%s is up to date (same weights, same tools); skipped", onnx_path)
-        return TierArtifacts(tier, onnx_path, found, reused=True)
+        art = TierArtifacts(tier, onnx_path, found, reused=True)
+    else:
+        started = time.perf_counter()
+        was_pad_aware = model.pad_aware
+        if pad_value is not None:
+            model.set_pad_aware(True)
+        try:
+            verification = _export_verified(model, onnx_path, profile, tier, shape, verify_inputs, simplify_graph,
+                                            threads, pad_value)
+        finally:
+            model.pad_aware = was_pad_aware
+        manifest = EngineManifest(
+            kind="onnx", artifact=onnx_path.name, artifact_sha256=sha256_file(onnx_path), variant=tier.variant,
+            scale=scale, input_shape=shape, output_shape=(tier.batch, 3, tier.tile * scale, tier.tile * scale),
+            precision="fp32", opset=profile.opset, onnx_sha256=sha256_file(onnx_path), weights_sha256=weights_sha,
+            profile=profile.name, tier=tier.name, tensorrt_target=profile.tensorrt, versions=versions,
+            build_time=_now(), verification={**verification, "export_s": round(time.perf_counter() - started, 1),
+                                             "host": platform.machine()}, pad_value=pad_value)
+        write_manifest(manifest, out_dir)
+        log.info("exported %s (%s)", onnx_path, verification)
+        art = TierArtifacts(tier, onnx_path, manifest)
+    if pad_value is not None and interior:
+        art = replace(art, interior=export_interior(model, art, profile, force, simplify_graph, threads,
+                                                    verify_inputs))
+    return art
 
+
+def export_interior(model, art: TierArtifacts, profile: DeviceProfile, force: bool = False,
+                    simplify_graph: bool = True, threads: int = 2,
+                    verify_inputs: np.ndarray | None = None) -> TierArtifacts:
+    """The mask-free twin of a pad-aware tier graph (``art``): the same weights exported without the valid-map
+    masks, verified against PyTorch like any graph and against the pad-aware graph on tiles without padding (it
+    must agree within ``FP32_TOLERANCE``: on such tiles every mask is exactly 1). Reused when up to date."""
+    main = art.manifest
+    path = interior_name(art.onnx)
+    tier = art.tier
+    expect = {"kind": "onnx", "variant": main.variant, "input_shape": main.input_shape, "opset": main.opset,
+              "weights_sha256": main.weights_sha256, "versions": main.versions, "pad_value": None,
+              "interior_of": art.onnx.name}
+    if not force and (found := _up_to_date(path, expect)) is not None:
+        log.info("%s is up to date (same weights, same tools); skipped", path)
+        return TierArtifacts(tier, path, found, reused=True)
     started = time.perf_counter()
     was_pad_aware = model.pad_aware
-    if pad_value is not None:
-        model.set_pad_aware(True)
+    model.set_pad_aware(False)
     try:
-        verification = _export_verified(model, onnx_path, profile, tier, shape, verify_inputs, simplify_graph,
-                                        threads, pad_value)
+        verification = _export_verified(model, path, profile, tier, main.input_shape, verify_inputs, simplify_graph,
+                                        threads, None)
     finally:
         model.pad_aware = was_pad_aware
-    manifest = EngineManifest(
-        kind="onnx", artifact=onnx_path.name, artifact_sha256=sha256_file(onnx_path), variant=tier.variant,
-        scale=scale, input_shape=shape, output_shape=(tier.batch, 3, tier.tile * scale, tier.tile * scale),
-        precision="fp32", opset=profile.opset, onnx_sha256=sha256_file(onnx_path), weights_sha256=weights_sha,
-        profile=profile.name, tier=tier.name, tensorrt_target=profile.tensorrt, versions=versions,
-        build_time=_now(), verification={**verification, "export_s": round(time.perf_counter() - started, 1),
-                                         "host": platform.machine()}, pad_value=pad_value)
-    write_manifest(manifest, out_dir)
-    log.info("exported %s (%s)", onnx_path, verification)
-    return TierArtifacts(tier, onnx_path, manifest)
+    tiles = verify_inputs if verify_inputs is not None else real_tiles(tier.tile, tier.batch)
+    verification["interior_vs_pad_aware_max_abs_err"] = check_interior(path, art.onnx, tiles, threads)
+    manifest = replace(main, artifact=path.name, artifact_sha256=sha256_file(path), onnx_sha256=sha256_file(path),
+                       build_time=_now(), pad_value=None, interior_of=art.onnx.name,
+                       verification={**verification, "export_s": round(time.perf_counter() - started, 1),
+                                     "host": platform.machine()})
+    write_manifest(manifest, path.parent)
+    log.info("exported %s, the mask-free twin of %s (%s)", path, art.onnx.name, verification)
+    return TierArtifacts(tier, path, manifest)
+
+
+def check_interior(interior: Path, pad_aware: Path, tiles: np.ndarray, threads: int = 2) -> float:
+    """Max abs difference of the two graphs on ``tiles`` (no padding); above ``FP32_TOLERANCE`` the twin is
+    removed (its manifest was never written) and an :class:`ExportError` says so."""
+    from ..backends.onnxruntime import OrtBackend
+
+    outs = []
+    for path in (interior, pad_aware):
+        with OrtBackend(path, threads) as backend:
+            outs.append(backend.infer(tiles))
+    err = float(np.abs(outs[0] - outs[1]).max())
+    if not np.isfinite(err) or err > FP32_TOLERANCE:
+        interior.unlink(missing_ok=True)
+        raise ExportError(f"{interior.name} and {pad_aware.name} disagree by {err:.3g} (max abs) on tiles without "
+                          f"padding, above {FP32_TOLERANCE:g}: the masks are not exactly 1 there; report it")
+    return err
 
 
 def export_int8(art: TierArtifacts, profile: DeviceProfile, calibration_dir: str | os.PathLike | None = None,
@@ -209,7 +270,8 @@ def export_int8(art: TierArtifacts, profile: DeviceProfile, calibration_dir: str
     if (found is not None and made.get("fp32_onnx_sha256") == fp32.artifact_sha256 and made.get("scheme") == scheme
             and (made.get("calibration") or {}).get("sha256") == sample.record["sha256"]):
         log.info("%s is up to date (same fp32 graph, calibration sample and tools); skipped", path)
-        return replace(art, onnx=path, manifest=found, reused=True, precision="int8", fp32_onnx=art.onnx)
+        return replace(art, onnx=path, manifest=found, reused=True, precision="int8", fp32_onnx=art.onnx,
+                       interior=None)
 
     started = time.perf_counter()
     info: dict = {}
@@ -239,7 +301,9 @@ def export_int8(art: TierArtifacts, profile: DeviceProfile, calibration_dir: str
     write_manifest(manifest, path.parent)
     log.info("exported %s (%s dB vs fp32, worst tile %s dB)", path, parity["int8_vs_fp32_psnr_db"],
              parity["int8_vs_fp32_min_tile_psnr_db"])
-    return replace(art, onnx=path, manifest=manifest, reused=False, precision="int8", fp32_onnx=art.onnx)
+    # no mask-free twin for int8: its own quantization would compute other integers than the tier's graph
+    return replace(art, onnx=path, manifest=manifest, reused=False, precision="int8", fp32_onnx=art.onnx,
+                   interior=None)
 
 
 def _export_verified(model, onnx_path: Path, profile: DeviceProfile, tier: Tier, shape: tuple, verify_inputs,
@@ -360,6 +424,10 @@ def adopt_plan(plan_path: str | os.PathLike, profile: DeviceProfile, trt=None, c
                           f"{profile.tensorrt}; adopt plans on the device the profile describes")
     names = {engine_name("tensorrt", t.variant, s, t.tile, t.batch, t.precision_in(profile), profile.dla_core): t
              for t in profile.tiers for s in SCALES}
+    twins = {interior_name(name).name: name for name in names}
+    twin = plan.name in twins
+    if twin:
+        names[plan.name] = names[twins[plan.name]]
     if plan.name not in names:
         exported = [plan_name(onnx, t.precision_in(profile), profile.dla_core).name for t, onnx in
                     ((t, find_engine("onnxruntime", t, _onnx_precision(t, profile), None, [plan.parent])[1])
@@ -368,6 +436,11 @@ def adopt_plan(plan_path: str | os.PathLike, profile: DeviceProfile, trt=None, c
                           f"{sorted(exported or names)} (the names the trtexec commands in build_engines.sh write)")
     tier = names[plan.name]
     art = verified_onnx(profile, tier, plan.parent)
+    if twin:
+        if art.interior is None:
+            raise ExportError(f"{plan.name} is the plan of a mask-free twin, but {interior_name(art.onnx).name} is "
+                              f"not beside it; copy the exported folder whole")
+        art = art.interior
     manifest = replace(art.manifest, kind="plan", artifact=plan.name, artifact_sha256=sha256_file(plan),
                        precision=tier.precision_in(profile), dla_core=profile.dla_core, device=gpu_name(cuda),
                        versions={**art.manifest.versions, "tensorrt": trt.__version__}, build_time=_now(),
@@ -420,7 +493,27 @@ def verified_onnx(profile: DeviceProfile, tier: Tier, out_dir: Path) -> TierArti
         if made_from != fp32.manifest.artifact_sha256:
             raise ExportError(f"{onnx_path} was quantized from another fp32 graph than {fp32.onnx.name}; {hint}")
         return TierArtifacts(tier, onnx_path, manifest, reused=True, precision="int8", fp32_onnx=fp32.onnx)
-    return TierArtifacts(tier, onnx_path, manifest, reused=True)
+    art = TierArtifacts(tier, onnx_path, manifest, reused=True)
+    twin = interior_name(onnx_path)
+    if manifest.pad_value is not None and twin.is_file():
+        art = replace(art, interior=verified_interior(art, twin, hint))
+    return art
+
+
+def verified_interior(art: TierArtifacts, twin: Path, hint: str) -> TierArtifacts:
+    """The copied mask-free twin of ``art``'s graph: intact and made from the same weights for the same shape."""
+    try:
+        manifest = read_manifest(twin)
+    except ConfigError as exc:
+        raise ExportError(f"{exc}; {hint}") from exc
+    main = art.manifest
+    if sha256_file(twin) != manifest.artifact_sha256:
+        raise ExportError(f"{twin} does not match its manifest's sha256 (changed or damaged in the copy); {hint}")
+    if (manifest.interior_of != art.onnx.name or manifest.weights_sha256 != main.weights_sha256
+            or manifest.input_shape != main.input_shape or manifest.pad_value is not None):
+        raise ExportError(f"{twin} is not the mask-free twin of {art.onnx.name} (its manifest names "
+                          f"{manifest.interior_of!r} and other weights or shapes); {hint}")
+    return TierArtifacts(art.tier, twin, manifest, reused=True)
 
 
 def find_tensorrt():
@@ -462,8 +555,11 @@ def _with_plan(art: TierArtifacts, profile: DeviceProfile, trt, cuda, force: boo
                               timing_cache=Path("timing.cache"))
     art = replace(art, trtexec=command)
     if trt is not None:
-        say(f"{profile.name}/{art.tier.name}: building the TensorRT plan and checking it against ONNX Runtime")
+        what = "the mask-free twin's plan" if art.manifest.interior_of else "the TensorRT plan"
+        say(f"{profile.name}/{art.tier.name}: building {what} and checking it against ONNX Runtime")
         art = build_plan(art, profile, trt, cuda, force, threads, precision)
+    if art.interior is not None:
+        art = replace(art, interior=_with_plan(art.interior, profile, trt, cuda, force, threads, say))
     return art
 
 
@@ -497,7 +593,7 @@ def export_profile(profile: DeviceProfile, out_dir: str | os.PathLike | None = N
             models[tier.variant] = load_checkpoint(paths[tier.variant])[0].eval()
         say(f"{profile.name}/{tier.name}: {tier.variant} {tier.tile}x{tier.tile} batch {tier.batch} -> ONNX, verify")
         art = export_tier(models[tier.variant], paths[tier.variant], profile, tier, out, versions, force,
-                          simplify_graph, threads)
+                          simplify_graph, threads, interior=tier.precision_in(profile) != "int8")
         if tier.precision_in(profile) == "int8":
             say(f"{profile.name}/{tier.name}: int8 (ONNX Runtime static quantization, calibrated on "
                 f"{calibration_dir or DEFAULT_CALIBRATION_DIR}), checked against fp32")

@@ -22,7 +22,8 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..artifacts.names import find_engine, shipped_dir
+from ..artifacts.manifest import manifest_path, read_manifest
+from ..artifacts.names import find_engine, interior_name, shipped_dir
 from ..backends.base import Backend
 from ..errors import BackendError, ConfigError, DependencyError, require_torch
 from ..geometry import MIN_TILE, check_tiling
@@ -68,6 +69,39 @@ class EngineSelection:
     precision: str
     skipped: tuple[tuple[str, str], ...]
     """(backend, reason) for each backend tried before this one."""
+    interior: Path | None = None
+    """The engine's mask-free twin (:func:`interior_twin`), run on images that cover a whole tile; ``None``: none."""
+
+
+def interior_twin(kind: str, path: Path) -> Path | None:
+    """The mask-free twin beside a pad-aware engine file (``artifacts.names.interior_name``), if there is one whose
+    manifest says it is this engine's: same variant, weights, scale, shapes and precision, no padding value.
+
+    A pad-aware engine's masks cost ~7 % of every tile; on an image at least one tile high and wide no tile holds
+    padding, every mask is exactly 1, and the twin computes the same result without them. A twin that does not match
+    is left out with a logged reason (the pad-aware engine is always correct, only slower)."""
+    if kind not in ("onnxruntime", "tensorrt") or not manifest_path(path).is_file():
+        return None
+    try:
+        twin = interior_name(path)
+    except ConfigError:
+        return None  # not an exported tier engine (a user's file): no twin by name
+    if not twin.is_file() or not manifest_path(twin).is_file():
+        return None
+    try:
+        main, made = read_manifest(path), read_manifest(twin)
+    except ConfigError as exc:
+        log.warning("mask-free twin %s left out: %s", twin.name, exc)
+        return None
+    if main.pad_value is None:
+        return None
+    same = ("variant", "scale", "input_shape", "output_shape", "precision", "weights_sha256", "kind")
+    differ = [k for k in same if getattr(main, k) != getattr(made, k)]
+    if made.interior_of is None or made.pad_value is not None or differ:
+        log.warning("mask-free twin %s left out: its manifest does not match %s (%s); re-export both with "
+                    "mambaesr-export", twin.name, path.name, ", ".join(differ) or "not a twin")
+        return None
+    return twin
 
 
 def open_backend(kind: str, path: Path, tier: Tier, profile: DeviceProfile, precision: str,
@@ -143,7 +177,7 @@ def open_engine(profile: DeviceProfile, tier: Tier, backend: str | None = None, 
         if want != (asked or profile.precision):
             log.info("tier %s runs %s on %s (the profile's %s applies to its TensorRT engines)", tier.name, want,
                      kind, profile.precision)
-        return EngineSelection(engine, kind, path, tier, want, tuple(skipped))
+        return EngineSelection(engine, kind, path, tier, want, tuple(skipped), interior_twin(kind, path))
     reasons = "; ".join(f"{k}: {r}" for k, r in skipped)
     raise BackendError(f"no engine could be opened for tier {tier.name!r} of profile {profile.name!r} ({reasons})")
 

@@ -33,7 +33,7 @@ from ..artifacts.names import backend_for, engine_name, shipped_dir
 from ..errors import BackendError, ConfigError, MambaESRError
 from ..geometry import check_tiling
 from ..profiles import DeviceProfile, Tier, check_threads, load_profile
-from .engines import ORT_PRECISIONS, EngineSelection, open_backend, open_engine, with_overrides
+from .engines import ORT_PRECISIONS, EngineSelection, interior_twin, open_backend, open_engine, with_overrides
 from .imageio import (
     check_output,
     check_quality,
@@ -138,6 +138,7 @@ class Upscaler:
         self._engines: dict[str, EngineSelection] | None = {}  # in order of use: the last one is the most recent
         self._users: dict[int, int] = {}  # id(backend) -> images running on it now
         self._retired: dict[int, EngineSelection] = {}  # evicted or closed while in use: closed by the last user
+        self._twins: dict[int, object] = {}  # id(backend) -> its mask-free twin, opened on first use (or None)
         if model is not None:
             self._engines["model"] = self._open_model(Path(model))
             self.tiers = (self._engines["model"].tier,)
@@ -189,7 +190,8 @@ class Upscaler:
         variant = manifest.variant if manifest is not None else "unknown"
         # an engine file computes in what it was made in (an int8 QDQ ONNX: int8), whatever the caller assumed
         precision = manifest.precision if manifest is not None and kind != "torch" else self._precision or "fp32"
-        return EngineSelection(engine, kind, path, Tier("model", variant, th, overlap, n), precision, ())
+        return EngineSelection(engine, kind, path, Tier("model", variant, th, overlap, n), precision, (),
+                               interior_twin(kind, path))
 
     def _engine(self, name: str | None = None) -> EngineSelection:
         """The engine of tier ``name`` (default: the current one), opened if needed, now the most recently used."""
@@ -216,7 +218,36 @@ class Upscaler:
         if self._users.get(key):
             self._retired[key] = selection
         else:
-            selection.backend.close()
+            self._close(selection)
+
+    def _close(self, selection: EngineSelection) -> None:
+        twin = self._twins.pop(id(selection.backend), None)
+        if twin is not None:
+            twin.close()
+        selection.backend.close()
+
+    def _backend_for(self, sel: EngineSelection, h: int, w: int):
+        """The backend that runs an ``h`` x ``w`` image on ``sel``: its mask-free twin when the image covers a whole
+        tile (no tile then holds padding, and the twin computes the same without the masks), else the engine."""
+        th, tw = sel.backend.input_shape[2:]
+        if sel.interior is None or h < th or w < tw:
+            return sel.backend
+        with self._lock:
+            key = id(sel.backend)
+            if key not in self._twins:
+                twin = None
+                try:
+                    twin = open_backend(sel.kind, sel.interior, sel.tier, self.profile, sel.precision, self._threads)
+                    if twin.input_shape != sel.backend.input_shape or twin.scale != sel.backend.scale:
+                        raise BackendError(f"it takes {twin.input_shape} x{twin.scale}, the engine "
+                                           f"{sel.backend.input_shape} x{sel.backend.scale}")
+                except (MambaESRError, OSError) as exc:
+                    log.warning("mask-free twin %s not used: %s", sel.interior.name, exc)
+                    if twin is not None:
+                        twin.close()
+                    twin = None
+                self._twins[key] = twin
+            return self._twins[key] or sel.backend
 
     @contextmanager
     def _using(self):
@@ -234,7 +265,7 @@ class Upscaler:
                     del self._users[key]
                     retired = self._retired.pop(key, None)
                     if retired is not None:
-                        retired.backend.close()
+                        self._close(retired)
 
     def use_tier(self, name: str) -> None:
         """Switch to tier ``name`` (its engine is opened on first use and kept warm). Images already running keep
@@ -261,16 +292,19 @@ class Upscaler:
         sel = self.engine
         skipped = "".join(f"; skipped {k}: {r}" for k, r in sel.skipped)
         out = "" if self.outscale is None else f"; output resized to x{self.outscale:g}"
+        twin = "" if sel.interior is None else f"; images of a whole tile or more: its mask-free twin {sel.interior.name}"
         return (f"profile {self.profile.name}, tier {sel.tier.name} ({sel.tier.variant}, tile {sel.tier.tile}, "
                 f"overlap {sel.tier.overlap}, batch {sel.tier.batch}, {sel.precision}): {sel.backend.describe()}"
-                f"{skipped}{out}")
+                f"{twin}{skipped}{out}")
 
     def summary(self) -> dict:
         """What runs, as data (for machine-readable reports): profile, tier, variant, backend, engine file,
         precision, tile, overlap, batch, engine scale and output scale."""
         sel = self.engine
         return {"profile": self.profile.name, "tier": sel.tier.name, "variant": sel.tier.variant,
-                "backend": sel.kind, "engine": str(sel.path), "precision": sel.precision, "tile": sel.tier.tile,
+                "backend": sel.kind, "engine": str(sel.path),
+                "interior_engine": None if sel.interior is None else str(sel.interior),
+                "precision": sel.precision, "tile": sel.tier.tile,
                 "overlap": sel.tier.overlap, "batch": sel.tier.batch, "scale": self.scale,
                 "outscale": self.outscale if self.outscale is not None else self.scale,
                 "skipped": [{"backend": k, "reason": r} for k, r in sel.skipped]}
@@ -309,12 +343,13 @@ class Upscaler:
                 self._check_size(img.shape[0], img.shape[1], scale, source)  # before decode() makes float copies
             decoded = decode(img, str(source))
             n, _, th, tw = sel.backend.input_shape
+            backend = self._backend_for(sel, *decoded.rgb.shape[:2])
             out = output_array(decoded, scale)
             # Finished rows go straight into the output's own dtype: the float blend never holds the whole image.
             try:
-                upscale_tiled(sel.backend.infer, decoded.rgb, scale, (th, tw), sel.tier.overlap, n, progress,
+                upscale_tiled(backend.infer, decoded.rgb, scale, (th, tw), sel.tier.overlap, n, progress,
                               emit=lambda y0, rows: encode_rows(out, y0, rows, decoded),
-                              pad_value=sel.backend.pad_value)
+                              pad_value=backend.pad_value)
             except NonFiniteOutput as exc:
                 hint = (f"; the engine runs in {sel.precision}, whose range the model overflowed: use the fp32 engine "
                         f"(precision='fp32')" if sel.precision in ("fp16", "int8") else

@@ -391,3 +391,85 @@ def test_adopt_plan_checks_a_trtexec_plan_and_writes_its_manifest(tmp_path, tiny
     with pytest.raises(ExportError, match=r"not the name of a plan of profile test-jetson; its tiers' plans are "
                                           r"\['tiny_x4_t16_b4_fp16.plan'\]"):
         pipeline.adopt_plan(plan.rename(tmp_path / "mine.plan"), profile, trt=trt, cuda=cuda)
+
+
+# ------------------------------------------------------------------------- mask-free twins (issue 19 item 4)
+def _lines_ckpt(tmp_path):
+    ckpt = tmp_path / "ckpt" / "tiny_x4.safetensors"
+    ckpt.parent.mkdir(exist_ok=True)
+    torch.manual_seed(0)
+    save_checkpoint(untrained("tiny", **LINES), ckpt, variant="tiny")
+    return ckpt
+
+
+def _ops(path) -> list[str]:
+    return [n.op_type for n in onnx.load(str(path)).graph.node]
+
+
+def test_a_pad_aware_export_has_a_mask_free_twin_that_equals_it_where_no_tile_is_padded(tmp_path):
+    """Beside the pad-aware graph: the same weights without the valid-map masks (fewer nodes, no input Clip), its
+    manifest naming the graph it stands in for; on an image that covers a whole tile the two agree to float
+    rounding, and a rerun reuses the twin. A graph without masks (the raster tiny model) gets none."""
+    from mambaesr_runtime.backends.onnxruntime import OrtBackend
+    from mambaesr_runtime.runtime.tiling import upscale_tiled
+
+    out = tmp_path / "engines"
+    [art] = pipeline.export_profile(make_profile(tiers=(("t", "tiny", 24, 2, 2),)), out, [_lines_ckpt(tmp_path)])
+    twin = art.interior
+    assert twin.onnx == out / "tiny_x4_t24_b2_interior.onnx" and not twin.reused
+    m = read_manifest(twin.onnx)
+    assert m == twin.manifest and m.interior_of == art.onnx.name and m.pad_value is None
+    assert (m.weights_sha256, m.input_shape, m.precision) == (art.manifest.weights_sha256, art.manifest.input_shape,
+                                                              "fp32")
+    assert m.verification["ort_vs_torch_max_abs_err"] <= parity.FP32_TOLERANCE
+    assert m.verification["interior_vs_pad_aware_max_abs_err"] <= parity.FP32_TOLERANCE
+    masked, plain = _ops(art.onnx), _ops(twin.onnx)
+    assert len(plain) < len(masked) and plain.count("Clip") < masked.count("Clip")
+    img = np.random.default_rng(2).random((30, 41, 3), dtype=np.float32)  # >= the tile both ways: no padding
+    with OrtBackend(art.onnx, threads=1) as a, OrtBackend(twin.onnx, threads=1) as b:
+        np.testing.assert_allclose(upscale_tiled(b.infer, img, 4, 24, 2, 2, pad_value=b.pad_value),
+                                   upscale_tiled(a.infer, img, 4, 24, 2, 2, pad_value=a.pad_value), rtol=0, atol=1e-5)
+    stamp = twin.onnx.stat().st_mtime_ns
+    [again] = pipeline.export_profile(make_profile(tiers=(("t", "tiny", 24, 2, 2),)), out, [_lines_ckpt(tmp_path)])
+    assert again.interior.reused and again.interior.onnx.stat().st_mtime_ns == stamp
+    [raster] = pipeline.export_profile(make_profile(), tmp_path / "raster", [_raster_ckpt(tmp_path)])
+    assert raster.manifest.pad_value is None and raster.interior is None
+    assert not list((tmp_path / "raster").glob("*interior*"))
+
+
+def _raster_ckpt(tmp_path):
+    ckpt = tmp_path / "raster_ckpt" / "tiny_x4.safetensors"
+    ckpt.parent.mkdir(exist_ok=True)
+    save_checkpoint(untrained("tiny"), ckpt, variant="tiny")
+    return ckpt
+
+
+def test_a_twin_that_disagrees_with_its_graph_is_refused_and_not_left_behind(tmp_path, monkeypatch):
+    real = pipeline.check_interior
+    # tiles holding padding: there the masks are 0 and the twin computes something else, as a wrong twin would
+    monkeypatch.setattr(pipeline, "check_interior", lambda twin, main, tiles, threads=2: real(
+        twin, main, np.where(tiles > 0.5, np.float32(-1), tiles), threads))
+    with pytest.raises(ExportError, match="disagree by .* on tiles without padding"):
+        pipeline.export_profile(make_profile(tiers=(("t", "tiny", 24, 2, 2),)), tmp_path, [_lines_ckpt(tmp_path)])
+    assert not list(tmp_path.glob("*interior*"))
+
+
+def test_twin_plans_are_built_checked_and_adopted_like_the_tiers_own(tmp_path, monkeypatch):
+    """TensorRT profiles: the twin gets its own plan (``..._interior_fp16.plan``, parity-checked) from
+    ``--plans-only``, ``--adopt-plan`` knows its name, and without TensorRT it has its own trtexec command."""
+    profile, trt, cuda, rec = _jetson_export(tmp_path, _lines_ckpt(tmp_path))
+    rec.network_input = ("lr", (4, 3, 16, 16))
+    [art] = pipeline.build_plans(profile, tmp_path, trt=trt, cuda=cuda)
+    twin = art.interior
+    assert twin.plan == tmp_path / "tiny_x4_t16_b4_interior_fp16.plan" and twin.plan.is_file()
+    pm = read_manifest(twin.plan)
+    assert pm.interior_of == art.onnx.name and pm.onnx_sha256 == twin.manifest.onnx_sha256 and pm.pad_value is None
+    assert pm.verification["plan_vs_ort_min_tile_psnr_db"] >= 40
+    assert "plan_vs_ort_padded_tile_psnr_db" not in pm.verification  # no padding ever reaches a twin
+    manifest_path(twin.plan).unlink()
+    adopted = pipeline.adopt_plan(twin.plan, profile, trt=trt, cuda=cuda)
+    assert read_manifest(twin.plan).interior_of == art.onnx.name and adopted.onnx == twin.onnx
+    monkeypatch.setattr(pipeline, "find_tensorrt", lambda: None)
+    [pending] = pipeline.export_profile(profile, tmp_path / "notrt", [_lines_ckpt(tmp_path)])
+    assert "tiny_x4_t16_b4_interior.onnx" in pending.interior.trtexec
+    assert "tiny_x4_t16_b4_interior_fp16.plan" in pending.interior.trtexec
