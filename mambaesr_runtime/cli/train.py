@@ -21,6 +21,7 @@ from .flags import for_cli
 #: The training arguments the library's errors name, and the flags that set them here.
 FLAGS = {"device": "--device", "init": "--init", "vgg_weights": "--vgg-weights"}
 from ..model.config import VARIANTS
+from ..training.losses import PIXEL_LOSSES  # torch-free: the loss functions import torch themselves
 
 SHARED = Path("../shared/data")
 # Kodak and McMaster are common test sets: never trained on by default (see training.data.TEST_SET_FOLDERS).
@@ -65,7 +66,8 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patch", type=int, default=48, help="LR crop size")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup", type=int, default=200, dest="warmup_steps")
-    p.add_argument("--loss", default="l1", choices=["l1", "charbonnier"])
+    p.add_argument("--loss", default="l1", choices=list(PIXEL_LOSSES),
+                   help="pixel loss (mse: a final fine-tune stage at a low learning rate)")
     p.add_argument("--alpha", type=float, default=0.2, help="output distillation weight")
     p.add_argument("--feature-weight", type=float, default=0.0, help="feature distillation weight (needs a teacher)")
     p.add_argument("--perceptual-weight", type=float, default=0.0, help="VGG19 perceptual loss weight (beta)")

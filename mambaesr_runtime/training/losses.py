@@ -1,4 +1,4 @@
-"""Losses: pixel (L1 or Charbonnier) against HR, plus output distillation from a frozen teacher.
+"""Losses: pixel (L1, Charbonnier or MSE) against HR, plus output distillation from a frozen teacher.
 
 ``total = (1 - alpha) * pixel(student, hr) + alpha * pixel(student, teacher)`` when a teacher is given (alpha = 0.2
 is the seed paper's best), else ``pixel(student, hr)``. So alpha = 0 is plain training, and the distillation term is
@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from ..errors import ConfigError, require_torch
 
-PIXEL_LOSSES = ("l1", "charbonnier")
+#: ``mse`` is for a final fine-tune stage (the peers' recipe: L1 first, then a short L2 stage at a low learning rate,
+#: which PSNR, an MSE measure, rewards).
+PIXEL_LOSSES = ("l1", "charbonnier", "mse")
 
 
 def pixel_loss(name: str, pred, target, eps: float = 1e-3):
@@ -18,6 +20,8 @@ def pixel_loss(name: str, pred, target, eps: float = 1e-3):
         return (pred - target).abs().mean()
     if name == "charbonnier":
         return torch.sqrt((pred - target) ** 2 + eps * eps).mean() - eps  # 0 at a perfect match
+    if name == "mse":
+        return ((pred - target) ** 2).mean()
     raise ConfigError(f"unknown pixel loss {name!r}; valid losses are {PIXEL_LOSSES}")
 
 
