@@ -7,7 +7,8 @@ installs ``.[jetson]`` and keeps JetPack's; desktops and the Pi install ``.[open
 ``pip install torch==2.13.0 -e '.[torch]'``. Pillow (photo metadata: EXIF orientation, ICC profiles) and tqdm (the
 progress bars) are small pure-Python or wheel-only requirements of the runtime. PyAV is the ``video`` extra: H.264,
 audio and subtitles kept, real timestamps (its wheels bundle FFmpeg with libx264/libx265: see the README's
-licence note); without it, videos go through OpenCV, picture only.
+licence note); without it, videos go through OpenCV, picture only. Ray Data is the ``ray`` extra (Python >= 3.10):
+``mambaesr-run SRC -o DST --ray`` scales a folder out over a cluster.
 """
 
 from pathlib import Path
@@ -58,6 +59,11 @@ setup(
         # PyAV for video files (H.264/HEVC/VP9/AV1, audio and subtitles copied, timestamps kept). Tested with 18.1;
         # 14 is the first release whose output containers say which codecs they hold (supported_codecs).
         "video": ["av>=14"],
+        # Ray Data for the distributed folder run (mambaesr-run SRC -o DST --ray, mambaesr_runtime.distributed); the
+        # cluster side, never the device. 2.30 is the oldest release its tests passed on here (2.30, 2.41, 2.60 with
+        # pyarrow 26); 2.20 and 2.10 fail to import against current pyarrow. Ray needs Python >= 3.10 for current
+        # releases, so the extra is empty below it (and --ray says why).
+        "ray": ["ray[data]>=2.30; python_version >= '3.10'"],
     },
     entry_points={
         "console_scripts": [
