@@ -360,38 +360,46 @@ def _run_into(ray, src, dst, entries, plan, workers, cpus, gpus, batch_size, pro
             replaced.add(src.show(e.name))
             pending.append(e)
 
-    ledger = ray.remote(num_cpus=0)(_Ledger).remote()
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    # On the driver's node: if that node goes, the run has gone with it anyway.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    ledger = ray.remote(num_cpus=0, scheduling_strategy=here)(_Ledger).remote()
     plan = _replace(plan, ledger=ledger)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = progress
-    ray_seconds, attempt, error, interrupted = 0.0, 0, None, None
+    ray_seconds, attempt, error, interrupted, failed_job = 0.0, 0, None, None, False
     names = [e.name for e in pending]
-    while names and attempt < attempts and not interrupted:
-        attempt += 1
-        before = time.perf_counter()
-        try:
-            for row in _execute(ray, src, plan, names, size, cpus, gpus, batch_size):
-                if row["input"] in replaced:
-                    row["note"] = "; ".join(n for n in (row["note"], "an incomplete output was replaced") if n)
-                table.add(row)
-            failed_job = False
-        except KeyboardInterrupt as exc:  # Ctrl+C, or SIGTERM as the CLI turns it: the table is still written
-            interrupted = exc
-            failed_job = True
-        except Exception as exc:  # a job failure (an actor killed for good, a lost node): run again
-            error = " ".join(str(exc).split())[-500:] or type(exc).__name__
-            log.warning("the Ray execution (attempt %d of %d) failed: %s", attempt, attempts, error, exc_info=True)
-            failed_job = True
-        ray_seconds += time.perf_counter() - before
-        names = [n for n in names if src.show(n) not in table.finished]
-        if not failed_job:
-            break  # a clean execution that left inputs without a row: Ray could not read them (vanished)
+    try:
+        while names and attempt < attempts and interrupted is None:
+            attempt += 1
+            before = time.perf_counter()
+            try:
+                for row in _execute(ray, src, plan, names, size, cpus, gpus, batch_size):
+                    if row["input"] in replaced:
+                        row["note"] = "; ".join(n for n in (row["note"], "an incomplete output was replaced") if n)
+                    table.add(row)
+                failed_job = False
+            except KeyboardInterrupt as exc:  # Ctrl+C, or SIGTERM as the CLI turns it: the table is still written
+                interrupted = exc
+                failed_job = True
+            except Exception as exc:  # a job failure (an actor killed for good, a lost node): run again
+                error = " ".join(str(exc).split())[-500:] or type(exc).__name__
+                log.warning("the Ray execution (attempt %d of %d) failed: %s", attempt, attempts, error, exc_info=True)
+                failed_job = True
+            ray_seconds += time.perf_counter() - before
+            names = [n for n in names if src.show(n) not in table.finished]
+            if not failed_job:
+                break  # a clean execution that left inputs without a row: Ray could not read them (vanished)
+    finally:
+        ray.kill(ledger)  # its counts matter only while this run's executions go
+
     for n in names:
         source = src.show(n)
-        if interrupted:
+        if interrupted is not None:
             table.add(_row(source, "interrupted", error="the run was stopped before it; run again to resume"))
-        elif error is not None and attempt >= attempts:
-            table.add(_row(source, "failed", error=f"{source}: not finished: the Ray job failed {attempts} times "
+        elif failed_job:  # the last execution failed too
+            table.add(_row(source, "failed", error=f"{source}: not finished: the Ray job failed {attempt} times "
                                                   f"(last: {error}); run again to resume"))
         else:
             table.add(_row(source, "failed", error=f"{source}: listed but not read (it vanished or became "
@@ -517,7 +525,10 @@ class _Worker:
         plan = self.plan
         source, out = plan.src.show(name), output_name(name, plan.fmt)
         target = plan.dst.show(out)
-        starts = ray.get(plan.ledger.start.remote(name))
+        try:
+            starts = ray.get(plan.ledger.start.remote(name))
+        except ray.exceptions.RayActorError:  # the ledger is gone (the run is ending): no crash count, still run
+            starts = 1
         if starts > plan.max_starts:
             return _row(source, "failed", error=f"{source}: its worker died each of the {starts - 1} times it ran "
                                                 f"this image (a crash in the decoder or the engine, or a kill); it "
