@@ -7,7 +7,8 @@ installs ``.[jetson]`` and keeps JetPack's; desktops and the Pi install ``.[open
 ``pip install torch==2.13.0 -e '.[torch]'``. Pillow (photo metadata: EXIF orientation, ICC profiles) and tqdm (the
 progress bars) are small pure-Python or wheel-only requirements of the runtime. PyAV is the ``video`` extra: H.264,
 audio and subtitles kept, real timestamps (its wheels bundle FFmpeg with libx264/libx265: see docs/running.md's
-licence note); without it, videos go through OpenCV, picture only.
+licence note); without it, videos go through OpenCV, picture only. Ray Data is the ``ray`` extra (Python >= 3.10):
+``mambaesr-run SRC -o DST --ray`` scales a folder out over a cluster.
 """
 
 from pathlib import Path

@@ -41,3 +41,15 @@ def require_torch():
             "install it with: pip install 'torch==2.13.0' (or pip install -e '.[torch]')"
         ) from exc
     return torch
+
+
+def describe_failure(name: object, exc: BaseException) -> str:
+    """One line for an input that failed (a folder run's report, a row of the distributed results table): our
+    errors already name the file (the name is added when not); anything else gets the file's name and its kind."""
+    name = str(name)
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, MambaESRError):
+        return text if name in text else f"{name}: {text}"
+    if isinstance(exc, MemoryError):
+        return f"{name}: out of memory while processing it; free memory, lower max_output_megapixels or crop it"
+    return f"{name}: failed with {type(exc).__name__}: {text[-300:]}"

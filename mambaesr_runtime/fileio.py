@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib
 import json
@@ -37,11 +38,17 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def atomic_write(path: str | os.PathLike, write, suffix: str = ".tmp") -> Path:
+def atomic_write(path: str | os.PathLike, write, suffix: str = ".tmp", exclusive: bool = False) -> Path:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it to ``path``.
 
     An exception or an interruption leaves ``path`` as it was (absent or the previous version) and no temporary file.
-    ``suffix`` lets writers that pick a format from the name (OpenCV) see the right extension.
+    ``suffix`` lets writers that pick a format from the name (OpenCV) see the right extension. The temporary is named
+    ``.<name>.<random><suffix>`` (:func:`is_temporary` tells one); only a killed process (SIGKILL) can leave one.
+
+    ``exclusive``: publish only if ``path`` does not exist, atomically (a hard link, which fails if the target
+    exists, then the temporary unlinked): of two writers racing for one name exactly one wins, and the loser gets
+    ``FileExistsError`` with ``path`` untouched. On a filesystem without hard links (FAT, some network mounts) it
+    falls back to check-then-rename, which is still atomic but not exclusive under a race.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,11 +57,41 @@ def atomic_write(path: str | os.PathLike, write, suffix: str = ".tmp") -> Path:
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result should look like any new file
-        os.replace(tmp, path)
+        if exclusive:
+            _publish_exclusive(tmp, path)
+        else:
+            os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+#: errno values of os.link on a filesystem that has no hard links (not a failure of the link itself).
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EXDEV, errno.EMLINK}
+
+
+def _publish_exclusive(tmp: str, path: Path) -> None:
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
+        os.replace(tmp, path)
+
+
+def is_temporary(name: str, suffix: str | None = None) -> bool:
+    """``name`` is a temporary of :func:`atomic_write` (``.<name>.<8 random characters><suffix>``), which a killed
+    writer may leave behind: never an input, never a finished output."""
+    if not name.startswith(".") or name.count(".") < 3:
+        return False
+    stem = name[:-len(suffix)] if suffix and name.endswith(suffix) else os.path.splitext(name)[0]
+    random = stem.rsplit(".", 1)[-1]
+    return len(random) == 8 and all(c.isalnum() or c == "_" for c in random)
 
 
 def probe_writable(folder: str | os.PathLike) -> None:

@@ -4,20 +4,25 @@
     python scripts/check_python_versions.py             vermin per module group, then the rules below
     python scripts/check_python_versions.py --ast-only  the rules below only (the test suite runs this part)
 
-Two groups of ``mambaesr_runtime`` modules:
+Three groups of ``mambaesr_runtime`` modules:
 
 - **device** (Python 3.8 - 3.13): everything a Jetson or a Pi imports: runtime, backends, profiles, manifests,
   monitor and policy, the ``--plans-only`` export path, the torch-free CLIs, and ``model/config.py`` /
   ``model/checkpoint.py``, which the runtime reads. JetPack 5 (L4T r35, TensorRT 8.5) ships Python 3.8, JetPack 6
   (r36) ships 3.10.
 - **torch** (Python 3.9+): the modules that only run next to PyTorch (:data:`TORCH_ONLY`): the network and scan,
-  training, export from a checkpoint. ``tests/test_python_versions.py`` checks that importing the device modules
-  imports none of them, so the split cannot drift.
+  training, export from a checkpoint.
+- **ray** (Python 3.10+): the distributed run on Ray Data (:data:`RAY_ONLY`), whose current releases need 3.10; it
+  runs on the cluster side, never on the device, and imports Ray lazily.
+
+``tests/test_python_versions.py`` checks that importing the device modules imports none of the torch or ray ones
+(nor torch or ray themselves), so the split cannot drift.
 
 Checks:
 
-1. ``vermin --target=3.8- --violations`` on the device group and ``--target=3.9-`` on the torch group (PyPI
-   ``vermin``): standard-library members, syntax and keyword arguments newer than the target.
+1. ``vermin --target=3.8- --violations`` on the device group, ``--target=3.9-`` on the torch group and
+   ``--target=3.10-`` on the ray group (PyPI ``vermin``): standard-library members, syntax and keyword arguments
+   newer than the target.
 2. ``from __future__ import annotations`` in every module that has annotations, so ``X | None`` and ``list[int]``
    in annotations stay unevaluated strings on 3.8 (vermin, run without ``--eval-annotations``, relies on it); and
    no ``typing.get_type_hints`` in device modules, which would evaluate them.
@@ -40,13 +45,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "mambaesr_runtime"
-DEVICE_TARGET, TORCH_TARGET = "3.8", "3.9"
+DEVICE_TARGET, TORCH_TARGET, RAY_TARGET = "3.8", "3.9", "3.10"
 
 #: Modules (relative to mambaesr_runtime/) that only run where PyTorch is installed; everything else is device code.
 TORCH_ONLY = frozenset({
     "model/net.py", "model/scan.py", "training/loop.py", "training/state.py",
     "training/losses.py", "training/pipeline.py", "training/records.py", "cli/train.py", "cli/demo.py",
 })
+#: Modules that only run next to Ray (Python 3.10+): the cluster side. ``cli/run.py`` imports it only for --ray.
+RAY_ONLY = frozenset({"distributed.py"})
 
 #: Standard-library modules gone by Python 3.13 (3.12: asynchat, asyncore, distutils, imp, smtpd; 3.13: PEP 594).
 REMOVED_BY_313 = frozenset({
@@ -61,11 +68,11 @@ _GENERIC_MODULES = ("collections", "collections.abc", "contextlib", "re")
 
 
 def module_groups(package: Path = PACKAGE) -> dict[str, list[Path]]:
-    """``{"device": [...], "torch": [...]}``: every ``.py`` file of the package in its group."""
-    groups: dict[str, list[Path]] = {"device": [], "torch": []}
+    """``{"device": [...], "torch": [...], "ray": [...]}``: every ``.py`` file of the package in its group."""
+    groups: dict[str, list[Path]] = {"device": [], "torch": [], "ray": []}
     for path in sorted(package.rglob("*.py")):
         relative = path.relative_to(package).as_posix()
-        groups["torch" if relative in TORCH_ONLY else "device"].append(path)
+        groups["torch" if relative in TORCH_ONLY else "ray" if relative in RAY_ONLY else "device"].append(path)
     return groups
 
 
@@ -178,11 +185,12 @@ def main(argv: list[str] | None = None) -> int:
         print(line, file=sys.stderr)
     status = 1 if problems else 0
     if not args.ast_only:
-        for group, target in (("device", DEVICE_TARGET), ("torch", TORCH_TARGET)):
+        for group, target in (("device", DEVICE_TARGET), ("torch", TORCH_TARGET), ("ray", RAY_TARGET)):
             status = max(status, run_vermin(groups[group], target))
     if status == 0:
         print(f"python versions ok: {len(groups['device'])} device modules (>= {DEVICE_TARGET}), "
-              f"{len(groups['torch'])} torch modules (>= {TORCH_TARGET})")
+              f"{len(groups['torch'])} torch modules (>= {TORCH_TARGET}), {len(groups['ray'])} ray modules "
+              f"(>= {RAY_TARGET})")
     return status
 
 

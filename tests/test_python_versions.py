@@ -34,15 +34,16 @@ def test_the_groups_hold_what_the_design_says():
             "export/pipeline.py", "export/tensorrt_build.py", "export/trt_compat.py",
             "cli/run.py", "cli/export.py", "cli/monitor.py", "cli/eval.py", "model/config.py",
             "model/checkpoint.py"} <= device
-    assert not {"model/net.py", "model/scan.py", "training/loop.py"} & device
+    assert not {"model/net.py", "model/scan.py", "training/loop.py", "distributed.py"} & device
+    assert [p.relative_to(check.PACKAGE).as_posix() for p in check.module_groups()["ray"]] == ["distributed.py"]
 
 
-def test_importing_the_device_modules_loads_no_torch_only_module():
+def test_importing_the_device_modules_loads_no_torch_only_or_ray_module():
     names = [("mambaesr_runtime." + p.relative_to(check.PACKAGE).with_suffix("").as_posix().replace("/", "."))
              .replace(".__init__", "") for p in check.module_groups()["device"]]
-    torch_only = ["mambaesr_runtime." + m[:-3].replace("/", ".") for m in sorted(check.TORCH_ONLY)]
+    others = ["mambaesr_runtime." + m[:-3].replace("/", ".") for m in sorted(check.TORCH_ONLY | check.RAY_ONLY)]
     code = (f"import importlib, sys\nfor name in {names!r}:\n    importlib.import_module(name)\n"
-            f"loaded = [m for m in {torch_only!r} + ['torch'] if m in sys.modules]\n"
+            f"loaded = [m for m in {others!r} + ['torch', 'ray'] if m in sys.modules]\n"
             f"assert not loaded, loaded\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 

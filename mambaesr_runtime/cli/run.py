@@ -14,6 +14,7 @@ on ONNX Runtime, CPU; no torch needed).
     mambaesr-run shots/ -o out/ --format webp   every image written as WebP
     mambaesr-run clip.mp4 -o clip.mkv --codec hevc --crf 20    (PyAV: the video extra)
     mambaesr-run shots/ --json > report.json    one machine-readable summary of the run on stdout
+    mambaesr-run shots/ -o out/ --ray [ADDRESS] the folder on Ray Data (the ray extra): resumable, a results table
 
 Photos come out upright (EXIF orientation applied) with their EXIF (no thumbnail, orientation reset), ICC profile,
 PNG text and density where the output format holds them; --strip-metadata drops them. Videos, with the video
@@ -39,7 +40,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import MambaESRError
+from ..errors import MambaESRError, describe_failure
 from ..profiles import BACKENDS, PRECISIONS, builtin_profiles
 from ..runtime.monitor import SOURCES
 from .flags import deprecated_alias, for_cli
@@ -50,7 +51,8 @@ from .streams import guarded_streams
 FLAGS = {"max_output_megapixels": "--max-megapixels", "overwrite": "--overwrite", "precision": "--precision",
          "model": "--model", "scale": "--scale", "tile": "--tile", "overlap": "--overlap", "source": "--telemetry",
          "replay": "--replay", "outscale": "--outscale", "quality": "--quality", "codec": "--codec",
-         "crf": "--crf", "strip_metadata": "--strip-metadata", "engines_dir": "--engines"}
+         "crf": "--crf", "strip_metadata": "--strip-metadata", "engines_dir": "--engines",
+         "gpus_per_worker": "--ray-gpus", "cpus_per_worker": "--threads"}
 #: The exit codes of an interrupted run: SIGHUP, SIGINT (Ctrl+C), SIGTERM (128 + the signal's number).
 INTERRUPTED = (129, 130, 143)
 #: --format NAME -> the suffix written.
@@ -86,6 +88,9 @@ def _jobs(inputs: list[str], out: str | None, tag: str, fmt: str | None = None,
     """(source, destination) pairs; raises MambaESRError for arguments that cannot work. Without ``out``, files of
     an input folder that are the default outputs of their neighbours are left out (and listed in ``skipped``).
     ``tag``: the scale in default names (``4`` -> ``a_x4.png``); ``fmt``: the suffix images are written as."""
+    from ..fileio import is_temporary
+    from ..runtime.imageio import output_name
+
     jobs = []
     many = len(inputs) > 1 or any(Path(i).is_dir() for i in inputs) or (out is not None and Path(out).is_dir())
     image_suffixes, video_suffixes = _suffixes()
@@ -97,7 +102,9 @@ def _jobs(inputs: list[str], out: str | None, tag: str, fmt: str | None = None,
     for item in inputs:
         src = Path(item)
         if src.is_dir():
-            files = sorted(p for p in src.iterdir() if p.suffix.lower() in image_suffixes + video_suffixes)
+            # never a temporary a killed writer left (.<name>.<random>.<ext>): half a file is no input
+            files = sorted(p for p in src.iterdir() if p.suffix.lower() in image_suffixes + video_suffixes and
+                           not is_temporary(p.name))
             if not files:
                 raise MambaESRError(f"{src} holds no images or videos ({', '.join(image_suffixes + video_suffixes)})")
             if out is None:
@@ -114,7 +121,7 @@ def _jobs(inputs: list[str], out: str | None, tag: str, fmt: str | None = None,
             if out is None:
                 dst = f.with_name(f"{f.stem}_x{tag}{suffix}")
             elif many:
-                dst = Path(out) / (f.stem + suffix)
+                dst = Path(out) / output_name(f.name, suffix)
             else:
                 dst = Path(out)
             jobs.append((f, dst))
@@ -240,6 +247,15 @@ def _main(argv: list[str] | None) -> int:
     parser.add_argument("--json", action="store_true",
                         help="print one JSON summary of the run to stdout (inputs, outputs, engine, tier switches, "
                              "times, failures) instead of the per-file lines")
+    parser.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                        help="run a folder on Ray Data (the ray extra): SRC -o DST --ray [ADDRESS]; ADDRESS: a cluster "
+                             "(HOST:6379, ray://HOST:10001, auto); none: RAY_ADDRESS's, else Ray on this machine. "
+                             "Resumable: complete outputs are skipped; a results table is written into DST")
+    parser.add_argument("--ray-workers", metavar="N|MIN-MAX",
+                        help="with --ray: the actor pool's size (default: 1 up to what the cluster's CPUs or GPUs "
+                             "hold, --threads CPUs each)")
+    parser.add_argument("--ray-gpus", type=float, metavar="G",
+                        help="with --ray: GPUs each actor reserves (default: 1 when the profile runs on a GPU, else 0)")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="no progress bars (they are off anyway when stderr is not a terminal)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log engine selection and fallbacks")
@@ -250,7 +266,7 @@ def _main(argv: list[str] | None) -> int:
     report = _Report(args)
     with interrupt_on_termination():
         try:
-            code = _run(args, report)
+            code = _run(args, report) if args.ray is None else _run_ray(args, report)
         except KeyboardInterrupt as exc:  # Ctrl+C, or SIGTERM / SIGHUP (Terminated) before the files' loop
             print(f"\n{describe(exc)}", file=sys.stderr)
             code = exit_code(exc)
@@ -392,6 +408,87 @@ def _run(args, report: _Report) -> int:
     return 0
 
 
+#: Flags a --ray run cannot take (it upscales the images of one folder into another).
+RAY_REFUSES = {"camera": "--camera", "adaptive": "--adaptive", "replay": "--replay", "frames": "--frames",
+               "codec": "--codec", "crf": "--crf"}
+
+
+def _ray_workers(text: str | None):
+    if text is None:
+        return None
+    low, _, high = text.partition("-")
+    if _ascii_digits(low) and (not high or _ascii_digits(high)) and 1 <= int(low) <= int(high or low):
+        return int(low) if not high else (int(low), int(high))
+    raise MambaESRError(f"--ray-workers takes N or MIN-MAX (actors, 1 <= MIN <= MAX), e.g. 4 or 1-16; got {text!r}")
+
+
+def _run_ray(args, report: _Report) -> int:
+    """SRC -o DST --ray: the folder on Ray Data (mambaesr_runtime.distributed.upscale_dataset); the failures and a
+    summary are printed, every row is in the results table (and in --json)."""
+    try:
+        refused = [flag for name, flag in RAY_REFUSES.items() if getattr(args, name) not in (None, False)]
+        if refused:
+            raise MambaESRError(f"--ray upscales the images of a folder; {', '.join(refused)} cannot go with it "
+                                f"(run videos and cameras without --ray)")
+        if len(args.inputs) != 1 or not args.output:
+            hint = (f" (--ray took {args.ray!r} as the cluster's address: write SRC -o DST --ray, or --ray=ADDRESS)"
+                    if args.ray and not args.inputs else "")
+            raise MambaESRError(f"--ray takes one input folder and -o DST, a folder for the outputs: mambaesr-run "
+                                f"SRC -o DST --ray [ADDRESS]{hint}")
+        _check_arguments(args)
+        workers = _ray_workers(args.ray_workers)
+        from ..distributed import upscale_dataset
+
+        options = {"model": args.model, "tier": args.tier, "backend": args.backend, "tile": args.tile,
+                   "overlap": args.overlap, "precision": args.precision, "scale": args.scale,
+                   "engines_dir": args.engines, "threads": args.threads,
+                   "max_output_megapixels": args.max_megapixels, "outscale": args.outscale}
+        run = upscale_dataset(args.inputs[0], args.output, args.profile or args.device or "cpu", upscaler=options,
+                              fmt=FORMATS.get(args.format), quality=args.quality,
+                              strip_metadata=args.strip_metadata, overwrite=args.overwrite,
+                              address=args.ray or None, workers=workers, gpus_per_worker=args.ray_gpus,
+                              progress=not args.quiet and sys.stderr.isatty())
+    except KeyboardInterrupt as exc:
+        run = getattr(exc, "run", None)
+        if run is not None:
+            _ray_report(args, report, run)
+        raise
+    except (MambaESRError, OSError) as exc:
+        report.data["error"] = for_cli(exc, FLAGS)
+        print(f"error: {report.data['error']}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # Ray's own errors (a cluster that went away) end the run as "could not run"
+        logging.getLogger(__name__).info("the Ray run failed", exc_info=True)
+        report.data["error"] = f"the Ray run failed: {type(exc).__name__}: {' '.join(str(exc).split())[-300:]}"
+        print(f"error: {report.data['error']} (-v shows where; a rerun resumes)", file=sys.stderr)
+        return 2
+    return _ray_report(args, report, run)
+
+
+def _ray_report(args, report: _Report, run) -> int:
+    report.data["engine"] = run.engine
+    report.data["ray"] = {"address": run.address, "workers": list(run.workers), "attempts": run.attempts,
+                          "images_per_second": round(run.images_per_second, 3), "results": run.results,
+                          "results_parquet": run.results_parquet, "error": run.error}
+    videos = _suffixes()[1]
+    for row in run.rows():
+        kind = "video" if os.path.splitext(row["input"])[1].lower() in videos else "image"
+        report.item(row["input"], row["output"], kind, row["status"], row["seconds"] or 0.0,
+                    error=None if row["error"] is None else for_cli(row["error"], FLAGS))
+        if row["status"] == "failed":
+            print(f"error: {for_cli(row['error'], FLAGS)}", file=sys.stderr)
+    if run.error:
+        print(f"warning: the Ray job failed and was run again ({run.attempts} runs): {run.error}", file=sys.stderr)
+    total = run.done + run.skipped + run.failed + run.interrupted
+    summary = (f"{run.done} of {total} images upscaled, {run.skipped} skipped (complete outputs), {run.failed} "
+               f"failed in {run.seconds:.1f} s ({run.images_per_second:.2f} images/s on {run.workers[0]}-"
+               f"{run.workers[1]} Ray workers); results: {run.results}")
+    print(summary, file=sys.stderr if args.json else sys.stdout, flush=True)
+    if run.failed:
+        return 1 if run.done + run.skipped else 2
+    return 0
+
+
 def _one(args, upscaler, progress: _Progress, report: _Report, src, dst: Path) -> int:
     """Upscale one input; 1 when it failed (reported), 0 when done. Ctrl+C propagates, after saying what it cut."""
     live = not isinstance(src, Path)  # a camera index or a GStreamer pipeline
@@ -428,15 +525,8 @@ def _one(args, upscaler, progress: _Progress, report: _Report, src, dst: Path) -
 
 
 def _describe_failure(src, exc: Exception) -> str:
-    """One line for a failed input: our errors already name the file; anything else gets its name and kind."""
-    name = f"camera {src}" if isinstance(src, int) else str(src)
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, MambaESRError):
-        text = for_cli(text, FLAGS)
-        return text if name in text else f"{name}: {text}"
-    if isinstance(exc, MemoryError):
-        return f"{name}: out of memory while processing it; free memory, lower --max-megapixels or crop it"
-    return f"{name}: failed with {type(exc).__name__}: {text[-300:]}"
+    """One line for a failed input (errors.describe_failure), in the CLI's flag names."""
+    return for_cli(describe_failure(f"camera {src}" if isinstance(src, int) else src, exc), FLAGS)
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ class ImageHeader:
 class _Reader:
     """Bounded reads at offsets of an open binary file; a short read is a truncated header."""
 
-    def __init__(self, fh, path: Path, size: int):
+    def __init__(self, fh, path: Path | str, size: int):
         self.fh, self.path, self.size = fh, path, size
 
     def at(self, offset: int, n: int) -> bytes:
@@ -128,7 +128,7 @@ def header_of_bytes(data: bytes, source: str | os.PathLike = "image") -> ImageHe
     """The header of an encoded image held in memory (``source`` names it in errors)."""
     if not data:
         raise ImageError(f"{source}: the file is empty (0 bytes)")
-    return _parse(_Reader(io.BytesIO(data), Path(source), len(data)))
+    return _parse(_Reader(io.BytesIO(data), source, len(data)))  # source as given: a URI keeps its "//"
 
 
 def _parse(r: _Reader) -> ImageHeader:

@@ -25,8 +25,9 @@ from .imageheader import ImageError, ImageHeader, header_of_bytes, read_header
 from .imagemeta import NONE, PhotoMeta, orient, read_meta, with_metadata
 from .opencv import cv2
 
-__all__ = ["Decoded", "ImageError", "ImageHeader", "Photo", "PhotoMeta", "check_output", "decode", "encode",
-           "inspect_image", "read_image", "read_photo", "resize_output", "write_image"]
+__all__ = ["Decoded", "ImageError", "ImageHeader", "OutputExistsError", "Photo", "PhotoMeta", "check_format",
+           "check_output", "decode", "encode", "encode_image", "inspect_bytes", "inspect_image", "output_name", "photo_of_bytes",
+           "read_image", "read_photo", "resize_output", "write_image"]
 
 WRITE_FORMATS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 SIXTEEN_BIT_FORMATS = (".png", ".tif", ".tiff")
@@ -119,6 +120,19 @@ def inspect_image(path: str | os.PathLike) -> ImageHeader:
     larger than the pixels they declare. Reads a few hundred bytes; decodes nothing."""
     path = Path(path)
     header = read_header(path)
+    _refuse_unsupported(header, path, path.stat().st_size)
+    return header
+
+
+def inspect_bytes(data: bytes, source: str | os.PathLike = "image") -> ImageHeader:
+    """:func:`inspect_image` for a file's bytes already in memory (read by someone else: Ray Data, a network
+    store); ``source`` names the file in errors. The same header checks and messages."""
+    header = header_of_bytes(data, source)
+    _refuse_unsupported(header, source, len(data))
+    return header
+
+
+def _refuse_unsupported(header: ImageHeader, path, size: int) -> None:
     if header.frames > 1:
         if header.format == "tiff":
             raise ImageError(f"{path}: a multi-page TIFF ({header.frames} pages); only its first page would be "
@@ -134,11 +148,9 @@ def inspect_image(path: str | os.PathLike) -> ImageHeader:
         kind = "floating-point" if header.float_samples else "integer"
         raise ImageError(f"{path}: {header.bits}-bit {kind} samples ({header.describe()}) are not supported; give 8- "
                          f"or 16-bit images (convert, e.g. with ImageMagick: -depth 16)")
-    size = path.stat().st_size
     if size > 4 * header.decoded_bytes() + EXTRA_BYTES_ALLOWED:
         raise ImageError(f"{path}: the file is {size / 2**20:.0f} MB but its header declares only "
                          f"{header.describe()}; it carries something besides the image. Re-export it")
-    return header
 
 
 @dataclass(frozen=True)
@@ -164,7 +176,17 @@ def read_photo(path: str | os.PathLike, header: ImageHeader | None = None, metad
     parsed from the very bytes that passed the header check and were decoded, after the decode."""
     path = Path(path)
     img, data, header = _read(path, header)
-    meta = read_meta(data, header.format, path)
+    return _photo(img, data, header, path, metadata)
+
+
+def photo_of_bytes(data: bytes, header: ImageHeader, source: str | os.PathLike = "image",
+                   metadata: bool = True) -> Photo:
+    """:func:`read_photo` of a file's bytes already in memory, whose ``header`` :func:`inspect_bytes` returned."""
+    return _photo(_decode_checked(data, header, source), data, header, source, metadata)
+
+
+def _photo(img: np.ndarray, data: bytes, header: ImageHeader, source, metadata: bool) -> Photo:
+    meta = read_meta(data, header.format, source)
     return Photo(orient(img, meta.orientation) if meta.orientation != 1 else img, meta if metadata else NONE)
 
 
@@ -179,6 +201,11 @@ def _read(path: Path, header: ImageHeader | None) -> tuple[np.ndarray, bytes, Im
         raise ImageError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
     if header_of_bytes(data, path) != header:
         raise ImageError(f"{path}: the file changed while it was being read; run again once it is complete")
+    return _decode_checked(data, header, path), data, header
+
+
+def _decode_checked(data: bytes, header: ImageHeader, path) -> np.ndarray:
+    """OpenCV's decode of ``data``, checked against its ``header`` (size, completeness, gray+alpha kept)."""
     try:
         img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:  # OpenCV's own limits (CV_IO_MAX_IMAGE_PIXELS) and decoder assertions
@@ -196,7 +223,7 @@ def _read(path: Path, header: ImageHeader | None) -> tuple[np.ndarray, bytes, Im
         raise ImageError(f"{path}: the PNG is truncated (no IEND chunk); re-export or re-download it")
     if header.gray_alpha and img.ndim == 3 and img.shape[2] == 4:
         img = np.ascontiguousarray(img[:, :, (0, 3)])  # OpenCV expands gray+alpha to BGRA; keep the file's kind
-    return img, data, header
+    return img
 
 
 def resize_output(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -215,24 +242,20 @@ def _oneline(exc: BaseException) -> str:
     return text[-200:]
 
 
+class OutputExistsError(ImageError):
+    """The output file exists (and ``overwrite`` was not given), found up front or by an exclusive publish that
+    lost a race: the existing file is left as it is."""
+
+
 def check_output(path: str | os.PathLike, *, sixteen_bit: bool = False, alpha: bool = False,
                  gray_alpha: bool = False, overwrite: bool = False) -> Path:
     """Refuse an output that could not be written, before anything is computed for it: an unknown or missing
     extension, a format that cannot hold the image's depth or alpha, an existing file (without ``overwrite``), a
     missing folder, a folder where no file can be created (tried, not guessed from permission bits)."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in WRITE_FORMATS:
-        raise ImageError(f"{path}: cannot write {suffix or 'files without an extension'}; use one of {WRITE_FORMATS}")
-    if sixteen_bit and suffix not in SIXTEEN_BIT_FORMATS:
-        raise ImageError(f"{path}: {suffix} cannot hold 16-bit samples; write .png or .tif (or convert to 8-bit)")
-    if gray_alpha and suffix not in GRAY_ALPHA_FORMATS:
-        raise ImageError(f"{path}: {suffix} cannot hold gray+alpha here; write .png")
-    if alpha and suffix not in ALPHA_FORMATS:
-        raise ImageError(f"{path}: {suffix} has no alpha channel and the image has one; write .png, .webp or .tif "
-                         f"(or remove the alpha first)")
+    check_format(path, sixteen_bit=sixteen_bit, alpha=alpha, gray_alpha=gray_alpha)
     if os.path.lexists(path) and not overwrite:
-        raise ImageError(f"{path} exists; pass overwrite=True to replace it, or choose another output")
+        raise OutputExistsError(f"{path} exists; pass overwrite=True to replace it, or choose another output")
     if path.is_dir():
         raise ImageError(f"{path} is a folder; give an output file name")
     if not path.parent.is_dir():
@@ -246,6 +269,29 @@ def check_output(path: str | os.PathLike, *, sixteen_bit: bool = False, alpha: b
     return path
 
 
+def check_format(path: str | os.PathLike, *, sixteen_bit: bool = False, alpha: bool = False,
+                 gray_alpha: bool = False) -> str:
+    """The part of :func:`check_output` that needs the name only (the suffix, lower case, is returned): an output
+    written somewhere else (a network store) is judged by it too."""
+    suffix = os.path.splitext(str(path))[1].lower()
+    if suffix not in WRITE_FORMATS:
+        raise ImageError(f"{path}: cannot write {suffix or 'files without an extension'}; use one of {WRITE_FORMATS}")
+    if sixteen_bit and suffix not in SIXTEEN_BIT_FORMATS:
+        raise ImageError(f"{path}: {suffix} cannot hold 16-bit samples; write .png or .tif (or convert to 8-bit)")
+    if gray_alpha and suffix not in GRAY_ALPHA_FORMATS:
+        raise ImageError(f"{path}: {suffix} cannot hold gray+alpha here; write .png")
+    if alpha and suffix not in ALPHA_FORMATS:
+        raise ImageError(f"{path}: {suffix} has no alpha channel and the image has one; write .png, .webp or .tif "
+                         f"(or remove the alpha first)")
+    return suffix
+
+
+def output_name(name: str, suffix: str | None = None) -> str:
+    """The name the upscaled ``name`` gets in an output folder: the same, or its stem with ``suffix`` (``.png``: a
+    folder run with a format). One rule for the CLI's folder run and the distributed run."""
+    return name if suffix is None else os.path.splitext(name)[0] + suffix
+
+
 def check_quality(quality: int) -> int:
     if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
         raise ImageError(f"quality must be an integer from 1 to 100 (JPEG and WebP; default 95), got {quality!r}")
@@ -255,34 +301,47 @@ def check_quality(quality: int) -> int:
 def write_image(path: str | os.PathLike, img: np.ndarray, overwrite: bool = False, quality: int = 95,
                 metadata: PhotoMeta | None = None) -> Path:
     """Encode ``img`` (OpenCV order; gray+alpha as (H, W, 2)) to ``path`` atomically; refuses an existing file
-    unless ``overwrite``. ``quality`` (1-100) applies to JPEG and WebP. ``metadata`` (from :func:`read_photo`) is
-    written where the format can hold it (:mod:`.imagemeta`)."""
+    unless ``overwrite`` (up front, and again when publishing: a file that appeared meanwhile is never replaced).
+    ``quality`` (1-100) applies to JPEG and WebP. ``metadata`` (from :func:`read_photo`) is written where the
+    format can hold it (:mod:`.imagemeta`)."""
     path = Path(path)
-    suffix = path.suffix.lower()
     check_quality(quality)
-    two = img.ndim == 3 and img.shape[2] == 2
     check_output(path, sixteen_bit=img.dtype == np.uint16, alpha=img.ndim == 3 and img.shape[2] in (2, 4),
-                 gray_alpha=two, overwrite=overwrite)
-    params = {".jpg": [cv2.IMWRITE_JPEG_QUALITY, quality], ".jpeg": [cv2.IMWRITE_JPEG_QUALITY, quality],
-              ".webp": [cv2.IMWRITE_WEBP_QUALITY, quality]}.get(suffix, [])
+                 gray_alpha=img.ndim == 3 and img.shape[2] == 2, overwrite=overwrite)
 
     def write(tmp):
-        if two:
-            data = _png_gray_alpha(img)
-        else:
-            ok, buf = cv2.imencode(suffix, img, params)
-            if not ok:
-                raise ImageError(f"{path}: OpenCV could not encode a {img.shape} {img.dtype} image as {suffix}")
-            data = buf.tobytes()
-        if metadata is not None:
-            data = with_metadata(data, suffix, metadata, img.shape, path)
+        data = encode_image(img, path, quality, metadata)
         with open(tmp, "wb") as fh:
             fh.write(data)
 
     try:
-        return atomic_write(path, write, suffix=suffix)
+        return atomic_write(path, write, suffix=path.suffix.lower(), exclusive=not overwrite)
+    except FileExistsError as exc:
+        raise OutputExistsError(f"{path} appeared while it was being computed; it was left as it is (pass "
+                                f"overwrite=True to replace it)") from exc
     except OSError as exc:
         raise ImageError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+
+
+def encode_image(img: np.ndarray, path: str | os.PathLike, quality: int = 95,
+                 metadata: PhotoMeta | None = None) -> bytes:
+    """The bytes of the file :func:`write_image` writes for ``img`` at ``path`` (its suffix picks the format;
+    nothing is written), for writers that publish the bytes themselves."""
+    suffix = check_format(path, sixteen_bit=img.dtype == np.uint16, alpha=img.ndim == 3 and img.shape[2] in (2, 4),
+                          gray_alpha=img.ndim == 3 and img.shape[2] == 2)
+    check_quality(quality)
+    params = {".jpg": [cv2.IMWRITE_JPEG_QUALITY, quality], ".jpeg": [cv2.IMWRITE_JPEG_QUALITY, quality],
+              ".webp": [cv2.IMWRITE_WEBP_QUALITY, quality]}.get(suffix, [])
+    if img.ndim == 3 and img.shape[2] == 2:
+        data = _png_gray_alpha(img)
+    else:
+        ok, buf = cv2.imencode(suffix, img, params)
+        if not ok:
+            raise ImageError(f"{path}: OpenCV could not encode a {img.shape} {img.dtype} image as {suffix}")
+        data = buf.tobytes()
+    if metadata is not None:
+        data = with_metadata(data, suffix, metadata, img.shape, path)
+    return data
 
 
 def _png_gray_alpha(img: np.ndarray) -> bytes:

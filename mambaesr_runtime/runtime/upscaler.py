@@ -35,13 +35,17 @@ from ..geometry import check_tiling
 from ..profiles import DeviceProfile, Tier, check_threads, load_profile
 from .engines import ORT_PRECISIONS, EngineSelection, interior_twin, open_backend, open_engine, with_overrides
 from .imageio import (
+    check_format,
     check_output,
     check_quality,
     decode,
     encode_alpha,
+    encode_image,
     encode_rows,
+    inspect_bytes,
     inspect_image,
     output_array,
+    photo_of_bytes,
     read_photo,
     resize_output,
     write_image,
@@ -405,12 +409,33 @@ class Upscaler:
             raise MambaESRError(f"{dst} is the input itself; choose another output (inputs are never overwritten)")
         check_output(dst, sixteen_bit=header.sixteen_bit, alpha=header.alpha, gray_alpha=header.gray_alpha,
                      overwrite=overwrite)
+        photo, out = self._upscale_read(lambda: read_photo(src, header, metadata=not strip_metadata), progress, src)
+        return write_image(dst, out, overwrite=overwrite, quality=quality, metadata=photo.meta)
+
+    def upscale_encoded(self, data: bytes, source: str | os.PathLike, dst: str | os.PathLike, progress=None,
+                        quality: int = 95, strip_metadata: bool = False) -> bytes:
+        """The bytes of an image file in, the bytes of the file :meth:`upscale_file` would write at ``dst`` out:
+        for callers that move the bytes themselves (the distributed runner gets them from Ray Data and publishes
+        the result on its own store). The same checks, decode, metadata and encoder as :meth:`upscale_file`, so the
+        result is bit-identical to its file; ``source`` names the input in errors, ``dst`` (only its name is used:
+        the suffix picks the format) the output. Nothing is read or written here."""
+        check_quality(quality)
+        header = inspect_bytes(data, source)
+        self.check_size(header.height, header.width, source)
+        check_format(dst, sixteen_bit=header.sixteen_bit, alpha=header.alpha, gray_alpha=header.gray_alpha)
+        photo, out = self._upscale_read(
+            lambda: photo_of_bytes(data, header, source, metadata=not strip_metadata), progress, source)
+        return encode_image(out, dst, quality, photo.meta)
+
+    def _upscale_read(self, read, progress, source):
+        """The step both file paths share once everything is checked: the tier chosen, ``read()`` (the decode, a
+        :class:`Photo`) and the upscale timed and reported to the controller; (photo, upscaled pixels)."""
         self._choose_tier()  # between files, like between frames
         start = time.perf_counter()
-        photo = read_photo(src, header, metadata=not strip_metadata)
-        out = self.upscale(photo.pixels, progress, source=src)
+        photo = read()
+        out = self.upscale(photo.pixels, progress, source=source)
         self._report(start)
-        return write_image(dst, out, overwrite=overwrite, quality=quality, metadata=photo.meta)
+        return photo, out
 
     def close(self) -> None:
         """Close every engine (an engine another thread is still running closes when that image is done)."""

@@ -128,6 +128,17 @@ def test_a_second_run_without_o_skips_its_own_outputs(engine, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "a_x4.png", "b_x4.png", "b_x4_x4.png"]
 
 
+def test_a_folder_run_never_takes_a_killed_writers_temporary_as_an_input(engine, tmp_path):
+    """A SIGKILLed run leaves its temporary (.<name>.<random>.<ext>, half a file) beside the output; a later folder
+    run over that folder must not upscale it (before: it failed as a corrupt input, or upscaled half a picture)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    data = write_image(folder / "a.png", np.full((8, 8, 3), 50, np.uint8)).read_bytes()
+    (folder / ".b.png.k1ll3d00.png").write_bytes(data[:len(data) // 2])
+    assert run(engine, folder, "-o", tmp_path / "out") == 0
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.png"]
+
+
 @pytest.mark.parametrize("argv, words", [
     (["--threads", "100000"], "threads must be an integer from 0"), (["--threads", "-1"], "threads must be"),
     (["--max-megapixels", "nan"], "must be a positive number"), (["--max-megapixels", "-5"], "positive number"),

@@ -100,3 +100,48 @@ def test_outputs_refuse_overwrite_bad_formats_and_unwritable_folders(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # an ordinary new file, not mkstemp's 0600
+
+
+def test_an_output_that_appears_while_it_is_computed_is_never_replaced(tmp_path, monkeypatch):
+    """Another writer publishes the same name between the up-front check and the publish: it wins, untouched."""
+    from mambaesr_runtime.runtime import imageio
+
+    path = tmp_path / "out.png"
+    real = imageio.encode_image
+
+    def racing(img, where, *args, **kwargs):
+        path.write_bytes(real(img + 9, path))  # the other writer, finished first
+        return real(img, where, *args, **kwargs)
+
+    monkeypatch.setattr(imageio, "encode_image", racing)
+    with pytest.raises(imageio.OutputExistsError, match="appeared while it was being computed"):
+        write_image(path, np.zeros((4, 4, 3), np.uint8))
+    assert read_image(path).min() == 9 and os.listdir(tmp_path) == ["out.png"]
+
+
+def test_the_bytes_path_checks_decodes_and_encodes_as_the_file_path(tmp_path):
+    """inspect_bytes / photo_of_bytes / encode_image (what the distributed workers run) against inspect_image /
+    read_photo / write_image: the same header, pixels, metadata, bytes and error messages."""
+    from mambaesr_runtime.runtime.imageio import (
+        encode_image,
+        inspect_bytes,
+        inspect_image,
+        photo_of_bytes,
+        read_photo,
+    )
+
+    path = write_image(tmp_path / "a.png", np.arange(6 * 5 * 3, dtype=np.uint8).reshape(6, 5, 3))
+    data = path.read_bytes()
+    header = inspect_image(path)
+    assert inspect_bytes(data, path) == header
+    by_path, by_bytes = read_photo(path, header), photo_of_bytes(data, header, path)
+    assert np.array_equal(by_path.pixels, by_bytes.pixels) and by_path.meta == by_bytes.meta
+    assert encode_image(by_bytes.pixels, tmp_path / "b.png", metadata=by_bytes.meta) == \
+        write_image(tmp_path / "b.png", by_path.pixels, metadata=by_path.meta).read_bytes()
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(data[:len(data) - 12])  # no IEND
+    with pytest.raises(ImageError) as from_path:
+        read_photo(cut)
+    with pytest.raises(ImageError) as from_bytes:
+        photo_of_bytes(cut.read_bytes(), inspect_bytes(cut.read_bytes(), cut), cut)
+    assert str(from_path.value) == str(from_bytes.value)
