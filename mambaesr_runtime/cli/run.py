@@ -146,12 +146,12 @@ def _jobs(inputs: list[str], out: str | None, tag: str, fmt: str | None = None,
         if src.is_dir():
             entries = sorted(src.iterdir())
             folders = [p for p in entries if p.is_dir()]
-            hidden = [p for p in entries if p not in folders and _hidden(p)]
+            hidden = [p for p in entries if _hidden(p) and p not in set(folders)]
             if ignored is not None:
                 ignored.extend((p, "a subfolder (a folder run reads only the files directly in it)") for p in folders)
                 ignored.extend((p, "a hidden or system file") for p in hidden)
-            files = [p for p in entries if p not in folders and p not in hidden and
-                     p.suffix.lower() in image_suffixes + video_suffixes]
+            left_out = set(folders) | set(hidden)
+            files = [p for p in entries if p not in left_out and p.suffix.lower() in image_suffixes + video_suffixes]
             if not files:
                 raise MambaESRError(f"{src} holds no images or videos ({', '.join(image_suffixes + video_suffixes)})"
                                     + (f" directly in it (its {len(folders)} subfolders are not searched: give them "

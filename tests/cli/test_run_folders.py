@@ -166,3 +166,26 @@ def test_an_input_that_vanishes_mid_run_fails_by_itself(engine, tmp_path, capsys
     err = capsys.readouterr().err
     assert f"error: {src / 'b.png'}: no such file" in err and "1 of 3 inputs failed" in err
     assert names(tmp_path / "out") == ["a.png", "c.png"]
+
+
+def test_an_output_folder_removed_mid_run_fails_the_rest_by_name(engine, tmp_path, capsys, monkeypatch):
+    """Before (rm -rf of the inputs and outputs while a run went on): '[Errno 17] File exists: out' from a mkdir
+    racing the removal. Each remaining file now fails with the reason, before it is decoded."""
+    import shutil
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a.png", "b.png"):
+        image(src / name)
+    real = Upscaler.upscale_file
+
+    def and_remove_out(self, source, *a, **k):
+        out = real(self, source, *a, **k)
+        shutil.rmtree(tmp_path / "out")
+        return out
+
+    monkeypatch.setattr(Upscaler, "upscale_file", and_remove_out)
+    assert run(engine, src, "-o", tmp_path / "out") == 1
+    err = capsys.readouterr().err
+    assert f"the output folder {tmp_path / 'out'} does not exist; create it or choose another output" in err
+    assert "Errno" not in err and not (tmp_path / "out").exists()
