@@ -232,7 +232,11 @@ def _imdecode_jpeg(data: bytes) -> tuple[np.ndarray | None, str | None]:
     the decode, fd 2 points at a temporary file (under a lock: one decode at a time is watched); what was written
     there other than those warnings (libjpeg's harmless ones, another thread's output) is passed on to the real fd 2.
     """
-    with _STDERR_LOCK:
+    try:
+        capture = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the with below
+    except OSError:  # no writable temporary folder (a read-only container): decoded unwatched, as before
+        return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED), None
+    with _STDERR_LOCK, capture:
         try:
             os.fstat(2)
             closed = False
@@ -244,14 +248,13 @@ def _imdecode_jpeg(data: bytes) -> tuple[np.ndarray | None, str | None]:
                 os.close(placeholder)
         saved = os.dup(2)
         try:
-            with tempfile.TemporaryFile() as capture:
-                os.dup2(capture.fileno(), 2)
-                try:
-                    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-                finally:
-                    os.dup2(saved, 2)
-                capture.seek(0)
-                text = capture.read()
+            os.dup2(capture.fileno(), 2)
+            try:
+                img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+            finally:
+                os.dup2(saved, 2)
+            capture.seek(0)
+            text = capture.read()
         finally:
             os.close(saved)
             if closed:

@@ -97,6 +97,8 @@ def test_a_signal_stops_the_monitor_with_its_code_and_keeps_the_recording(tmp_pa
 def test_export_and_train_say_which_signal_stopped_them(monkeypatch, capsys, tmp_path, sig, code):
     from mambaesr_runtime.export import pipeline
     from mambaesr_runtime.training import loop
+    from mambaesr_runtime.training import pipeline as training_pipeline  # noqa: F401 - imported now, so it binds
+    # the real loop.train (it does `from .loop import train`), not the stand-in below
 
     def stopped(*a, **k):
         raise Terminated(sig)
