@@ -50,7 +50,7 @@ BOMB_RSS_MB = 200
 class Case:
     name: str
     kind: str  # "old" (issue 14's already-passing list), "new" (its failures), "video" (issue 20's video cases) or
-    # "24" (issue 24's: signals, closed streams, early argument checks)
+    # "24" (issue 24's: signals, closed streams, early argument checks; lost data, folders, late refusals)
     setup: object  # setup(folder) -> (argv, expected outputs (names relative to folder), checks)
     expect: int
     bomb: bool = False
@@ -383,6 +383,7 @@ def catalogue() -> list[Case]:
     cases += downloader_cases()
     cases += video_cases()
     cases += issue24_cases()
+    cases += issue24_part2_cases()
     return cases
 
 
@@ -471,6 +472,282 @@ def issue24_cases() -> list[Case]:
             lambda res: "interrupted by SIGTERM" in res.message or "no 'interrupted by SIGTERM' message"]
     add(Case("SIGTERM mid-video", "24", long_video, 143, interrupt_after=".out.mp4.*",
              interrupt_signal=signal.SIGTERM))
+    return cases
+
+
+# -- issue 24, part 2: lost data, folders and names, late refusals, the other CLIs' guards -------------------------
+# A command with a prelude: the real CLI, with one library function wrapped so a race lands where it must.
+MAIN_RUN = "import sys\nfrom mambaesr_runtime.cli.run import main\nsys.exit(main(sys.argv[1:]))\n"
+# Another program creates the destination while this run works (just before it publishes).
+CREATE_MEANWHILE = """
+from pathlib import Path
+from mambaesr_runtime.runtime import avvideo, imageio
+real_image, real_video = imageio.atomic_write, avvideo.finish_output
+def image(path, write, suffix='.tmp', **kwargs):
+    def then_create(tmp):
+        write(tmp)
+        Path(path).write_bytes(b'created meanwhile')
+    return real_image(path, then_create, suffix, **kwargs)
+def video(tmp, dst, *a, **k):
+    Path(dst).write_bytes(b'created meanwhile')
+    return real_video(tmp, dst, *a, **k)
+imageio.atomic_write, avvideo.finish_output = image, video
+"""
+# Hold a run with its result complete until the file 'go' exists (the other run of a pair finishes meanwhile).
+HOLD = """
+import os, time
+from mambaesr_runtime.runtime import imageio
+real = imageio.atomic_write
+def held(path, write, suffix='.tmp', **kwargs):
+    def write_then_wait(tmp):
+        write(tmp)
+        while not os.path.exists('go'):
+            time.sleep(0.02)
+    return real(path, write_then_wait, suffix, **kwargs)
+imageio.atomic_write = held
+"""
+# Another program deletes in/b.png once in/a.png is done.
+DELETE_MIDRUN = """
+from pathlib import Path
+from mambaesr_runtime.runtime.upscaler import Upscaler
+real = Upscaler.upscale_file
+def and_delete(self, src, *a, **k):
+    out = real(self, src, *a, **k)
+    if Path(src).name == 'a.png':
+        (Path(src).parent / 'b.png').unlink()
+    return out
+Upscaler.upscale_file = and_delete
+"""
+# Files cannot grow past argv[1] bytes: every write past it fails as on a full disk (EFBIG), no root needed.
+FILE_SIZE_LIMIT = [sys.executable, "-c", "import os, resource, signal, sys; signal.signal(signal.SIGXFSZ, "
+                   "signal.SIG_IGN); n = int(sys.argv[1]); resource.setrlimit(resource.RLIMIT_FSIZE, (n, n)); "
+                   "os.execvp(sys.argv[2], sys.argv[2:])"]
+
+
+def _bytes(path: Path) -> bytes | None:
+    return path.read_bytes() if path.is_file() else None
+
+
+def before_the_model(res) -> bool | str:
+    """The refusal came before any inference: loading the engine peaks near 90 MB, running it above 250 MB."""
+    return res.rss_mb < 150 or f"peak RSS {res.rss_mb:.0f} MB: the model ran before the refusal"
+
+
+def nearest(folder: Path) -> list[str]:
+    """--model: an x4 nearest-neighbour ONNX graph made in the case folder (the cases are about files, not quality)."""
+    return ["--model", str(hostile.onnx_graph(folder / "nearest.onnx", "nearest")), "--overlap", "4"]
+
+
+def issue24_part2_cases() -> list[Case]:
+    cases: list[Case] = []
+    add = cases.append
+
+    # --- lost or replaced data ---
+    def created_meanwhile(folder):
+        src = img(folder / "in.png")
+        return [sys.executable, "-c", CREATE_MEANWHILE + MAIN_RUN, str(src), "-o", str(folder / "out.png"), "-q",
+                *nearest(folder)], ["out.png", "nearest.onnx"], [
+            lambda res: "out.png appeared while this image was being upscaled" in res.message or "race not named",
+            lambda res: _bytes(folder / "out.png") == b"created meanwhile" or "the other file was replaced"]
+    add(Case("image destination created during the run (no --overwrite)", "24", created_meanwhile, 2))
+
+    def two_runs(folder):
+        src = img(folder / "in.png")
+        argv = [str(src), "-o", str(folder / "out.png"), "-q", *nearest(folder)]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        held = subprocess.Popen([sys.executable, "-c", HOLD + MAIN_RUN, *argv], cwd=folder, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not list(folder.glob(".out.png.*")) and held.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+        def first_run_lost(res):
+            mine = _bytes(folder / "out.png")
+            (folder / "go").touch()
+            _, err = held.communicate(timeout=120)
+            (folder / "go").unlink()
+            if held.returncode != 2 or "appeared while this image was being upscaled" not in err:
+                return f"the held run: exit {held.returncode}, {err[-200:]!r}"
+            if mine is None or _bytes(folder / "out.png") != mine:
+                return "the finished run's output was replaced"
+            left = sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+            return not left or f"the held run left {left}"
+        return RUN + argv, ["out.png", "nearest.onnx"], [first_run_lost]
+    add(Case("two runs to the same image output: the later fails, nothing replaced", "24", two_runs, 0))
+
+    def long_name(folder):
+        src = img(folder / "in.png")
+        name = "n" * 243 + ".png"
+        return RUN + [str(src), "-o", str(folder / name), "-q", *nearest(folder)], [name, "nearest.onnx"], []
+    add(Case("243-byte output name (valid)", "24", long_name, 0))
+    add(Case("256-byte output name (never valid)", "24", lambda f: single(
+        good("in.png"), "bytes long and this file system takes at most 255", ["-o", "n" * 252 + ".png"])(f), 2))
+    for kind in ("cut", "tall"):
+        label = "truncated JPEG (EOI appended)" if kind == "cut" else "JPEG whose SOF promises twice its rows"
+        add(Case(label, "24", single(write(f"{kind}.jpg", hostile.truncated_jpeg(kind)),
+                                     f"{kind}.jpg: the JPEG's image data ends before its last row"), 2))
+
+    # --- folders, names, default suffixes ---
+    def folder_of(folder, extra):
+        src = folder / "in"
+        (src / "sub").mkdir(parents=True)
+        img(src / "a.png")
+        img(src / "sub" / "b.png")
+        for name, data in extra.items():
+            (src / name).write_bytes(data)
+        return src
+    add(Case("folder with a subfolder (said, not silent)", "24", lambda f: (
+        RUN + [str(folder_of(f, {})), "-o", str(f / "out"), "-q", *nearest(f)], ["out/a.png", "nearest.onnx"],
+        [lambda res: "skipped 1 subfolder (sub)" in res.message or "subfolder not mentioned"]), 0))
+    add(Case("folder with ._a.png, .DS_Store, Thumbs.db", "24", lambda f: (
+        RUN + [str(folder_of(f, {"._a.png": b"\x00\x05\x16\x07", ".DS_Store": b"Bud1", "Thumbs.db": b"\xd0\xcf"})),
+               "-o", str(f / "out"), "-q", *nearest(f)], ["out/a.png", "nearest.onnx"],
+        [lambda res: "skipped 3 hidden or system files" in res.message or "hidden files not skipped/said"]), 0))
+    add(Case("folder input with -o clip.mp4", "24", lambda f: (
+        RUN + [str(folder_of(f, {})), "-o", str(f / "clip.mp4"), "-q", *nearest(f)], ["nearest.onnx"],
+        [lambda res: "looks like a file, but a folder is given: pass a folder" in res.message or "not refused",
+         lambda res: not (f / "clip.mp4").exists() or "clip.mp4 was created"]), 2))
+    add(Case("one input with -o newdir/ (trailing slash)", "24", lambda f: (
+        RUN + [str(img(f / "in.png")), "-o", f"{f / 'newdir'}/", "-q", *nearest(f)], ["newdir/in.png", "nearest.onnx"],
+        [lambda res: checks_output("newdir/in.png", (80, 96, 3))(f)]), 0))
+
+    def gif(folder):
+        cv2.imwrite(str(folder / "still.gif"), np.full((20, 24, 3), 90, np.uint8))
+        return RUN + [str(folder / "still.gif"), "-q", *nearest(folder)], ["still_x4.png", "nearest.onnx"], [
+            lambda res: checks_output("still_x4.png", (80, 96, 3))(folder)]
+    add(Case("GIF still without -o (default .png)", "24", gif, 0))
+
+    def vanishing(folder):
+        src = folder / "in"
+        src.mkdir()
+        for name in ("a.png", "b.png", "c.png"):
+            img(src / name)
+        return [sys.executable, "-c", DELETE_MIDRUN + MAIN_RUN, str(src), "-o", str(folder / "out"), "-q",
+                *nearest(folder)], ["out/a.png", "out/c.png", "nearest.onnx"], [
+            lambda res: "b.png: no such file" in res.message or "the vanished input is not named"]
+    add(Case("input deleted mid-run (folder of 3)", "24", vanishing, 1))
+
+    # --- refused up front, from the header and the arguments ---
+    def early(setup):
+        """``setup`` (a shipped-student run), also checked to refuse before any inference."""
+        def wrapped(folder):
+            argv, expected, checks = setup(folder)
+            return argv, expected, [*checks, before_the_model]
+        return wrapped
+    add(Case("WebP output over 16,383 px a side", "24", early(single(
+        good("wide.png", (10, 4200, 3)), "and .webp holds at most 16383 pixels a side; write .png or .tif",
+        ["-o", "wide.webp"])), 2))
+    add(Case("JPEG output over 65,500 px a side", "24", early(single(
+        good("wide.png", (2, 16376, 3)), "and .jpg holds at most 65500 pixels a side", ["-o", "wide.jpg"])), 2))
+
+    def cmyk(folder):
+        src = hostile.cmyk_tiff(folder / "print.tif")
+        return RUN + [str(src), "-o", str(folder / "print.jpg"), "-q", *nearest(folder)], ["print.jpg", "nearest.onnx"], [
+            lambda res: checks_output("print.jpg", (20, 24, 3))(folder)]
+    add(Case("CMYK TIFF to JPEG (RGB, no alpha)", "24", cmyk, 0))
+    add(Case("PNG with tRNS after 5,000 chunks, -o x.jpg", "24", early(single(
+        lambda g: hostile.png_with_chunks(g / "late.png", 5000, hostile.trns_rgb(120)),
+        ".jpg has no alpha channel and the image has one", ["-o", "x.jpg"])), 2))
+    for depth in (8, 16):
+        def gray_trns(folder, depth=depth):
+            src = hostile.gray_trns_png(folder / "g.png", depth, (20, 24), key=1)
+            return RUN + [str(src), "-q", *nearest(folder)], ["g_x4.png", "nearest.onnx"], [
+                lambda res: hostile_png_color(folder / "g_x4.png") == 4 or "transparency dropped"]
+        add(Case(f"gray PNG with tRNS ({depth}-bit) keeps its transparency", "24", gray_trns, 0))
+    add(Case("gray PNG with tRNS, -o x.jpg", "24", early(single(
+        lambda g: hostile.gray_trns_png(g / "g.png", 8, (20, 24), key=1),
+        ".jpg cannot hold gray+alpha here (the image has transparency); write .png", ["-o", "x.jpg"])), 2))
+
+    # --- the other CLIs: signals and streams ---
+    reader_gone = [sys.executable, "-c", "import os, subprocess, sys; r, w = os.pipe(); os.close(r); "
+                                         "sys.exit(subprocess.call(sys.argv[1:], stdout=w))"]
+    add(Case("mambaesr-export --list-devices, stdout reader gone", "24", lambda f: (
+        reader_gone + [str(BIN / "mambaesr-export"), "--list-devices"], [],
+        [lambda res: "rror" not in res.message or f"failed: {res.message[:120]}"]), 0))
+    add(Case("mambaesr-monitor stopped by SIGTERM (recording kept)", "24", lambda f: (
+        ["sh", "-c", '"$@" & sleep 4; kill -TERM $!; wait $!', "sh", str(BIN / "mambaesr-monitor"), "--telemetry",
+         "psutil", "--interval", "0.1", "--record", str(f / "trace.json")], ["trace.json"],
+        [lambda res: "interrupted by SIGTERM" in res.message or "no 'interrupted by SIGTERM' message",
+         lambda res: bool(json.loads(_bytes(f / "trace.json") or b"{}").get("samples")) or "no samples recorded"]),
+        143))
+
+    try:
+        import av  # noqa: F401 - the clips are made with PyAV
+    except ImportError:
+        return cases
+    import clips
+
+    def meanwhile_video(folder):
+        src = clips.make_clip(folder / "in.mp4", audio=False)
+        return [sys.executable, "-c", CREATE_MEANWHILE + MAIN_RUN, str(src), "-o", str(folder / "out.mp4"), "-q",
+                *nearest(folder)], ["out.mp4", "nearest.onnx"], [
+            lambda res: "out.mp4 appeared while this video was being upscaled" in res.message or "race not named",
+            lambda res: _bytes(folder / "out.mp4") == b"created meanwhile" or "the other file was replaced"]
+    add(Case("video destination created during the run (no --overwrite)", "24", meanwhile_video, 2))
+
+    def disk_full(out, limit):
+        """``limit``: bytes, or "index": 8 bytes short of the whole output (measured by a run without a limit), so
+        every frame is written but the end of the container (an AVI's index) is not."""
+        def setup(folder):
+            src = clips.make_clip(folder / "in.mp4", pts_ms=[40 * i for i in range(40)])
+            argv = RUN + [str(src), "-o", str(folder / out), "-q", *nearest(folder)]
+            size = limit
+            if limit == "index":
+                subprocess.run(argv, cwd=folder, capture_output=True, check=True, timeout=120)
+                size = (folder / out).stat().st_size - 8
+                (folder / out).unlink()
+            return FILE_SIZE_LIMIT + [str(size)] + argv, ["nearest.onnx"], [
+                lambda res: "the disk is full, or a quota or file-size limit was reached" in res.message or
+                "the full disk is not named"]
+        return setup
+    add(Case("disk full mid-video (.mp4 through PyAV; RLIMIT_FSIZE)", "24", disk_full("out.mp4", 20000), 2))
+    add(Case("disk full mid-video (.avi through OpenCV; RLIMIT_FSIZE)", "24", disk_full("out.avi", 10000), 2))
+    add(Case("disk full at a video's index (.avi; RLIMIT_FSIZE)", "24", disk_full("out.avi", "index"), 2))
+
+    def damaged(make, out, words, allow=False):
+        def setup(folder):
+            src = make(folder)
+            expected = [out] if allow else []
+            return RUN + [str(src), "-o", str(folder / out), "-q", *nearest(folder),
+                          *(["--allow-frame-loss"] if allow else [])], expected + ["nearest.onnx"], [
+                lambda res: (words in res.message) or f"message lacks {words!r}"]
+        return setup
+
+    def cut_avi(folder):
+        return clips.damaged_avi(clips.mjpg_avi(folder / "good.avi"), folder / "cut.avi", frame=3)
+
+    def bad_mp4(folder):
+        return clips.damaged_mdat(clips.noisy_h264(folder / "good.mp4"), folder / "bad.mp4")
+    add(Case("MJPG .avi missing a middle frame, to .mp4", "24", damaged(
+        cut_avi, "out.mp4", "the container lists 8 frames but only 7 could be read"), 2))
+    add(Case("MJPG .avi missing a middle frame, to .avi (OpenCV)", "24", damaged(
+        cut_avi, "out.avi", "frame 8 of the 8 its container lists cannot be read"), 2))
+    add(Case("MP4 with a damaged mdat, to .mkv", "24", damaged(bad_mp4, "out.mkv", "does not decode"), 2))
+    add(Case("MP4 with a damaged mdat, to .avi (OpenCV)", "24", damaged(
+        bad_mp4, "out.avi", "of the 40 its container lists cannot be read"), 2))
+    add(Case("MP4 with a damaged mdat, --allow-frame-loss", "24", damaged(bad_mp4, "out.mkv", "", allow=True), 0))
+
+    def one_pixel(folder):
+        src = clips.mjpg_avi(folder / "tiny.avi", frames=3, size=(1, 1))
+        return RUN + [str(src), "-o", str(folder / "out.avi"), "-q", *nearest(folder)], ["nearest.onnx"], [
+            lambda res: "too small for OpenCV's MJPG writer (.avi)" in res.message or "not refused up front"]
+    add(Case("1x1 video to .avi (no abort)", "24", one_pixel, 2, env={"MALLOC_CHECK_": "3"}))
+
+    def webm(hide):
+        def setup(folder):
+            src = clips.make_clip(folder / "c.webm", vcodec="libvpx-vp9", acodec="libopus")
+            out = "c_x4.mp4" if hide else "c_x4.webm"
+            extra = []
+            if hide:
+                (folder / "hide").mkdir()
+                (folder / "hide" / "av.py").write_text("raise ImportError('PyAV hidden for this case')\n")
+                extra = ["hide/av.py"]
+            return RUN + [str(src), "-q", *nearest(folder)], [out, "nearest.onnx", *extra], [
+                lambda res: _av_facts(folder / out)["frames"] == len(clips.VFR_MS) or "frames lost"]
+        return setup
+    add(Case("WebM without -o (default .webm through PyAV)", "24", webm(False), 0))
+    add(Case("WebM without -o and without PyAV (default .mp4)", "24", webm(True), 0,
+             env={"PYTHONPATH": os.pathsep.join(["hide", str(ROOT)]), "PYTHONDONTWRITEBYTECODE": "1"}))
     return cases
 
 
@@ -748,7 +1025,10 @@ def main(argv: list[str] | None = None) -> int:
              f"than the outputs the case expects (temporaries, partial outputs, anything written by a bomb). old = a "
              f"case issue 14 found passing, new = one of its failures, video = issue 20's video cases (clips made "
              f"with PyAV: H.264 + AAC, 32x24, variable frame rate), 24 = issue 24's (SIGTERM/SIGHUP, closed "
-             f"streams, arguments refused up front).", "",
+             f"streams, arguments refused up front; then races at the destination, full disks (RLIMIT_FSIZE), "
+             f"damaged videos and JPEGs, folder rules and default names, refusals from the header, the other CLIs' "
+             f"guards; those cases run the x4 nearest-neighbour graph they make, unless they are about the model "
+             f"never running).", "",
              f"**{len(results) - len(failed)} of {len(results)} cases pass.** Decompression bombs: peak RSS "
              f"{min(r.rss_mb for r in bombs):.0f}-{max(r.rss_mb for r in bombs):.0f} MB (bar < {BOMB_RSS_MB} MB), "
              f"{min(r.seconds for r in bombs):.2f}-{max(r.seconds for r in bombs):.2f} s." if bombs else "", "",

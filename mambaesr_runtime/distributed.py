@@ -780,7 +780,7 @@ class _LocalStore:
         path = os.path.join(self.root, name)
         try:
             atomic_write(path, lambda tmp: _write_bytes(tmp, data), suffix=os.path.splitext(name)[1].lower(),
-                         exclusive=not overwrite)
+                         overwrite=overwrite)
         except FileExistsError as exc:
             raise OutputExistsError(f"{path} exists") from exc
 

@@ -1,12 +1,15 @@
-"""Small file helpers shared by every writer: content hashes and write-to-temp-then-rename."""
+"""Small file helpers shared by every writer: content hashes, temporary files beside their destination, and
+publishing them (rename, or an exclusive move that never replaces a file it did not expect)."""
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
 import importlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -38,40 +41,70 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def atomic_write(path: str | os.PathLike, write, suffix: str = ".tmp", exclusive: bool = False) -> Path:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it to ``path``.
-
-    An exception or an interruption leaves ``path`` as it was (absent or the previous version) and no temporary file.
-    ``suffix`` lets writers that pick a format from the name (OpenCV) see the right extension. The temporary is named
-    ``.<name>.<random><suffix>`` (:func:`is_temporary` tells one); only a killed process (SIGKILL) can leave one.
-
-    ``exclusive``: publish only if ``path`` does not exist, atomically (a hard link, which fails if the target
-    exists, then the temporary unlinked): of two writers racing for one name exactly one wins, and the loser gets
-    ``FileExistsError`` with ``path`` untouched. On a filesystem without hard links (FAT, some network mounts) it
-    falls back to check-then-rename, which is still atomic but not exclusive under a race.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
+def name_max(folder: str | os.PathLike) -> int:
+    """The longest file name (in bytes) the file system of ``folder`` takes: ``NAME_MAX``, 255 on every common one
+    (ext4, XFS, Btrfs, tmpfs, FAT's long names, NTFS); 255 when the folder cannot be asked (it does not exist yet)."""
     try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result should look like any new file
-        if exclusive:
-            _publish_exclusive(tmp, path)
-        else:
-            os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (AttributeError, OSError, ValueError):  # Windows has no pathconf; a folder still to be made
+        return 255
 
 
-#: errno values of os.link on a filesystem that has no hard links (not a failure of the link itself).
-_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EXDEV, errno.EMLINK}
+def name_too_long(path: str | os.PathLike) -> str | None:
+    """Why ``path`` can never be created (its last part longer than the file system's ``NAME_MAX`` bytes), or
+    ``None``: decided from the name alone, before any work is done for it."""
+    path = Path(path)
+    limit = name_max(path.parent if os.path.isdir(path.parent) else ".")
+    for part in reversed(path.parts):  # the name first, then the folders above it (they may be created)
+        size = len(os.fsencode(part))
+        if size > limit:
+            what = "file name" if part == path.name else f"folder name {part[:20]}..."
+            return (f"the {what} is {size} bytes long and this file system takes at most {limit}: choose a shorter "
+                    f"name")
+    return None
 
 
-def _publish_exclusive(tmp: str, path: Path) -> None:
+def temporary_beside(path: str | os.PathLike, suffix: str = ".tmp") -> str:
+    """Create an empty temporary file beside ``path`` and return its name: ``.<name>.<random><suffix>``, hidden, in
+    the same folder (so publishing it is a rename or link, never a copy). The ``<name>`` part is shortened when the
+    whole would pass ``NAME_MAX`` (a valid 243-byte output name would otherwise make a temporary name that can never
+    be created); mkstemp's random part keeps it unique."""
+    path = Path(path)
+    limit = name_max(path.parent)
+    room = limit - len(os.fsencode(suffix)) - 2 - 8  # the leading and trailing dots, mkstemp's 8 random characters
+    name = path.name
+    while name and len(os.fsencode(name)) > room:
+        name = name[:-1]  # by characters, so a UTF-8 name is never cut inside one
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    return tmp
+
+
+#: Errors of ``link`` that mean "this file system has no hard links" (FAT/exFAT, some FUSE and network mounts),
+#: not "the target exists".
+_NO_HARD_LINKS = {errno.EPERM, errno.EACCES, errno.EMLINK, errno.EINVAL, errno.ENOSYS,
+                  getattr(errno, "ENOTSUP", errno.EOPNOTSUPP), errno.EOPNOTSUPP, errno.EXDEV}
+
+
+def publish(tmp: str | os.PathLike, path: str | os.PathLike, overwrite: bool = False) -> None:
+    """Move the finished temporary file ``tmp`` to ``path`` atomically.
+
+    ``overwrite``: ``rename`` (an existing ``path`` is replaced in one step). Otherwise the move itself fails with
+    ``FileExistsError`` when ``path`` exists, however late it appeared (another run writing the same output, a file
+    created meanwhile): checking first and renaming after would replace it. The exclusive move is ``link(tmp,
+    path)`` (POSIX, every Python, fails if ``path`` exists, publishes the complete file in one step) then
+    ``unlink(tmp)``. Where the file system has no hard links (FAT, exFAT, some FUSE or network mounts), Linux's
+    ``renameat2(RENAME_NOREPLACE)``; where that is missing too, an exclusive ``O_CREAT | O_EXCL`` reservation of
+    ``path`` (which no other writer can then claim), replaced by ``tmp``. On Windows ``rename`` never replaces.
+    ``tmp`` is left in place when this raises (the caller removes it).
+    """
+    tmp, path = os.fspath(tmp), os.fspath(path)
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    if os.name == "nt":
+        os.rename(tmp, path)  # FileExistsError when path exists
+        return
     try:
         os.link(tmp, path)
     except FileExistsError:
@@ -79,13 +112,58 @@ def _publish_exclusive(tmp: str, path: Path) -> None:
     except OSError as exc:
         if exc.errno not in _NO_HARD_LINKS:
             raise
-        if os.path.lexists(path):
-            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
-        os.replace(tmp, path)
+        if not _rename_noreplace(tmp, path):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # FileExistsError when path exists
+            os.close(fd)
+            os.replace(tmp, path)
+        return
+    os.unlink(tmp)
+
+
+def _rename_noreplace(tmp: str, path: str) -> bool:
+    """``renameat2(tmp, path, RENAME_NOREPLACE)`` where the C library and the file system have it: True when
+    done, False when unavailable; ``FileExistsError`` when ``path`` exists."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2  # glibc >= 2.28 (JetPack 5's Ubuntu 20.04 has 2.31)
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_noreplace = -100, 1
+    if renameat2(at_fdcwd, os.fsencode(tmp), at_fdcwd, os.fsencode(path), rename_noreplace) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err == errno.EEXIST:
+        raise FileExistsError(err, os.strerror(err), path)
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False  # the file system does not take the flag
+    raise OSError(err, os.strerror(err), path)
+
+
+def atomic_write(path: str | os.PathLike, write, suffix: str = ".tmp", overwrite: bool = True) -> Path:
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then move it to ``path`` (:func:`publish`).
+
+    An exception or an interruption leaves ``path`` as it was (absent or the previous version) and no temporary file.
+    ``suffix`` lets writers that pick a format from the name (OpenCV) see the right extension. ``overwrite=False``:
+    an existing ``path`` is never replaced, even one created while ``write`` ran (``FileExistsError``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_beside(path, suffix)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result should look like any new file
+        publish(tmp, path, overwrite)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+    return path
 
 
 def is_temporary(name: str, suffix: str | None = None) -> bool:
-    """``name`` is a temporary of :func:`atomic_write` (``.<name>.<8 random characters><suffix>``), which a killed
+    """``name`` is a temporary of :func:`atomic_write` (``.<name>.<8 random characters><suffix>``, the
+    ``<name>`` part maybe shortened to fit ``NAME_MAX``: :func:`temporary_beside`), which a killed
     writer may leave behind: never an input, never a finished output."""
     if not name.startswith(".") or name.count(".") < 3:
         return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fractions
 import math
 import struct
+from pathlib import Path
 
 import numpy as np
 
@@ -102,4 +103,66 @@ def garbage_audio(src, dst, seed: int = 0):
             else:
                 packet.stream = video
                 o.mux(packet)
+    return dst
+
+
+def noisy_h264(path, frames: int = 40, size: tuple[int, int] = (48, 64), seed: int = 0):
+    """An MP4 (H.264, one keyframe, no audio) of random frames: every frame's data is large and predicted from the
+    one before, so damaging the middle of its mdat leaves frames that cannot be decoded."""
+    import av
+
+    rng = np.random.default_rng(seed)
+    h, w = size
+    out = av.open(str(path), "w")
+    vs = out.add_stream("libx264", rate=25)
+    vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+    vs.codec_context.options = {"g": "1000"}
+    for i in range(frames):
+        frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), format="rgb24")
+        frame.pts = i
+        for packet in vs.encode(frame):
+            out.mux(packet)
+    for packet in vs.encode():
+        out.mux(packet)
+    out.close()
+    return path
+
+
+def damaged_mdat(src, dst):
+    """``dst``: the MP4 ``src`` with the middle of its mdat box (a third to a half of it) overwritten by garbage:
+    its index (moov) intact, so every frame is listed, some of them undecodable."""
+    data = bytearray(Path(src).read_bytes())
+    pos = 0
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", bytes(data[pos:pos + 8]))
+        if kind == b"mdat":
+            for j in range(pos + length // 3, pos + length // 2):
+                data[j] = (j * 131 + 7) & 0xFF
+        pos += length
+    Path(dst).write_bytes(bytes(data))
+    return dst
+
+
+def mjpg_avi(path, frames: int = 8, size: tuple[int, int] = (48, 64), seed: int = 0):
+    """An MJPG .avi (OpenCV's writer) of random frames, with its idx1 index."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    h, w = size
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (w, h))
+    for _ in range(frames):
+        writer.write(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+    writer.release()
+    return path
+
+
+def damaged_avi(src, dst, frame: int = 3):
+    """``dst``: the .avi ``src`` with the chunk id of one frame in the middle (``frame``) overwritten: the demuxer
+    loses that frame, and readers that only stop at the first failed read lose every one after it."""
+    data = bytearray(Path(src).read_bytes())
+    movi = data.index(b"movi")
+    chunks = [i for i in range(movi, len(data) - 4) if data[i:i + 4] == b"00dc"]
+    at = chunks[frame]
+    data[at:at + 4] = b"XXXX"
+    Path(dst).write_bytes(bytes(data))
     return dst

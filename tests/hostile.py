@@ -145,3 +145,72 @@ def onnx_graph(path: Path, kind: str, tile: int = 16) -> Path:
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
+
+
+def gray_trns_png(path: Path, depth: int = 8, size: tuple[int, int] = (6, 5), key: int = 3) -> Path:
+    """A gray PNG (colour type 0, ``depth`` 1-16 bit) whose tRNS chunk makes the gray level ``key`` transparent:
+    sample (y, x) is ``(y * w + x) % 2**depth``, so ``key`` occurs (and so do its neighbours)."""
+    h, w = size
+    values = (np.arange(h * w) % (1 << depth)).reshape(h, w)
+    if depth == 16:
+        rows = [values[y].astype(">u2").tobytes() for y in range(h)]
+    elif depth == 8:
+        rows = [values[y].astype(np.uint8).tobytes() for y in range(h)]
+    else:
+        per = 8 // depth
+        rows = []
+        for y in range(h):
+            packed = bytearray((w + per - 1) // per)
+            for x, v in enumerate(values[y]):
+                packed[x // per] |= int(v) << (8 - depth * (x % per + 1))
+            rows.append(bytes(packed))
+    raw = b"".join(b"\x00" + r for r in rows)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, 0, 0, 0, 0))
+                     + _chunk(b"tRNS", struct.pack(">H", key)) + _chunk(b"IDAT", zlib.compress(raw))
+                     + _chunk(b"IEND", b""))
+    return path
+
+
+def png_with_chunks(path: Path, before: int, last: bytes = b"", size: tuple[int, int] = (6, 5)) -> Path:
+    """An RGB PNG with ``before`` empty tEXt-like private chunks (``prVt``) between IHDR and ``last`` (a whole
+    chunk, e.g. a tRNS), then its image data: a header walk that stops early never reaches ``last``."""
+    img = cv2.imencode(".png", np.full((*size, 3), 120, np.uint8))[1].tobytes()
+    filler = _chunk(b"prVt", b"") * before
+    path.write_bytes(img[:33] + filler + last + img[33:])
+    return path
+
+
+def trns_rgb(value: int = 120) -> bytes:
+    """A tRNS chunk for an RGB PNG making the colour (value, value, value) transparent."""
+    return _chunk(b"tRNS", struct.pack(">HHH", value, value, value))
+
+
+def photo_jpeg(size: tuple[int, int] = (60, 80), progressive: bool = False) -> bytes:
+    """A JPEG of a smooth, non-flat picture (so every row carries entropy-coded data)."""
+    h, w = size
+    y, x = np.mgrid[0:h, 0:w]
+    img = np.dstack([(x * 3) % 255, (y * 4) % 255, ((x + y) * 2) % 255]).astype(np.uint8)
+    params = [cv2.IMWRITE_JPEG_PROGRESSIVE, 1] if progressive else []
+    return cv2.imencode(".jpg", img, params)[1].tobytes()
+
+
+def truncated_jpeg(kind: str = "cut") -> bytes:
+    """JPEGs whose pixel data ends before their last row, which libjpeg decodes anyway with the missing rows
+    invented flat: ``cut``: the second half of the scan data gone, an EOI appended (a copy cut short and
+    'repaired'); ``tall``: an intact file whose SOF declares twice the rows its data holds."""
+    data = photo_jpeg()
+    if kind == "cut":
+        return data[:len(data) // 2] + b"\xff\xd9"
+    at = data.index(b"\xff\xc0")
+    height = struct.unpack(">H", data[at + 5:at + 7])[0]
+    return data[:at + 5] + struct.pack(">H", 2 * height) + data[at + 7:]
+
+
+def cmyk_tiff(path: Path, size: tuple[int, int] = (5, 6)) -> Path:
+    """A CMYK TIFF (photometric 5, 4 samples), as print workflows write them (Pillow)."""
+    from PIL import Image
+
+    h, w = size
+    c = np.linspace(0, 200, h * w).reshape(h, w).astype(np.uint8)
+    Image.fromarray(np.dstack([c, c // 2, c // 3, c // 4]), "CMYK").save(path)
+    return path

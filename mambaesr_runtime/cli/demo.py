@@ -12,6 +12,7 @@ import numpy as np
 from ..errors import MambaESRError, require_torch
 from ..model.config import VARIANTS
 from ..model.config import variant as get_variant
+from .signals import guarded_main
 
 
 def synthetic_image(size: int, seed: int = 0) -> np.ndarray:
@@ -42,6 +43,10 @@ def smoke_run(variant: str = "student", size: int = 64, threads: int = 2, seed: 
 
 
 def main(argv: list[str] | None = None) -> int:
+    return guarded_main(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="mambaesr-demo", description=__doc__)
     parser.add_argument("--variant", default="student", choices=sorted(VARIANTS))
     parser.add_argument("--size", type=int, default=64, help="LR input size in pixels (default 64)")

@@ -15,9 +15,14 @@ from pathlib import Path
 
 from ..errors import MambaESRError
 from .flags import for_cli
+from .signals import guarded_main
 
 
 def main(argv: list[str] | None = None) -> int:
+    return guarded_main(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="mambaesr-eval", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="checkpoint (.safetensors/.json), ONNX file or TensorRT plan")

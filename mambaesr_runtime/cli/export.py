@@ -28,6 +28,7 @@ from ..errors import MambaESRError
 from ..fileio import atomic_write
 from ..profiles import PRECISIONS, check_threads
 from .flags import for_cli
+from .signals import describe, exit_code, guarded_main
 
 #: The export arguments the library's errors name, and the flags that set them here.
 FLAGS = {"weights": "--weights", "tiers": "--tier", "simplify_graph=False": "--no-simplify", "force": "--force",
@@ -54,6 +55,10 @@ def _plan_note(manifest) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return guarded_main(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="mambaesr-export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     target = parser.add_mutually_exclusive_group()
@@ -127,9 +132,9 @@ def main(argv: list[str] | None = None) -> int:
             results = export_profile(profile, args.output, args.weights, args.tier, args.force,
                                      not args.no_simplify, build=not args.onnx_only, threads=args.threads,
                                      progress=say, precision=args.precision, calibration_dir=args.calibration)
-    except KeyboardInterrupt:
-        print("interrupted; nothing partial was left behind", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl+C, SIGTERM or SIGHUP: the artifacts' temporaries are already removed
+        print(f"{describe(exc)}; nothing partial was left behind", file=sys.stderr)
+        return exit_code(exc)
     except (MambaESRError, OSError) as exc:
         print(f"error: {for_cli(exc, FLAGS)}", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ import time
 
 from ..errors import MambaESRError
 from .flags import deprecated_alias, for_cli
+from .signals import Terminated, describe, exit_code, guarded_main
 
 #: The monitor arguments the library's errors name, and the flags that set them here.
 FLAGS = {"source": "--telemetry", "replay": "--replay"}
@@ -85,6 +86,10 @@ def _check_record_path(record: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return guarded_main(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     from ..runtime.monitor import SOURCES
 
     parser = argparse.ArgumentParser(prog="mambaesr-monitor", description=__doc__,
@@ -138,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     recorder = TraceRecorder(args.record, device=profile.name, monitor=monitor.describe()) if args.record else None
     tty = sys.stdout.isatty()
     print(f"telemetry: {why}", file=sys.stderr)
-    shown, index = 0, 0
+    shown, index, code = 0, 0, 0
     try:
         while args.count is None or index < args.count:
             if index and interval:
@@ -157,14 +162,15 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(line(t, decision, index), flush=True)
             index += 1
-    except KeyboardInterrupt:
-        print(file=sys.stderr)
+    except KeyboardInterrupt as exc:  # Ctrl+C is how a live view ends (exit 0); SIGTERM / SIGHUP exit 128 + N
+        print("" if not isinstance(exc, Terminated) else describe(exc), file=sys.stderr)
+        code = 0 if not isinstance(exc, Terminated) else exit_code(exc)
     finally:
         monitor.close()
         if recorder is not None and recorder.samples:
-            path = recorder.save()
+            path = recorder.save()  # what was seen until the stop, written atomically
             print(f"recorded {len(recorder.samples)} samples to {path}", file=sys.stderr)
-    return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -23,9 +23,15 @@ rotation applied; without it, OpenCV writes the picture only (mp4v, constant rat
 
 Exit codes: 0 all done; 1 some inputs failed (the others were written); 2 bad arguments or nothing could run;
 130 interrupted by Ctrl+C, 143 by SIGTERM, 129 by SIGHUP (nothing partial is left in any case). Outputs are
-written atomically and never replace an existing file unless --overwrite is given; inputs are never modified. A failing file is reported by name and the run goes on.
-Without -o, outputs are named <name>_x4.<ext> beside their input, so a folder run skips files named like the output
-of another file in the folder (a_x4.png beside a.png): running it twice never upscales its own outputs.
+written atomically and never replace an existing file unless --overwrite is given, not even one that appeared
+while the run worked (the later of two runs to one output fails); inputs are never modified. A failing file is
+reported by name and the run goes on. A damaged video (a frame that cannot be read) fails unless
+--allow-frame-loss.
+Without -o, outputs are named <name>_x4.<ext> beside their input (a GIF still as .png; a .webm as .mp4 without
+PyAV), so a folder run skips files named like the output of another file in the folder (a_x4.png beside a.png):
+running it twice never upscales its own outputs. A folder run takes the images and videos directly in it: its
+subfolders, hidden files (.DS_Store, ._photo.jpg) and system files (Thumbs.db) are skipped, and said so. For a
+folder or several inputs -o is a folder; for one input, -o DIR/ (trailing slash) writes DIR/<name>.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import time
 from pathlib import Path
 
 from ..errors import MambaESRError, describe_failure
+from ..fileio import name_too_long
 from ..profiles import BACKENDS, PRECISIONS, builtin_profiles
 from ..runtime.monitor import SOURCES
 from .flags import deprecated_alias, for_cli
@@ -52,7 +59,7 @@ FLAGS = {"max_output_megapixels": "--max-megapixels", "overwrite": "--overwrite"
          "model": "--model", "scale": "--scale", "tile": "--tile", "overlap": "--overlap", "source": "--telemetry",
          "replay": "--replay", "outscale": "--outscale", "quality": "--quality", "codec": "--codec",
          "crf": "--crf", "strip_metadata": "--strip-metadata", "engines_dir": "--engines",
-         "gpus_per_worker": "--ray-gpus", "cpus_per_worker": "--threads"}
+         "gpus_per_worker": "--ray-gpus", "cpus_per_worker": "--threads", "allow_frame_loss": "--allow-frame-loss"}
 #: The exit codes of an interrupted run: SIGHUP, SIGINT (Ctrl+C), SIGTERM (128 + the signal's number).
 INTERRUPTED = (129, 130, 143)
 #: --format NAME -> the suffix written.
@@ -61,11 +68,38 @@ FORMATS = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "webp": ".webp", "tif":
 
 
 def _suffixes() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(image, video) suffixes a folder run picks up: what the image writer and the video reader handle."""
+    """(image, video) suffixes a folder run picks up: what the image reader (GIF stills too) and the video reader
+    handle."""
     from ..runtime.imageio import WRITE_FORMATS
     from ..runtime.video import VIDEO_SUFFIXES
 
-    return WRITE_FORMATS, VIDEO_SUFFIXES
+    return WRITE_FORMATS + (".gif",), VIDEO_SUFFIXES
+
+
+#: Files a folder run never takes: hidden ones (``.DS_Store``, macOS's ``._photo.jpg`` resource forks, our own
+#: temporaries) and the system's metadata files, which are not pictures whatever their suffix.
+SYSTEM_FILES = {"thumbs.db", "desktop.ini", "ehthumbs.db", "icon\r"}
+
+
+def _hidden(f: Path) -> bool:
+    return f.name.startswith(".") or f.name.lower() in SYSTEM_FILES
+
+
+def _default_suffix(f: Path, image_suffixes: tuple[str, ...], fmt: str | None) -> str:
+    """The suffix an output of ``f`` gets when -o does not name it: ``--format``'s for images, else the input's,
+    except where that cannot be written: a GIF still becomes PNG (lossless, keeps its transparency), a WebM without
+    PyAV (whose VP9 encoder writes .webm) becomes MP4 (OpenCV)."""
+    suffix = f.suffix.lower()
+    if fmt and suffix in image_suffixes:
+        return fmt
+    if suffix == ".gif":
+        return ".png"
+    if suffix == ".webm":
+        try:
+            import av  # noqa: F401 - only asked whether it is there
+        except ImportError:
+            return ".mp4"
+    return f.suffix
 
 
 def _own_output(f: Path, tag: str) -> bool:
@@ -84,29 +118,46 @@ def _glob_escape(text: str) -> str:
 
 
 def _jobs(inputs: list[str], out: str | None, tag: str, fmt: str | None = None,
-          skipped: list[Path] | None = None) -> list[tuple[Path, Path]]:
+          skipped: list[Path] | None = None, ignored: list[tuple[Path, str]] | None = None) -> list[tuple[Path, Path]]:
     """(source, destination) pairs; raises MambaESRError for arguments that cannot work. Without ``out``, files of
     an input folder that are the default outputs of their neighbours are left out (and listed in ``skipped``).
-    ``tag``: the scale in default names (``4`` -> ``a_x4.png``); ``fmt``: the suffix images are written as."""
-    from ..fileio import is_temporary
+    A folder's subfolders (not searched) and hidden or system files (never pictures; a killed writer's temporary
+    ``.<name>.<random>.<ext>`` is one) are left out and listed in ``ignored`` as (path, why). ``tag``: the scale in
+    default names (``4`` -> ``a_x4.png``); ``fmt``: the suffix images are written as."""
     from ..runtime.imageio import output_name
-
     jobs = []
-    many = len(inputs) > 1 or any(Path(i).is_dir() for i in inputs) or (out is not None and Path(out).is_dir())
     image_suffixes, video_suffixes = _suffixes()
-    if many and out is not None and Path(out).suffix.lower() in image_suffixes:
-        raise MambaESRError(f"-o {out} looks like a file but several images are given; pass a folder")
+    too_long = name_too_long(out) if out is not None else None
+    if too_long:
+        raise MambaESRError(f"-o {out}: {too_long}")
+    # -o names a folder when it is one, or ends with a slash (-o new/ for one input: the folder is created)
+    out_folder = out is not None and (Path(out).is_dir() or out.endswith(("/", os.sep)))
+    many = len(inputs) > 1 or any(Path(i).is_dir() for i in inputs) or out_folder
+    if many and out is not None and not out_folder:
+        what = "a folder is given" if any(Path(i).is_dir() for i in inputs) else "several inputs are given"
+        if os.path.lexists(out):
+            raise MambaESRError(f"-o {out} is a file, but {what}: pass a folder (a new or existing one)")
+        if Path(out).suffix.lower() in image_suffixes + video_suffixes:
+            raise MambaESRError(f"-o {out} looks like a file, but {what}: pass a folder (created if new, e.g. -o "
+                                f"{Path(out).with_suffix('')}/); to write one file, give one input")
     if not many and out is not None and fmt is not None and Path(out).suffix.lower() in image_suffixes and \
             FORMATS.get(Path(out).suffix.lower().lstrip(".")) != fmt:
         raise MambaESRError(f"-o {out} and --format {fmt.lstrip('.')} disagree; give one of them")
     for item in inputs:
         src = Path(item)
         if src.is_dir():
-            # never a temporary a killed writer left (.<name>.<random>.<ext>): half a file is no input
-            files = sorted(p for p in src.iterdir() if p.suffix.lower() in image_suffixes + video_suffixes and
-                           not is_temporary(p.name))
+            entries = sorted(src.iterdir())
+            folders = [p for p in entries if p.is_dir()]
+            hidden = [p for p in entries if _hidden(p) and p not in set(folders)]
+            if ignored is not None:
+                ignored.extend((p, "a subfolder (a folder run reads only the files directly in it)") for p in folders)
+                ignored.extend((p, "a hidden or system file") for p in hidden)
+            left_out = set(folders) | set(hidden)
+            files = [p for p in entries if p not in left_out and p.suffix.lower() in image_suffixes + video_suffixes]
             if not files:
-                raise MambaESRError(f"{src} holds no images or videos ({', '.join(image_suffixes + video_suffixes)})")
+                raise MambaESRError(f"{src} holds no images or videos ({', '.join(image_suffixes + video_suffixes)})"
+                                    + (f" directly in it (its {len(folders)} subfolders are not searched: give them "
+                                       f"as inputs)" if folders else ""))
             if out is None:
                 own = [f for f in files if _own_output(f, tag)]
                 files = [f for f in files if f not in own]
@@ -117,7 +168,7 @@ def _jobs(inputs: list[str], out: str | None, tag: str, fmt: str | None = None,
         else:
             raise MambaESRError(f"{src}: no such file or folder")
         for f in files:
-            suffix = fmt if fmt and f.suffix.lower() in image_suffixes else f.suffix
+            suffix = _default_suffix(f, image_suffixes, fmt)
             if out is None:
                 dst = f.with_name(f"{f.stem}_x{tag}{suffix}")
             elif many:
@@ -125,6 +176,12 @@ def _jobs(inputs: list[str], out: str | None, tag: str, fmt: str | None = None,
             else:
                 dst = Path(out)
             jobs.append((f, dst))
+    by_output: dict[Path, Path] = {}
+    for f, dst in jobs:  # a.gif and a.png, or a.jpg and a.png with --format png, in one folder run
+        if dst in by_output:
+            raise MambaESRError(f"{by_output[dst]} and {f} would both be written to {dst}; upscale one of them on its "
+                                f"own (with -o), or rename it")
+        by_output[dst] = f
     return jobs
 
 
@@ -244,6 +301,9 @@ def _main(argv: list[str] | None) -> int:
     parser.add_argument("--crf", type=int, help="video constant-rate factor: lower is better and larger (default: "
                                                 "h264 18, hevc 22, vp9 30, av1 30)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--allow-frame-loss", action="store_true",
+                        help="write the frames of a damaged video that decode, leaving out the rest with a warning "
+                             "(default: a video with a frame that cannot be read fails, and nothing is written)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON summary of the run to stdout (inputs, outputs, engine, tier switches, "
                              "times, failures) instead of the per-file lines")
@@ -335,6 +395,7 @@ def _ascii_digits(text: str) -> bool:
 
 def _run(args, report: _Report) -> int:
     skipped: list[Path] = []
+    ignored: list[tuple[Path, str]] = []
     try:
         _check_arguments(args)
         if args.camera is not None:
@@ -362,9 +423,13 @@ def _run(args, report: _Report) -> int:
             print(f"adaptive: {upscaler.controller.describe()}", file=sys.stderr)
         if args.camera is None:
             tag = f"{upscaler.scale}" if args.outscale is None else f"{args.outscale:g}"
-            jobs = _jobs(args.inputs, args.output, tag, FORMATS.get(args.format), skipped)
+            jobs = _jobs(args.inputs, args.output, tag, FORMATS.get(args.format), skipped, ignored)
         if args.output and any(dst.parent == Path(args.output) for _, dst in jobs):
-            Path(args.output).mkdir(parents=True, exist_ok=True)  # an output folder may be new
+            try:
+                Path(args.output).mkdir(parents=True, exist_ok=True)  # an output folder may be new
+            except OSError as exc:
+                raise MambaESRError(f"-o {args.output}: cannot create the output folder ({exc.strerror or exc}); "
+                                    f"give another folder") from exc
     except (MambaESRError, OSError) as exc:
         report.data["error"] = for_cli(exc, FLAGS)
         print(f"error: {report.data['error']}", file=sys.stderr)
@@ -375,6 +440,7 @@ def _run(args, report: _Report) -> int:
         print(f"error: {report.data['error']} (-v shows where)", file=sys.stderr)
         return 2
     report.data["engine"] = upscaler.summary()
+    _say_ignored(ignored, report)
     for f in skipped:
         report.item(f, None, "image", "skipped", 0.0, error="named like an earlier run's output")
         print(f"skipped {f}: named like the output of {f.stem[:-len(f'_x{tag}')]}.* beside it "
@@ -410,7 +476,7 @@ def _run(args, report: _Report) -> int:
 
 #: Flags a --ray run cannot take (it upscales the images of one folder into another).
 RAY_REFUSES = {"camera": "--camera", "adaptive": "--adaptive", "replay": "--replay", "frames": "--frames",
-               "codec": "--codec", "crf": "--crf"}
+               "codec": "--codec", "crf": "--crf", "allow_frame_loss": "--allow-frame-loss"}
 
 
 def _ray_workers(text: str | None):
@@ -487,6 +553,21 @@ def _ray_report(args, report: _Report, run) -> int:
     if run.failed:
         return 1 if run.done + run.skipped else 2
     return 0
+def _say_ignored(ignored: list[tuple[Path, str]], report: _Report) -> None:
+    """One line per folder and kind for what a folder run left out (subfolders, hidden and system files), and a
+    "skipped" entry each in the --json report."""
+    groups: dict[tuple[Path, str], list[Path]] = {}
+    for path, why in ignored:
+        report.item(path, None, "folder" if why.startswith("a subfolder") else "image", "skipped", 0.0, error=why)
+        groups.setdefault((path.parent, why), []).append(path)
+    for (folder, why), paths in groups.items():
+        names = ", ".join(p.name for p in paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+        if why.startswith("a subfolder"):
+            text = (f"{len(paths)} subfolder{'s' if len(paths) > 1 else ''} ({names}): a folder run reads only the "
+                    f"files directly in it; give a subfolder as an input to upscale it")
+        else:
+            text = f"{len(paths)} hidden or system file{'s' if len(paths) > 1 else ''} ({names})"
+        print(f"note: {folder}: skipped {text}", file=sys.stderr)
 
 
 def _one(args, upscaler, progress: _Progress, report: _Report, src, dst: Path) -> int:
@@ -501,7 +582,7 @@ def _one(args, upscaler, progress: _Progress, report: _Report, src, dst: Path) -
             from ..runtime.video import upscale_video
 
             _, n = upscale_video(upscaler, src, dst, args.overwrite, args.frames, progress.start(name, "frame"),
-                                 codec=args.codec, crf=args.crf)
+                                 codec=args.codec, crf=args.crf, allow_frame_loss=args.allow_frame_loss)
             note = f" ({n} frames)"
         else:
             upscaler.upscale_file(src, dst, args.overwrite, progress.start(name, "tile"), quality=args.quality,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 
 #: The signals turned into :class:`Terminated` (those a platform lacks are left out: Windows has no SIGHUP).
@@ -64,3 +65,18 @@ def interrupt_on_termination():
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old if old is not None else signal.SIG_DFL)
+
+
+def guarded_main(body, argv=None) -> int:
+    """Run a CLI's ``body(argv)`` as ``mambaesr-run`` runs: stdout and stderr guarded (:mod:`.streams`: a reader
+    that went away never fails a finished run), SIGTERM and SIGHUP unwinding as Ctrl+C does (temporaries removed by
+    the writers' own cleanup). An interruption ``body`` does not handle itself is said in one line and exits 128 +
+    the signal's number."""
+    from .streams import guarded_streams
+
+    with guarded_streams(), interrupt_on_termination():
+        try:
+            return body(argv)
+        except KeyboardInterrupt as exc:
+            print(f"\n{describe(exc)}", file=sys.stderr)
+            return exit_code(exc)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..errors import MambaESRError
 from .flags import for_cli
+from .signals import describe, exit_code, guarded_main
 
 #: The training arguments the library's errors name, and the flags that set them here.
 FLAGS = {"device": "--device", "init": "--init", "vgg_weights": "--vgg-weights"}
@@ -110,6 +111,10 @@ def _progress(entry: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return guarded_main(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="mambaesr-train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -161,10 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     except MambaESRError as exc:
         print(f"\nerror: {for_cli(exc, FLAGS)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted: the last saved state is intact; continue with mambaesr-train resume runs/latest",
+    except KeyboardInterrupt as exc:  # Ctrl+C, SIGTERM or SIGHUP
+        print(f"\n{describe(exc)}: the last saved state is intact; continue with mambaesr-train resume runs/latest",
               file=sys.stderr)
-        return 130
+        return exit_code(exc)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ profile's tile size, or ``tile``), blended as in production.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import cv2
 import numpy as np
 
 from ..artifacts.names import BACKEND_OF_SUFFIX
+from ..fileio import atomic_write, atomic_write_json
 from ..imaging.imresize import imresize
 from ..imaging.sets import DataError, list_images, load_benchmark, lr_size_error
 from ..runtime.imageio import inspect_image
@@ -152,8 +152,13 @@ def write_report(result: dict, out_dir: str | os.PathLike, sheet: np.ndarray | N
     """results.md, results.json (and crops.png) in ``out_dir``; returns the folder."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.md").write_text(markdown_table(result))
-    (out_dir / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+    # each file written to a temporary and renamed: an interrupted or failed run leaves the previous report whole
+    table = markdown_table(result)
+    atomic_write(out_dir / "results.md", lambda tmp: Path(tmp).write_text(table), suffix=".md")
+    atomic_write_json(out_dir / "results.json", result, indent=1)
     if sheet is not None:
-        cv2.imwrite(str(out_dir / "crops.png"), sheet)
+        def write_sheet(tmp):
+            if not cv2.imwrite(tmp, sheet):
+                raise OSError(f"OpenCV could not write the crop sheet {out_dir / 'crops.png'}")
+        atomic_write(out_dir / "crops.png", write_sheet, suffix=".png")
     return out_dir

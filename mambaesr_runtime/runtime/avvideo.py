@@ -9,8 +9,11 @@ the output is upright for every player and carries no rotation). The container c
 (:data:`CONTAINERS`); a stream the container cannot hold (AAC into WebM, SubRip into MP4) is refused before any
 frame is upscaled, naming the suffixes that can hold every stream.
 
-Nothing partial is left: the output is written under a temporary name beside the destination and renamed when the
-trailer is written; an error or an interruption removes it. Cameras and GStreamer pipelines stay with OpenCV
+Nothing partial is left: the output is written under a temporary name beside the destination; once the trailer is
+written the file is read back (its packets counted: a disk that filled up leaves a file that plays nothing) and
+published without replacing a file that appeared meanwhile (:func:`finish_output`); an error or an interruption
+removes it. Nothing is lost silently either: a frame that does not decode, or fewer frames than the container lists,
+fails the video unless ``allow_frame_loss``. Cameras and GStreamer pipelines stay with OpenCV
 (:mod:`.video`), which is also the fallback when PyAV is missing.
 
 PyAV is imported here only, lazily (:func:`load_av`).
@@ -18,11 +21,12 @@ PyAV is imported here only, lazily (:func:`load_av`).
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
+import shutil
 import struct
-import tempfile
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DependencyError, MambaESRError
+from ..fileio import publish, temporary_beside
 
 log = logging.getLogger(__name__)
 
@@ -128,14 +133,106 @@ def _av_message(exc: BaseException) -> str:
     return text[-300:]
 
 
+#: The errors of a write that ran out of room: a full disk, a quota, a file-size limit.
+NO_ROOM = (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+def _no_room(dst: Path, what: str) -> str:
+    try:
+        free = f"{shutil.disk_usage(dst.parent).free / 2**20:.1f} MB free in {dst.parent}"
+    except OSError:
+        free = f"{dst.parent} cannot be asked for its free space"
+    return (f"{dst}: {what}: the disk is full, or a quota or file-size limit was reached ({free}); nothing was kept. "
+            f"Free space or write elsewhere, and run it again")
+
+
+def readable_frames(path: str | os.PathLike) -> int:
+    """The video frames a finished file holds, as a player finds them: its video packets (PyAV, nothing decoded),
+    or without PyAV the frames OpenCV can grab. A file without an index (no moov) holds none."""
+    try:
+        av = load_av()
+    except DependencyError:
+        av = None
+    if av is not None:
+        n = 0
+        try:
+            with av.open(str(path)) as c:
+                if not c.streams.video:
+                    return 0
+                for packet in c.demux(c.streams.video[0]):
+                    n += packet.size > 0
+        except av.FFmpegError:  # an unreadable header or a cut in the data: what was read so far is all there is
+            pass
+        return n
+    from .opencv import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        n = 0
+        while cap.grab():
+            n += 1
+        return n
+    finally:
+        cap.release()
+
+
+def _cut_short(path: Path, suffix: str) -> str | None:
+    """Why the container ``path`` is incomplete at its end (its last writes failed: the frames may all be there but
+    its index is not), or ``None``: an AVI's RIFF chunk, or an MP4/MOV box, declaring more bytes than the file holds."""
+    if suffix in (".mp4", ".m4v", ".mov"):
+        try:
+            check_truncation(path)
+        except VideoError as exc:
+            return str(exc).split(": ", 1)[-1]
+        return None
+    if suffix == ".avi":
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF":
+            return "no RIFF header"
+        declared = struct.unpack("<I", head[4:8])[0] + 8
+        if declared > size:
+            return f"its RIFF chunk declares {declared} bytes, the file holds {size}"
+    return None
+
+
+def finish_output(tmp: str, dst: Path, written: int, overwrite: bool) -> None:
+    """Check that the closed temporary video ``tmp`` holds the ``written`` frames, then publish it as ``dst``.
+
+    Writers do not all report a failed write: OpenCV's ignores them, and a muxer's trailer (MP4's index, written
+    last) can fail unseen, leaving a file that plays nothing. So the finished file is read back (its packets
+    counted, nothing decoded) before it may replace anything. Publishing never replaces a file that appeared at
+    ``dst`` meanwhile unless ``overwrite`` (:func:`..fileio.publish`).
+    """
+    got = readable_frames(tmp)
+    if got != written:
+        raise VideoError(_no_room(dst, f"only {got} of the {written} upscaled frames could be read back from the "
+                                       f"finished file"))
+    cut = _cut_short(Path(tmp), dst.suffix.lower())
+    if cut:
+        raise VideoError(_no_room(dst, f"the finished file is cut short ({cut})"))
+    os.chmod(tmp, 0o644)
+    try:
+        publish(tmp, dst, overwrite)
+    except FileExistsError as exc:
+        raise VideoError(f"{dst} appeared while this video was being upscaled (another run or program created it); "
+                         f"it was left as it is and this result was not written: pass overwrite=True to replace it, "
+                         f"or choose another output") from exc
+
+
 def upscale_video(upscaler, source: str | os.PathLike, dst: str | os.PathLike, overwrite: bool = False,
                   max_frames: int | None = None, progress=None, codec: str | None = None,
-                  crf: int | None = None) -> tuple[Path, int]:
+                  crf: int | None = None, allow_frame_loss: bool = False) -> tuple[Path, int]:
     """Upscale the video file ``source`` into ``dst`` (container from its suffix); return (path, frames written).
 
     ``codec``: h264 (default; vp9 for .webm), hevc, vp9 or av1; ``crf``: its constant-rate factor (lower is better;
     default per codec). ``progress(done, total)`` is called per frame (``total``: the container's frame count, or
-    ``None``). The caller has checked ``overwrite`` and that ``dst`` is not ``source``."""
+    ``None``). The caller has checked ``overwrite`` and that ``dst`` is not ``source``.
+
+    A frame that cannot be decoded (damaged data), or fewer frames than the container lists, is an error: nothing
+    is written (a damaged recording would otherwise come out shorter, without a word). ``allow_frame_loss``: write
+    the frames that decode instead, with a warning that counts the lost ones."""
     av = load_av()
     source, dst = Path(source), Path(dst)
     suffix = dst.suffix.lower()
@@ -158,9 +255,11 @@ def upscale_video(upscaler, source: str | os.PathLike, dst: str | os.PathLike, o
     job = None
     try:
         job = _Job(av, upscaler, inp, source, dst, encoder, spec, spec.crf if crf is None else crf, max_frames,
-                   progress)
+                   progress, overwrite, allow_frame_loss)
         written = job.run()
     except av.FFmpegError as exc:
+        if getattr(exc, "errno", None) in NO_ROOM:
+            raise VideoError(_no_room(dst, f"writing failed ({_av_message(exc)})")) from exc
         raise VideoError(f"{source}: FFmpeg failed while upscaling it into {dst} ({_av_message(exc)})") from exc
     finally:
         inp.close()
@@ -174,9 +273,11 @@ class _Job:
     known then), packets of the copied streams held until the output header is written."""
 
     def __init__(self, av, upscaler, inp, source: Path, dst: Path, encoder: str, spec: Codec, crf: int,
-                 max_frames, progress):
+                 max_frames, progress, overwrite: bool = False, allow_frame_loss: bool = False):
         self.av, self.upscaler, self.inp, self.source, self.dst = av, upscaler, inp, source, dst
         self.encoder, self.spec, self.crf, self.max_frames, self.progress = encoder, spec, crf, max_frames, progress
+        self.overwrite, self.allow_frame_loss = overwrite, allow_frame_loss
+        self.lost: list[int] = []  # packets (by their order in the stream) that decoded to no frame
         if not inp.streams.video:
             raise VideoError(f"{source}: no video stream (streams: "
                              f"{', '.join(s.type for s in inp.streams) or 'none'})")
@@ -225,11 +326,10 @@ class _Job:
         oh, ow = self.upscaler.output_size(h, w)
         oh, ow = max(2, oh + (oh & 1)), max(2, ow + (ow & 1))
         try:
-            fd, self.tmp = tempfile.mkstemp(prefix=f".{self.dst.name}.", suffix=self.dst.suffix, dir=self.dst.parent)
+            self.tmp = temporary_beside(self.dst, self.dst.suffix)
         except OSError as exc:
             raise VideoError(f"{self.dst}: cannot create the output there ({exc.strerror or exc}); choose another "
                              f"folder") from exc
-        os.close(fd)
         self.out = av.open(self.tmp, "w", format=CONTAINERS[self.dst.suffix.lower()])
         for key, value in self.inp.metadata.items():
             self.out.metadata[key] = value
@@ -262,6 +362,7 @@ class _Job:
         muxed (or held) as the demuxer meets them, so the output interleaves like the input."""
         n, last_pts = 0, None
         rotation = None
+        packets = discarded = 0
         for packet in self.inp.demux(self.vin, *self.copied):
             if packet.stream.index != self.vin.index:
                 if packet.dts is None or packet.size == 0:
@@ -271,7 +372,15 @@ class _Job:
                 else:
                     self._mux_copy(packet)
                 continue
-            for frame in packet.decode():
+            if packet.size:
+                packets += 1
+                discarded += bool(getattr(packet, "is_discard", False))  # cut by an edit list: no frame expected
+            try:
+                decoded = packet.decode()
+            except self.av.FFmpegError as exc:  # damaged data: this packet gives no frame
+                self._lose(packets, f"frame {packets} (in stream order) does not decode ({_av_message(exc)})")
+                continue
+            for frame in decoded:
                 pts = frame.pts
                 if pts is None:  # a stream without timestamps: count frames in the stream's rate
                     pts = 0 if last_pts is None else last_pts + 1
@@ -295,6 +404,23 @@ class _Job:
                 n += 1
                 if self.max_frames is not None and n >= self.max_frames:
                     return
+        # The whole stream was read: every packet must have given its frame, and the container's count must have
+        # been delivered (a damaged index or chunk structure loses packets before the decoder sees them).
+        expected = max(self.vin.frames or 0, packets) - discarded
+        if n + len(self.lost) < expected:
+            self._lose(None, f"the container lists {expected} frames but only {n + len(self.lost)} could be read "
+                             f"from it", expected - n - len(self.lost))
+        if self.lost:
+            log.warning("%s: %d of %d frames could not be decoded and are left out (allow_frame_loss); the output "
+                        "is %d frames", self.source, len(self.lost), n + len(self.lost), n)
+
+    def _lose(self, where: int | None, why: str, count: int = 1) -> None:
+        """A frame (``count`` frames) of the input is lost: an error, or counted when ``allow_frame_loss``."""
+        if not self.allow_frame_loss:
+            raise VideoError(f"{self.source}: the video is damaged: {why}; nothing was written. Re-copy it from its "
+                             f"source, or pass allow_frame_loss=True to upscale the frames that decode and leave the "
+                             f"rest out")
+        self.lost.extend([where] * count)
 
     def run(self) -> int:
         frames = self._frames()
@@ -324,8 +450,8 @@ class _Job:
         for packet in self.vout.encode(None):
             self.out.mux(packet)
         self.out.close()
-        os.chmod(self.tmp, 0o644)
-        os.replace(self.tmp, self.dst)
+        self.out = None
+        finish_output(self.tmp, self.dst, written, self.overwrite)
         self.done = True
         return written
 
@@ -338,7 +464,7 @@ class _Job:
                 self.out.close()
             except Exception:  # a half-written container may fail to close; it is deleted anyway
                 log.debug("closing the unfinished output failed", exc_info=True)
-        if os.path.exists(self.tmp):
+        if os.path.lexists(self.tmp):
             os.unlink(self.tmp)
 
 

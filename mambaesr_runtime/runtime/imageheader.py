@@ -24,7 +24,10 @@ __all__ = ["FORMATS", "ImageError", "ImageHeader", "header_of_bytes", "read_head
 
 #: What the runtime reads (GIF only as a still: an animation is refused, see ``ImageHeader.frames``).
 FORMATS = ("png", "jpeg", "webp", "tiff", "bmp", "gif")
-_MAX_CHUNKS = 4096  # PNG chunks / JPEG segments / GIF blocks / TIFF IFDs walked before giving up
+_MAX_CHUNKS = 4096  # JPEG segments / GIF blocks / TIFF IFDs walked before giving up
+#: PNG chunks walked before the first IDAT. The walk must reach IDAT (a tRNS after 5,000 text chunks still makes an
+#: alpha plane), so the bound is far above any real file; past it the file is refused, never half-read.
+_MAX_PNG_CHUNKS = 1 << 20
 
 
 class ImageError(MambaESRError):
@@ -52,6 +55,11 @@ class ImageHeader:
     frames: int
     """Pages (TIFF, reduced-resolution subfiles not counted) or animation frames (GIF, APNG); an animated WebP
     reports 2 (its frame count is not in the header)."""
+    transparent_gray: int | None = None
+    """The gray level a gray PNG's tRNS chunk makes transparent, scaled as the decoder widens the samples (1-4 bit
+    to 8): OpenCV ignores it, so the runtime builds that alpha plane itself."""
+    cmyk: bool = False
+    """CMYK (or YCCK) samples, which OpenCV converts to BGR: no alpha (a CMYK TIFF decodes with a filler plane)."""
 
     @property
     def sixteen_bit(self) -> bool:
@@ -66,8 +74,8 @@ class ImageHeader:
         return self.pixels * max(self.channels, 4 if self.alpha else 1) * (2 if self.bits == 16 else 1)
 
     def describe(self) -> str:
-        kind = "gray+alpha" if self.gray_alpha else {1: "gray", 2: "gray+alpha", 3: "RGB", 4: "RGBA"}.get(
-            self.channels, f"{self.channels}-channel")
+        kind = "CMYK" if self.cmyk else "gray+alpha" if self.gray_alpha else {
+            1: "gray", 2: "gray+alpha", 3: "RGB", 4: "RGBA"}.get(self.channels, f"{self.channels}-channel")
         return f"{self.width}x{self.height} {self.bits}-bit {kind} {self.format.upper()}"
 
 
@@ -166,9 +174,9 @@ def _png(r: _Reader) -> ImageHeader:
     if color not in _PNG_CHANNELS or depth not in (1, 2, 4, 8, 16):
         raise ImageError(f"{r.path}: the PNG header has colour type {color} / bit depth {depth}, which the PNG "
                          f"standard does not define; the file is corrupt")
-    frames, transparency = 1, False
+    frames, transparency, gray_key = 1, False, None
     offset = 33
-    for _ in range(_MAX_CHUNKS):  # ancillary chunks before the first IDAT: animation control, transparency
+    for _ in range(_MAX_PNG_CHUNKS):  # ancillary chunks before the first IDAT: animation control, transparency
         if offset + 8 > r.size:
             break
         length, kind = struct.unpack(">I4s", r.at(offset, 8))
@@ -178,10 +186,16 @@ def _png(r: _Reader) -> ImageHeader:
             frames = max(1, struct.unpack(">I", r.at(offset + 8, 4))[0])
         elif kind == b"tRNS":
             transparency = True
+            if color == 0 and length >= 2:  # the one gray level that is transparent, in the file's bit depth
+                key = struct.unpack(">H", r.at(offset + 8, 2))[0] & ((1 << depth) - 1)
+                gray_key = key if depth >= 8 else key * (255 // ((1 << depth) - 1))
         offset += 12 + length
+    else:
+        raise ImageError(f"{r.path}: the PNG has more than {_MAX_PNG_CHUNKS:,} chunks before its image data; the "
+                         f"file is damaged or made to stall readers: re-save it (e.g. with ImageMagick or GIMP)")
     alpha = color in (4, 6) or transparency
     return ImageHeader("png", width, height, 16 if depth == 16 else 8, _PNG_CHANNELS[color], alpha,
-                       color == 4 or (color == 0 and transparency), False, frames)
+                       color == 4 or (color == 0 and transparency), False, frames, gray_key)
 
 
 # -- JPEG --------------------------------------------------------------------------------------------------------
@@ -211,7 +225,9 @@ def _jpeg(r: _Reader) -> ImageHeader:
             if height == 0:
                 raise ImageError(f"{r.path}: the JPEG leaves its height to a DNL marker, which is not supported; "
                                  f"re-save it with a standard encoder")
-            return ImageHeader("jpeg", width, height, 16 if precision > 8 else 8, components, False, False, False, 1)
+            # OpenCV decodes a 4-component (CMYK / YCCK) JPEG to BGR: three channels, no alpha
+            return ImageHeader("jpeg", width, height, 16 if precision > 8 else 8, 3 if components == 4 else components,
+                               False, False, False, 1, cmyk=components == 4)
         offset += 2 + length
     raise ImageError(f"{r.path}: the JPEG has no frame header (SOF) before its image data; the file is corrupt")
 
@@ -295,8 +311,10 @@ def _tiff(r: _Reader) -> ImageHeader:
     spp, bits, photometric = tags.get(277, 1), tags.get(258, 1), tags.get(262, 1)
     gray_alpha = photometric in (0, 1) and spp == 2
     alpha = gray_alpha or (photometric == 2 and spp >= 4)
-    channels = 3 if photometric in (2, 3, 5, 6) and spp < 3 else spp  # a palette decodes to 3 channels
-    return ImageHeader("tiff", tags[256], tags[257], bits, channels, alpha, gray_alpha, tags.get(339, 1) == 3, pages)
+    cmyk = photometric == 5  # separated (CMYK): OpenCV converts it to BGR (plus a filler plane), never alpha
+    channels = 3 if photometric in (2, 3, 5, 6) and spp < 3 or cmyk else spp  # a palette decodes to 3 channels
+    return ImageHeader("tiff", tags[256], tags[257], bits, channels, alpha, gray_alpha, tags.get(339, 1) == 3, pages,
+                       cmyk=cmyk)
 
 
 # -- BMP ---------------------------------------------------------------------------------------------------------

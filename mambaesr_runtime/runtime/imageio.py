@@ -12,15 +12,18 @@ gray+alpha, RGB or RGBA, 8- or 16-bit. Gray is upscaled as RGB and converted bac
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
+import tempfile
+import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..fileio import atomic_write, probe_writable
+from ..fileio import atomic_write, name_too_long, probe_writable
 from .imageheader import ImageError, ImageHeader, header_of_bytes, read_header
 from .imagemeta import NONE, PhotoMeta, orient, read_meta, with_metadata
 from .opencv import cv2
@@ -33,6 +36,9 @@ WRITE_FORMATS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 SIXTEEN_BIT_FORMATS = (".png", ".tif", ".tiff")
 ALPHA_FORMATS = (".png", ".webp", ".tif", ".tiff", ".bmp")
 GRAY_ALPHA_FORMATS = (".png",)  # written by our own encoder: OpenCV writes no 2-channel images
+#: The largest side an output format holds: JPEG's 16-bit sizes as libjpeg caps them (JPEG_MAX_DIMENSION), WebP's
+#: 14-bit ones. Decided from the header and the scale, before any decode: the encoder would refuse only at the end.
+MAX_SIDE = {".jpg": 65500, ".jpeg": 65500, ".webp": 16383}
 #: A file may carry metadata besides its pixels, but not this much more than its decoded size.
 EXTRA_BYTES_ALLOWED = 64 << 20
 
@@ -207,7 +213,10 @@ def _read(path: Path, header: ImageHeader | None) -> tuple[np.ndarray, bytes, Im
 def _decode_checked(data: bytes, header: ImageHeader, path) -> np.ndarray:
     """OpenCV's decode of ``data``, checked against its ``header`` (size, completeness, gray+alpha kept)."""
     try:
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if header.format == "jpeg":
+            img, missing = _imdecode_jpeg(data)
+        else:
+            img, missing = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED), None
     except cv2.error as exc:  # OpenCV's own limits (CV_IO_MAX_IMAGE_PIXELS) and decoder assertions
         raise ImageError(f"{path}: OpenCV refused to decode the {header.describe()} ({_oneline(exc)})") from exc
     except MemoryError as exc:
@@ -221,9 +230,74 @@ def _decode_checked(data: bytes, header: ImageHeader, path) -> np.ndarray:
                          f"{header.width}x{header.height}; the file is corrupt")
     if header.format == "png" and b"IEND" not in data[-32:]:  # libpng only warns; half an image is no image
         raise ImageError(f"{path}: the PNG is truncated (no IEND chunk); re-export or re-download it")
+    if missing is not None:  # libjpeg only warns, and fills the rows it never got with flat gray
+        raise ImageError(f"{path}: the JPEG's image data ends before its last row (libjpeg: {missing!r}): the file "
+                         f"is truncated or damaged, and the missing rows would come out as invented flat gray. "
+                         f"Re-export or re-download it")
     if header.gray_alpha and img.ndim == 3 and img.shape[2] == 4:
         img = np.ascontiguousarray(img[:, :, (0, 3)])  # OpenCV expands gray+alpha to BGRA; keep the file's kind
+    elif header.transparent_gray is not None and img.ndim == 2:
+        # OpenCV drops a gray PNG's tRNS: the one transparent gray level becomes the alpha plane it stands for
+        peak = np.iinfo(img.dtype).max
+        alpha = np.where(img == header.transparent_gray, 0, peak).astype(img.dtype)
+        img = np.dstack([img, alpha])
+    elif header.format == "tiff" and not header.alpha and img.ndim == 3 and img.shape[2] == 4:
+        img = np.ascontiguousarray(img[:, :, :3])  # a CMYK TIFF comes out BGR plus a filler plane: no alpha invented
     return img
+
+
+#: What libjpeg prints (OpenCV lets it, on fd 2) when the entropy-coded data ends before the last row: it then
+#: returns the image anyway, the rows it never got filled in flat.
+_JPEG_DATA_MISSING = ("premature end of data segment", "premature end of jpeg file")
+_STDERR_LOCK = threading.Lock()
+
+
+def _imdecode_jpeg(data: bytes) -> tuple[np.ndarray | None, str | None]:
+    """``cv2.imdecode`` of JPEG bytes, and libjpeg's warning when rows are missing (``None`` when none is).
+
+    OpenCV gives libjpeg's warnings no return path: libjpeg writes them to file descriptor 2. So for the length of
+    the decode, fd 2 points at a temporary file (under a lock: one decode at a time is watched); what was written
+    there other than those warnings (libjpeg's harmless ones, another thread's output) is passed on to the real fd 2.
+    """
+    try:
+        capture = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the with below
+    except OSError:  # no writable temporary folder (a read-only container): decoded unwatched, as before
+        return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED), None
+    with _STDERR_LOCK, capture:
+        try:
+            os.fstat(2)
+            closed = False
+        except OSError:  # fd 2 closed (2>&-): watched all the same (through /dev/null's place), closed again after
+            closed = True
+            placeholder = os.open(os.devnull, os.O_WRONLY)
+            if placeholder != 2:
+                os.dup2(placeholder, 2)
+                os.close(placeholder)
+        saved = os.dup(2)
+        try:
+            os.dup2(capture.fileno(), 2)
+            try:
+                img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+            finally:
+                os.dup2(saved, 2)
+            capture.seek(0)
+            text = capture.read()
+        finally:
+            os.close(saved)
+            if closed:
+                os.close(2)
+    missing, rest = None, []
+    for line in text.decode("utf-8", "replace").splitlines(keepends=True):
+        if missing is None and any(words in line.lower() for words in _JPEG_DATA_MISSING):
+            missing = line.strip()
+        else:
+            rest.append(line)
+    if rest and not closed:
+        try:
+            os.write(2, "".join(rest).encode("utf-8", "replace"))
+        except OSError:
+            pass
+    return img, missing
 
 
 def resize_output(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -248,12 +322,17 @@ class OutputExistsError(ImageError):
 
 
 def check_output(path: str | os.PathLike, *, sixteen_bit: bool = False, alpha: bool = False,
-                 gray_alpha: bool = False, overwrite: bool = False) -> Path:
+                 gray_alpha: bool = False, overwrite: bool = False, size: tuple[int, int] | None = None) -> Path:
     """Refuse an output that could not be written, before anything is computed for it: an unknown or missing
-    extension, a format that cannot hold the image's depth or alpha, an existing file (without ``overwrite``), a
-    missing folder, a folder where no file can be created (tried, not guessed from permission bits)."""
+    extension, a file name longer than the file system takes, an output ``size`` (h, w) the format cannot hold
+    (:data:`MAX_SIDE`), a format that cannot hold the image's depth or alpha, an existing file (without
+    ``overwrite``), a missing folder, a folder where no file can be created (tried, not guessed from permission
+    bits)."""
     path = Path(path)
-    check_format(path, sixteen_bit=sixteen_bit, alpha=alpha, gray_alpha=gray_alpha)
+    check_format(path, sixteen_bit=sixteen_bit, alpha=alpha, gray_alpha=gray_alpha, size=size)
+    too_long = name_too_long(path)
+    if too_long:
+        raise ImageError(f"{path}: {too_long}")
     if os.path.lexists(path) and not overwrite:
         raise OutputExistsError(f"{path} exists; pass overwrite=True to replace it, or choose another output")
     if path.is_dir():
@@ -270,16 +349,22 @@ def check_output(path: str | os.PathLike, *, sixteen_bit: bool = False, alpha: b
 
 
 def check_format(path: str | os.PathLike, *, sixteen_bit: bool = False, alpha: bool = False,
-                 gray_alpha: bool = False) -> str:
+                 gray_alpha: bool = False, size: tuple[int, int] | None = None) -> str:
     """The part of :func:`check_output` that needs the name only (the suffix, lower case, is returned): an output
-    written somewhere else (a network store) is judged by it too."""
+    written somewhere else (a network store) is judged by it too. ``size``: the output's (h, w), against the
+    format's side limit (:data:`MAX_SIDE`)."""
     suffix = os.path.splitext(str(path))[1].lower()
     if suffix not in WRITE_FORMATS:
         raise ImageError(f"{path}: cannot write {suffix or 'files without an extension'}; use one of {WRITE_FORMATS}")
+    if size is not None and suffix in MAX_SIDE and max(size) > MAX_SIDE[suffix]:
+        h, w = size
+        raise ImageError(f"{path}: the output would be {w}x{h}, and {suffix} holds at most {MAX_SIDE[suffix]} "
+                         f"pixels a side; write .png or .tif (no such limit), or crop the input")
     if sixteen_bit and suffix not in SIXTEEN_BIT_FORMATS:
         raise ImageError(f"{path}: {suffix} cannot hold 16-bit samples; write .png or .tif (or convert to 8-bit)")
     if gray_alpha and suffix not in GRAY_ALPHA_FORMATS:
-        raise ImageError(f"{path}: {suffix} cannot hold gray+alpha here; write .png")
+        raise ImageError(f"{path}: {suffix} cannot hold gray+alpha here (the image has transparency); write .png "
+                         f"(or remove the alpha first)")
     if alpha and suffix not in ALPHA_FORMATS:
         raise ImageError(f"{path}: {suffix} has no alpha channel and the image has one; write .png, .webp or .tif "
                          f"(or remove the alpha first)")
@@ -307,7 +392,7 @@ def write_image(path: str | os.PathLike, img: np.ndarray, overwrite: bool = Fals
     path = Path(path)
     check_quality(quality)
     check_output(path, sixteen_bit=img.dtype == np.uint16, alpha=img.ndim == 3 and img.shape[2] in (2, 4),
-                 gray_alpha=img.ndim == 3 and img.shape[2] == 2, overwrite=overwrite)
+                 gray_alpha=img.ndim == 3 and img.shape[2] == 2, overwrite=overwrite, size=img.shape[:2])
 
     def write(tmp):
         data = encode_image(img, path, quality, metadata)
@@ -315,12 +400,20 @@ def write_image(path: str | os.PathLike, img: np.ndarray, overwrite: bool = Fals
             fh.write(data)
 
     try:
-        return atomic_write(path, write, suffix=path.suffix.lower(), exclusive=not overwrite)
+        return atomic_write(path, write, suffix=path.suffix.lower(), overwrite=overwrite)
     except FileExistsError as exc:
-        raise OutputExistsError(f"{path} appeared while it was being computed; it was left as it is (pass "
-                                f"overwrite=True to replace it)") from exc
+        raise OutputExistsError(f"{path} appeared while this image was being upscaled (another run or program "
+                                f"created it); it was left as it is and this result was not written: pass "
+                                f"overwrite=True to replace it, or choose another output") from exc
     except OSError as exc:
-        raise ImageError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+        raise ImageError(f"{path}: cannot write ({exc.strerror or exc}){_space_hint(exc, path)}") from exc
+
+
+def _space_hint(exc: OSError, path: Path) -> str:
+    """'; the disk is full ...' for the errors a full disk or a file-size limit gives, else ''."""
+    if exc.errno not in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return ""
+    return f"; nothing was written: free space in {path.parent} (or raise the quota / file-size limit) or write elsewhere"
 
 
 def encode_image(img: np.ndarray, path: str | os.PathLike, quality: int = 95,

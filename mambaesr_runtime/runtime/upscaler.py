@@ -399,7 +399,9 @@ class Upscaler:
         Everything that can be known before the upscale is checked before it, from the file's header and the
         destination alone (milliseconds): the input's size against ``max_output_megapixels`` (a decompression bomb
         is never decoded), pages and sample type, and whether ``dst`` can take this image (format, depth, alpha,
-        existing file, folder). ``write_image`` checks the destination again at write time.
+        the format's largest side, name length, existing file, folder). ``write_image`` checks the destination again
+        at write time, and publishes the result without replacing a file that appeared meanwhile (unless
+        ``overwrite``).
         """
         src, dst = Path(src), Path(dst)
         check_quality(quality)
@@ -408,7 +410,7 @@ class Upscaler:
         if os.path.realpath(dst) == os.path.realpath(src):
             raise MambaESRError(f"{dst} is the input itself; choose another output (inputs are never overwritten)")
         check_output(dst, sixteen_bit=header.sixteen_bit, alpha=header.alpha, gray_alpha=header.gray_alpha,
-                     overwrite=overwrite)
+                     overwrite=overwrite, size=self.output_size(header.height, header.width))
         photo, out = self._upscale_read(lambda: read_photo(src, header, metadata=not strip_metadata), progress, src)
         return write_image(dst, out, overwrite=overwrite, quality=quality, metadata=photo.meta)
 
@@ -422,7 +424,8 @@ class Upscaler:
         check_quality(quality)
         header = inspect_bytes(data, source)
         self.check_size(header.height, header.width, source)
-        check_format(dst, sixteen_bit=header.sixteen_bit, alpha=header.alpha, gray_alpha=header.gray_alpha)
+        check_format(dst, sixteen_bit=header.sixteen_bit, alpha=header.alpha, gray_alpha=header.gray_alpha,
+                     size=self.output_size(header.height, header.width))
         photo, out = self._upscale_read(
             lambda: photo_of_bytes(data, header, source, metadata=not strip_metadata), progress, source)
         return encode_image(out, dst, quality, photo.meta)

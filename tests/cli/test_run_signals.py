@@ -42,11 +42,11 @@ SLOW_IMAGE = """
 import time
 from mambaesr_runtime.runtime import imageio
 real = imageio.atomic_write
-def slow(path, write, *args, **kwargs):
+def slow(path, write, suffix='.tmp', **kwargs):
     def slow_write(tmp):
         write(tmp)
         time.sleep(60)
-    return real(path, slow_write, *args, **kwargs)
+    return real(path, slow_write, suffix, **kwargs)
 imageio.atomic_write = slow
 """
 # A background job (CI, nohup) starts with SIGINT ignored, so Python installs no Ctrl+C handler: put it back.

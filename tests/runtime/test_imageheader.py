@@ -171,3 +171,23 @@ def test_gray_alpha_tiff_is_refused_because_opencv_drops_its_alpha(tmp_path):
                      + b"\x00" * 4)
     with pytest.raises(ImageError, match="ga.tif: a gray\\+alpha TIFF, whose alpha OpenCV drops"):
         inspect_image(path)
+
+
+def test_a_trns_after_thousands_of_chunks_still_makes_an_alpha(tmp_path):
+    """Before: the walk stopped at 4,096 chunks, so the header said 'no alpha' while OpenCV decoded RGBA (and the
+    alpha refusals for JPEG came only after the upscale)."""
+    path = hostile.png_with_chunks(tmp_path / "late.png", 5000, hostile.trns_rgb(120))
+    header = inspect_image(path)
+    assert header.alpha and header.channels == 3
+    assert read_image(path).shape == (5, 6, 4) or read_image(path).shape == (6, 5, 4)
+
+
+def test_a_png_with_more_chunks_than_the_walk_allows_is_refused(tmp_path, monkeypatch):
+    from mambaesr_runtime.runtime import imageheader
+
+    monkeypatch.setattr(imageheader, "_MAX_PNG_CHUNKS", 100)
+    path = hostile.png_with_chunks(tmp_path / "many.png", 150)
+    with pytest.raises(ImageError, match="more than 100 chunks before its image data; the file is damaged or made "
+                                         "to stall readers: re-save it"):
+        read_header(path)
+    assert read_header(hostile.png_with_chunks(tmp_path / "fine.png", 50)).width == 5

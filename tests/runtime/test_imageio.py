@@ -114,7 +114,7 @@ def test_an_output_that_appears_while_it_is_computed_is_never_replaced(tmp_path,
         return real(img, where, *args, **kwargs)
 
     monkeypatch.setattr(imageio, "encode_image", racing)
-    with pytest.raises(imageio.OutputExistsError, match="appeared while it was being computed"):
+    with pytest.raises(imageio.OutputExistsError, match="appeared while this image was being upscaled"):
         write_image(path, np.zeros((4, 4, 3), np.uint8))
     assert read_image(path).min() == 9 and os.listdir(tmp_path) == ["out.png"]
 
@@ -145,3 +145,126 @@ def test_the_bytes_path_checks_decodes_and_encodes_as_the_file_path(tmp_path):
     with pytest.raises(ImageError) as from_bytes:
         photo_of_bytes(cut.read_bytes(), inspect_bytes(cut.read_bytes(), cut), cut)
     assert str(from_path.value) == str(from_bytes.value)
+# -- issue 24, part 2: inputs that lose data, refusals decided from the header ---------------------------------------
+@pytest.mark.parametrize("kind", ["cut", "tall"])
+def test_a_jpeg_whose_data_ends_before_its_last_row_is_refused(tmp_path, kind):
+    """Before: exit 0 with the missing rows invented as flat gray (libjpeg only warns: 'premature end of data
+    segment')."""
+    import hostile
+
+    path = tmp_path / f"{kind}.jpg"
+    path.write_bytes(hostile.truncated_jpeg(kind))
+    with pytest.raises(ImageError, match=re.escape(f"{path}: the JPEG's image data ends before its last row")) as info:
+        read_image(path)
+    assert "premature end of data segment" in str(info.value) and "Re-export or re-download it" in str(info.value)
+    whole = tmp_path / "whole.jpg"
+    whole.write_bytes(hostile.photo_jpeg())
+    assert read_image(whole).shape == (60, 80, 3)
+
+
+def test_a_harmless_libjpeg_warning_passes_and_is_passed_on(tmp_path, capfd):
+    """Only the warnings that mean rows are missing refuse the file; libjpeg's others still reach stderr."""
+    import hostile
+
+    data = hostile.photo_jpeg()
+    path = tmp_path / "extra.jpg"
+    sos = data.index(b"\xff\xda")
+    path.write_bytes(data[:sos] + b"\x00\x00" + data[sos:])  # two stray bytes before the scan's marker
+    assert read_image(path).shape == (60, 80, 3)
+    assert "Corrupt JPEG data: 2 extraneous bytes before marker 0xda" in capfd.readouterr().err
+
+
+def test_the_jpeg_check_works_with_stderr_closed_and_leaves_it_closed(tmp_path):
+    import subprocess
+    import sys
+
+    import hostile
+
+    path = tmp_path / "tall.jpg"
+    path.write_bytes(hostile.truncated_jpeg("tall"))
+    code = ("import os, sys\nfrom mambaesr_runtime.runtime.imageio import ImageError, read_image\n"
+            "try:\n    read_image(sys.argv[1])\nexcept ImageError as exc:\n    print('refused', 'ends before' in str(exc))\n"
+            "try:\n    os.fstat(2)\n    print('fd 2 open')\nexcept OSError:\n    print('fd 2 closed')\n")
+    done = subprocess.run(["sh", "-c", 'exec "$@" 2>&-', "sh", sys.executable, "-c", code, str(path)],
+                          capture_output=True, text=True, check=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert done.stdout.split("\n")[:2] == ["refused True", "fd 2 closed"]
+
+
+@pytest.mark.parametrize("depth", [1, 2, 4, 8, 16])
+def test_a_gray_png_with_trns_keeps_its_transparency(tmp_path, depth):
+    """Before: OpenCV dropped a gray PNG's tRNS (the output lost its transparency) while the header counted it as
+    gray+alpha (so -o x.jpg was refused for an alpha the output would not have had)."""
+    import hostile
+
+    key = 1
+    path = hostile.gray_trns_png(tmp_path / "g.png", depth, (6, 5), key)
+    img = read_image(path)
+    peak = 65535 if depth == 16 else 255
+    assert img.shape == (6, 5, 2) and img.dtype == (np.uint16 if depth == 16 else np.uint8)
+    gray = (np.arange(30) % (1 << depth)).reshape(6, 5)
+    assert np.array_equal(img[..., 1] == 0, gray == key)  # transparent exactly where the file says
+    assert set(np.unique(img[..., 1])) <= {0, peak}
+    out = write_image(tmp_path / "out.png", img)
+    assert out.read_bytes()[25] == 4  # written back as a gray+alpha PNG
+    with pytest.raises(ImageError, match=r"cannot hold gray\+alpha here .* write .png"):
+        write_image(tmp_path / "out.jpg", img if depth != 16 else img.astype(np.uint8))
+
+
+def test_a_cmyk_tiff_decodes_to_rgb_without_an_invented_alpha(tmp_path):
+    """Before: OpenCV's BGR + filler plane came through as RGBA (so -o x.jpg was refused for an alpha it does not
+    have, and a PNG output got an opaque alpha plane)."""
+    import hostile
+    from mambaesr_runtime.runtime.imageio import inspect_image
+
+    path = hostile.cmyk_tiff(tmp_path / "print.tif")
+    header = inspect_image(path)
+    assert (header.cmyk, header.alpha, header.channels) == (True, False, 3)
+    assert "CMYK TIFF" in header.describe()
+    img = read_image(path)
+    assert img.shape == (5, 6, 3)
+    write_image(tmp_path / "out.jpg", img)  # a photo printer's CMYK TIFF to JPEG: no alpha in the way
+
+
+@pytest.mark.parametrize("suffix, side", [(".webp", 16384), (".jpg", 65501), (".jpeg", 65501)])
+def test_an_output_larger_than_its_format_holds_is_refused_from_its_size(tmp_path, suffix, side):
+    """Before: refused by the encoder after the whole upscale (20 s, 672 MB and raw OpenCV ERROR lines)."""
+    from mambaesr_runtime.runtime.imageio import MAX_SIDE, check_output
+
+    with pytest.raises(ImageError, match=rf"the output would be {side}x40, and \{suffix} holds at most "
+                                         rf"{MAX_SIDE[suffix]} pixels a side; write .png or .tif"):
+        check_output(tmp_path / f"wide{suffix}", size=(40, side))
+    check_output(tmp_path / f"ok{suffix}", size=(40, side - 1))
+    check_output(tmp_path / "wide.png", size=(40, side))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_created_at_the_destination_during_the_write_is_not_replaced(tmp_path, monkeypatch):
+    """Before: check_output passed at the start, and the rename at the end replaced what had appeared meanwhile."""
+    from mambaesr_runtime.runtime import imageio
+
+    img = np.zeros((4, 4, 3), np.uint8)
+    dst = tmp_path / "out.png"
+    real = imageio.with_metadata
+
+    def meanwhile(data, *a, **k):
+        dst.write_bytes(b"another run's result")
+        return real(data, *a, **k)
+
+    monkeypatch.setattr(imageio, "with_metadata", meanwhile)
+    with pytest.raises(ImageError, match="out.png appeared while this image was being upscaled .* pass "
+                                         "overwrite=True"):
+        write_image(dst, img, metadata=imageio.NONE)
+    assert dst.read_bytes() == b"another run's result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
+    write_image(dst, img, overwrite=True, metadata=imageio.NONE)
+    assert read_image(dst).shape == (4, 4, 3)
+
+
+def test_a_long_valid_output_name_is_written_and_one_that_cannot_be_is_refused(tmp_path):
+    img = np.zeros((4, 4, 3), np.uint8)
+    name = "n" * 243 + ".png"
+    write_image(tmp_path / name, img)
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+    with pytest.raises(ImageError, match="bytes long and this file system takes at most 255: choose a shorter"):
+        write_image(tmp_path / ("n" * 256 + ".png"), img)
