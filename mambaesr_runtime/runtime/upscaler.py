@@ -310,10 +310,10 @@ class Upscaler:
             decoded = decode(img, str(source))
             n, _, th, tw = sel.backend.input_shape
             out = output_array(decoded, scale)
-            # Finished rows go straight into the output's own dtype: the float blend never holds the whole image.
+            # Finished blocks go straight into the output's own dtype: the float blend never holds the whole image.
             try:
                 upscale_tiled(sel.backend.infer, decoded.rgb, scale, (th, tw), sel.tier.overlap, n, progress,
-                              emit=lambda y0, rows: encode_rows(out, y0, rows, decoded),
+                              emit=lambda y0, x0, block: encode_rows(out, y0, block, decoded, x0),
                               pad_value=sel.backend.pad_value)
             except NonFiniteOutput as exc:
                 hint = (f"; the engine runs in {sel.precision}, whose range the model overflowed: use the fp32 engine "
