@@ -76,14 +76,19 @@ def _ramp(length: int, fade_start: bool, fade_end: bool, ramp: int) -> np.ndarra
 
 def _axis_cells(starts: list[int], tile: int, length: int, scale: int) -> tuple[list[tuple[int, int]], dict, list]:
     """Along one axis: the output intervals between consecutive tile edges, cut to the image (``length`` LR pixels),
-    which start covers which of them, and how many starts cover each."""
+    which of them each start covers (a range of indices), and how many starts cover each."""
     end = length * scale
     cuts = sorted({min(v * scale, end) for st in starts for v in (st, st + tile)} | {0, end})
-    spans = [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
-    covers = {st: [k for k, (a, b) in enumerate(spans) if a >= st * scale and b <= (st + tile) * scale]
-              for st in starts}
-    count = [sum(k in covers[st] for st in starts) for k in range(len(spans))]
-    return spans, covers, count
+    index = {c: k for k, c in enumerate(cuts)}
+    spans = list(zip(cuts, cuts[1:]))  # cuts are distinct: every span is non-empty
+    covers = {st: range(index[min(st * scale, end)], index[min((st + tile) * scale, end)]) for st in starts}
+    count = [0] * (len(spans) + 1)
+    for r in covers.values():  # a difference array: +1 where a start's range begins, -1 past its end
+        count[r.start] += 1
+        count[r.stop] -= 1
+    for k in range(1, len(count)):
+        count[k] += count[k - 1]
+    return spans, covers, count[:-1]
 
 
 class Blender:

@@ -46,6 +46,7 @@ from .imageio import (
     resize_output,
     write_image,
 )
+from .memory import MB, MemoryEstimate, default_limit, engine_bytes, estimate_memory
 from .tiling import NonFiniteOutput, upscale_tiled
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,9 @@ class Upscaler:
     upscaling factor the engine must have (``None``: the engine's). ``precision``: override the profile's (engines
     must exist for it). ``engines_dir``: where exported engines are (default ``./engines/<profile>``, then the shipped
     ones). ``max_output_megapixels``: larger outputs are refused up front with the memory they would need.
+    ``max_memory_mb``: an image (or an engine's tile) whose estimated working memory (:mod:`.memory`: the engine,
+    the decoded image, the output, the blend, encoding) is above it is refused up front, before any decode or model
+    run (default: the smaller of 4096 MB and 90 % of the memory available at construction).
     ``controller``: an adaptive tier controller consulted by ``stream``. ``max_open_engines``: engines kept open
     (warm) at once (default: one per tier); opening another closes the least recently used one (once no image runs on
     it), so a device short of memory keeps only the tiers it is moving between. ``outscale``: the factor of the
@@ -112,13 +116,16 @@ class Upscaler:
                  overlap: int | None = None, precision: str | None = None, scale: int | None = None,
                  engines_dir: str | os.PathLike | None = None, threads: int | None = None,
                  max_output_megapixels: float = 100.0, controller=None, max_open_engines: int | None = None,
-                 outscale: float | None = None):
+                 outscale: float | None = None, max_memory_mb: float | None = None):
         # Arguments first: a bad number must be an error here, not a crash inside an engine library later.
         if threads is not None:
             check_threads(threads)
         if isinstance(max_output_megapixels, bool) or not isinstance(max_output_megapixels, (int, float)) or \
                 not math.isfinite(max_output_megapixels) or max_output_megapixels <= 0:
             raise ConfigError(f"max_output_megapixels must be a positive number, got {max_output_megapixels!r}")
+        if max_memory_mb is not None and (isinstance(max_memory_mb, bool) or not isinstance(
+                max_memory_mb, (int, float)) or not math.isfinite(max_memory_mb) or max_memory_mb <= 0):
+            raise ConfigError(f"max_memory_mb must be a positive number of MB, got {max_memory_mb!r}")
         if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int) or scale < 1):
             raise ConfigError(f"scale must be a positive integer, got {scale!r}")
         if outscale is not None and (isinstance(outscale, bool) or not isinstance(outscale, (int, float)) or
@@ -130,8 +137,12 @@ class Upscaler:
         self._backend, self._precision, self._engines_dir, self._threads = backend, precision, engines_dir, threads
         self._tile, self._overlap, self._scale = tile, overlap, scale
         self.max_output_megapixels = max_output_megapixels
+        # Taken before any engine is opened: the estimates count the engines themselves.
+        self.max_memory_mb, self._memory_origin = (default_limit() if max_memory_mb is None else
+                                                   (float(max_memory_mb), "max_memory_mb"))
         self.controller = controller
         self.max_open_engines = max_open_engines
+        self.outscale = None if outscale is None else float(outscale)
         # Guards _engines, _users, _retired and tier. Opening an engine happens under it too (a load blocks the
         # other threads' next image, never one already running).
         self._lock = threading.RLock()
@@ -139,13 +150,12 @@ class Upscaler:
         self._users: dict[int, int] = {}  # id(backend) -> images running on it now
         self._retired: dict[int, EngineSelection] = {}  # evicted or closed while in use: closed by the last user
         if model is not None:
-            self._engines["model"] = self._open_model(Path(model))
+            self._engines["model"] = self._fits(self._open_model(Path(model)))
             self.tiers = (self._engines["model"].tier,)
         else:
             self.tiers = tuple(with_overrides(t, tile, overlap) for t in self.profile.tiers)
         self.tier = self.tiers[0].name if tier is None else self._tier(tier).name
         self._engine()  # open the starting tier now: a missing engine is an error at construction, not mid-stream
-        self.outscale = None if outscale is None else float(outscale)
         if self.outscale is not None and self.outscale > self.scale:
             log.warning("outscale %g is above the engine's x%d: the step from x%d to x%g is a Lanczos resize, "
                         "not super-resolution", self.outscale, self.scale, self.scale, self.outscale)
@@ -191,6 +201,39 @@ class Upscaler:
         precision = manifest.precision if manifest is not None and kind != "torch" else self._precision or "fp32"
         return EngineSelection(engine, kind, path, Tier("model", variant, th, overlap, n), precision, ())
 
+    def _fits(self, selection: EngineSelection) -> EngineSelection:
+        """``selection``, or (closed) a :class:`ConfigError` when its tile alone, for any image, would need more
+        working memory than ``max_memory_mb``: refused before it runs on an image (a dynamic-shape ONNX file has run
+        only its small probe)."""
+        estimate = self._estimate(1, 1, selection)
+        if estimate.mb > self.max_memory_mb:
+            selection.backend.close()
+            n, _, th, tw = selection.backend.input_shape
+            fix = (f"give a smaller tile (e.g. tile={min(self.profile.tiers[0].tile, th // 2)})"
+                   if selection.backend.dynamic else
+                   "choose an engine with a smaller tile or batch (another tier or profile)")
+            raise ConfigError(f"{selection.path.name} ({selection.kind}, {th}x{tw} tiles, batch {n}) needs "
+                              f"{estimate.describe()} of working memory for any image, above the "
+                              f"{self.max_memory_mb:.0f} MB limit ({self._memory_origin}); {fix}, or raise the limit "
+                              f"(max_memory_mb)")
+        return selection
+
+    def _estimate(self, h: int, w: int, sel: EngineSelection, channels: int = 3, itemsize: int = 1,
+                  suffix: str | None = None, file_bytes: int = 0, blend: bool = True) -> MemoryEstimate:
+        backend = sel.backend
+        n, _, th, tw = backend.input_shape
+        size = None if self.outscale is None else self._output_size(h, w, backend.scale)
+        return estimate_memory(h, w, scale=backend.scale, tile=(th, tw), overlap=sel.tier.overlap, batch=n,
+                               engine=engine_bytes(backend, sel.tier.variant, sel.precision), channels=channels,
+                               itemsize=itemsize, out_size=size, suffix=suffix, file_bytes=file_bytes, blend=blend)
+
+    def memory_estimate(self, h: int, w: int, channels: int = 3, sixteen_bit: bool = False,
+                        suffix: str | None = None, file_bytes: int = 0) -> MemoryEstimate:
+        """The estimated peak working memory (:mod:`.memory`) of upscaling an ``h`` x ``w`` image of ``channels``
+        (1 gray, 2 gray+alpha, 3 RGB, 4 RGBA) on the current tier, encoded as ``suffix`` (``None``: returned as an
+        array) from a file of ``file_bytes``; compared with ``max_memory_mb`` by every upscale."""
+        return self._estimate(h, w, self.engine, channels, 2 if sixteen_bit else 1, suffix, file_bytes)
+
     def _engine(self, name: str | None = None) -> EngineSelection:
         """The engine of tier ``name`` (default: the current one), opened if needed, now the most recently used."""
         with self._lock:
@@ -200,8 +243,8 @@ class Upscaler:
             if name in self._engines:
                 self._engines[name] = self._engines.pop(name)
                 return self._engines[name]
-            selection = open_engine(self.profile, self._tier(name), self._backend, self._precision,
-                                    self._engines_dir, self._threads, self._scale)
+            selection = self._fits(open_engine(self.profile, self._tier(name), self._backend, self._precision,
+                                               self._engines_dir, self._threads, self._scale))
             limit = self.max_open_engines
             while limit is not None and len(self._engines) >= limit:
                 oldest = next(iter(self._engines))
@@ -285,18 +328,38 @@ class Upscaler:
             return h * scale, w * scale
         return max(1, round(h * self.outscale)), max(1, round(w * self.outscale))
 
-    def check_size(self, h: int, w: int, source: str | os.PathLike = "image") -> None:
-        """Refuse an ``h`` x ``w`` input whose output would pass ``max_output_megapixels`` (``source`` names it)."""
-        self._check_size(h, w, self.scale, source)
+    def check_size(self, h: int, w: int, source: str | os.PathLike = "image", *, channels: int = 3,
+                   sixteen_bit: bool = False, suffix: str | None = None, file_bytes: int = 0) -> None:
+        """Refuse an ``h`` x ``w`` input (``source`` names it) whose output would pass ``max_output_megapixels``,
+        or whose working memory (:meth:`memory_estimate`, the other arguments as there) would pass
+        ``max_memory_mb``."""
+        self._check_size(h, w, self.engine, source, channels, 2 if sixteen_bit else 1, suffix, file_bytes,
+                         logging.INFO)
 
-    def _check_size(self, h: int, w: int, scale: int, source: str | os.PathLike) -> None:
+    def _check_size(self, h: int, w: int, sel: EngineSelection, source: str | os.PathLike, channels: int = 3,
+                    itemsize: int = 1, suffix: str | None = None, file_bytes: int = 0,
+                    level: int = logging.DEBUG) -> None:
         # The engine's output is built whole before any resize: the larger of it and the final output counts.
+        scale = sel.backend.scale
         oh, ow = max((h * scale, w * scale), self._output_size(h, w, scale), key=lambda s: s[0] * s[1])
         mp = oh * ow / 1e6
         if mp > self.max_output_megapixels:
             raise MambaESRError(f"{source}: a {w}x{h} input makes a {ow}x{oh} output ({mp:.1f} MP), above the "
-                                f"{self.max_output_megapixels:g} MP limit; blending it needs about "
-                                f"{oh * ow * 16 / 2**30:.1f} GiB. Raise the limit (max_output_megapixels) or crop")
+                                f"{self.max_output_megapixels:g} MP limit; the output alone needs "
+                                f"{oh * ow * channels * itemsize / MB:.1f} MB. Raise the limit "
+                                f"(max_output_megapixels) or crop")
+        # Without the blend first (it walks the tile plan): an image over the limit without it is refused at once.
+        estimate = self._estimate(h, w, sel, channels, itemsize, suffix, file_bytes, blend=False)
+        if estimate.mb <= self.max_memory_mb:
+            estimate = self._estimate(h, w, sel, channels, itemsize, suffix, file_bytes)
+        log.log(level, "%s: working memory %s (limit %.0f MB, %s)", source, estimate.describe(), self.max_memory_mb,
+                self._memory_origin)
+        if estimate.mb > self.max_memory_mb:
+            n, _, th, tw = sel.backend.input_shape
+            raise MambaESRError(f"{source}: upscaling the {w}x{h} input ({ow}x{oh} output) needs "
+                                f"{estimate.describe()} of working memory, above the {self.max_memory_mb:.0f} MB "
+                                f"limit ({self._memory_origin}); crop or split the image, run a tier or engine with "
+                                f"smaller tiles than {th}x{tw} (batch {n}), or raise the limit (max_memory_mb)")
 
     def upscale(self, img: np.ndarray, progress=None, source: str | os.PathLike = "image",
                 size: tuple[int, int] | None = None) -> np.ndarray:
@@ -305,8 +368,9 @@ class Upscaler:
         even sides). ``source`` names the image in errors."""
         with self._using() as sel:  # one engine for the whole image, whatever other threads switch to meanwhile
             scale = sel.backend.scale
-            if isinstance(img, np.ndarray) and img.ndim >= 2:
-                self._check_size(img.shape[0], img.shape[1], scale, source)  # before decode() makes float copies
+            if isinstance(img, np.ndarray) and img.ndim >= 2:  # before decode() makes float copies
+                self._check_size(img.shape[0], img.shape[1], sel, source, img.shape[2] if img.ndim == 3 else 1,
+                                 img.dtype.itemsize)
             decoded = decode(img, str(source))
             n, _, th, tw = sel.backend.input_shape
             out = output_array(decoded, scale)
@@ -359,13 +423,15 @@ class Upscaler:
 
         Everything that can be known before the upscale is checked before it, from the file's header and the
         destination alone (milliseconds): the input's size against ``max_output_megapixels`` (a decompression bomb
-        is never decoded), pages and sample type, and whether ``dst`` can take this image (format, depth, alpha,
+        is never decoded) and its working memory against ``max_memory_mb``, pages and sample type, and whether ``dst`` can take this image (format, depth, alpha,
         existing file, folder). ``write_image`` checks the destination again at write time.
         """
         src, dst = Path(src), Path(dst)
         check_quality(quality)
         header = inspect_image(src)
-        self.check_size(header.height, header.width, src)
+        channels = 2 if header.gray_alpha else 4 if header.alpha else 1 if header.channels == 1 else 3
+        self.check_size(header.height, header.width, src, channels=channels, sixteen_bit=header.sixteen_bit,
+                        suffix=dst.suffix.lower(), file_bytes=src.stat().st_size)
         if os.path.realpath(dst) == os.path.realpath(src):
             raise MambaESRError(f"{dst} is the input itself; choose another output (inputs are never overwritten)")
         check_output(dst, sixteen_bit=header.sixteen_bit, alpha=header.alpha, gray_alpha=header.gray_alpha,
