@@ -154,5 +154,5 @@ def default_limit() -> tuple[float, str]:
     available = available_bytes()
     if available is not None and AVAILABLE_SHARE * available / MB < DEFAULT_LIMIT_MB:
         mb = AVAILABLE_SHARE * available / MB
-        return mb, f"the default, 90 % of the {available / MB:.0f} MB available when the upscaler started"
-    return float(DEFAULT_LIMIT_MB), f"the default, {DEFAULT_LIMIT_MB} MB"
+        return mb, f"the default: 90 % of the {available / MB:.0f} MB available when the upscaler started"
+    return float(DEFAULT_LIMIT_MB), "the default"

@@ -352,7 +352,7 @@ class Upscaler:
         estimate = self._estimate(h, w, sel, channels, itemsize, suffix, file_bytes, blend=False)
         if estimate.mb <= self.max_memory_mb:
             estimate = self._estimate(h, w, sel, channels, itemsize, suffix, file_bytes)
-        log.log(level, "%s: working memory %s (limit %.0f MB, %s)", source, estimate.describe(), self.max_memory_mb,
+        log.log(level, "%s: working memory %s (limit %.0f MB: %s)", source, estimate.describe(), self.max_memory_mb,
                 self._memory_origin)
         if estimate.mb > self.max_memory_mb:
             n, _, th, tw = sel.backend.input_shape
