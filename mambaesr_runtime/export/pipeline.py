@@ -358,11 +358,11 @@ def adopt_plan(plan_path: str | os.PathLike, profile: DeviceProfile, trt=None, c
         raise ExportError(f"TensorRT {trt.__version__} is installed but profile {profile.name} targets TensorRT "
                           f"{profile.tensorrt}; adopt plans on the device the profile describes")
     names = {engine_name("tensorrt", t.variant, s, t.tile, t.batch, t.precision_in(profile), profile.dla_core): t
-             for t in profile.tiers for s in SCALES}
+             for t in profile.engine_tiers() for s in SCALES}
     if plan.name not in names:
         exported = [plan_name(onnx, t.precision_in(profile), profile.dla_core).name for t, onnx in
                     ((t, find_engine("onnxruntime", t, _onnx_precision(t, profile), None, [plan.parent])[1])
-                     for t in profile.tiers) if onnx]
+                     for t in profile.engine_tiers()) if onnx]
         raise ExportError(f"{plan.name} is not the name of a plan of profile {profile.name}; its tiers' plans are "
                           f"{sorted(exported or names)} (the names the trtexec commands in build_engines.sh write)")
     tier = names[plan.name]
@@ -434,7 +434,9 @@ def find_tensorrt():
 
 
 def _chosen(profile: DeviceProfile, tiers: list[str] | None, precision: str | None = None) -> list[Tier]:
+    """The tiers to export (all, or those named), each followed by its small-image engine's (``small_tile``)."""
     chosen = list(profile.tiers) if not tiers else [profile.tier(name) for name in tiers]
+    chosen = [e for t in chosen for e in (t, t.small()) if e is not None]
     if precision is not None:
         from ..profiles import PRECISIONS
 

@@ -68,6 +68,8 @@ class EngineSelection:
     precision: str
     skipped: tuple[tuple[str, str], ...]
     """(backend, reason) for each backend tried before this one."""
+    small: EngineSelection | None = None
+    """The tier's engine for images no larger than its ``small_tile`` (same backend), opened and closed with it."""
 
 
 def open_backend(kind: str, path: Path, tier: Tier, profile: DeviceProfile, precision: str,
@@ -153,4 +155,10 @@ def with_overrides(tier: Tier, tile: int | None = None, overlap: int | None = No
     tier = replace(tier, tile=tile if tile is not None else tier.tile,
                    overlap=overlap if overlap is not None else tier.overlap)
     check_tiling(tier.tile, tier.overlap, MIN_TILE, f"tier {tier.name}")
+    small = tier.small_tile
+    if small is not None and (small >= tier.tile or 2 * tier.overlap >= small):
+        # the small-image engine is a shortcut, not a shape asked for: without it, small images take a whole tile
+        log.info("tier %s: no %dx%d engine for small images with tile %d and overlap %d", tier.name, small, small,
+                 tier.tile, tier.overlap)
+        tier = replace(tier, small_tile=None)
     return tier

@@ -18,6 +18,7 @@ The library logs; it never prints.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -207,7 +208,7 @@ class Upscaler:
         only its small probe)."""
         estimate = self._estimate(1, 1, selection)
         if estimate.mb > self.max_memory_mb:
-            selection.backend.close()
+            _close(selection)
             n, _, th, tw = selection.backend.input_shape
             fix = (f"give a smaller tile (e.g. tile={min(self.profile.tiers[0].tile, th // 2)})"
                    if selection.backend.dynamic else
@@ -219,13 +220,18 @@ class Upscaler:
         return selection
 
     def _estimate(self, h: int, w: int, sel: EngineSelection, channels: int = 3, itemsize: int = 1,
-                  suffix: str | None = None, file_bytes: int = 0, blend: bool = True) -> MemoryEstimate:
+                  suffix: str | None = None, file_bytes: int = 0, blend: bool = True,
+                  engines: EngineSelection | None = None) -> MemoryEstimate:
+        """The estimate of an image run on ``sel``, with the engines of ``engines`` (default ``sel``: a tier's
+        engine and its small-image engine, both held open) resident."""
         backend = sel.backend
         n, _, th, tw = backend.input_shape
         size = None if self.outscale is None else self._output_size(h, w, backend.scale)
+        held = engines or sel
+        resident = sum(engine_bytes(e.backend, e.tier.variant, e.precision) for e in (held, held.small) if e)
         return estimate_memory(h, w, scale=backend.scale, tile=(th, tw), overlap=sel.tier.overlap, batch=n,
-                               engine=engine_bytes(backend, sel.tier.variant, sel.precision), channels=channels,
-                               itemsize=itemsize, out_size=size, suffix=suffix, file_bytes=file_bytes, blend=blend)
+                               engine=resident, channels=channels, itemsize=itemsize, out_size=size, suffix=suffix,
+                               file_bytes=file_bytes, blend=blend)
 
     def memory_estimate(self, h: int, w: int, channels: int = 3, sixteen_bit: bool = False,
                         suffix: str | None = None, file_bytes: int = 0) -> MemoryEstimate:
@@ -243,8 +249,9 @@ class Upscaler:
             if name in self._engines:
                 self._engines[name] = self._engines.pop(name)
                 return self._engines[name]
-            selection = self._fits(open_engine(self.profile, self._tier(name), self._backend, self._precision,
-                                               self._engines_dir, self._threads, self._scale))
+            selection = self._fits(self._with_small(open_engine(
+                self.profile, self._tier(name), self._backend, self._precision, self._engines_dir, self._threads,
+                self._scale)))
             limit = self.max_open_engines
             while limit is not None and len(self._engines) >= limit:
                 oldest = next(iter(self._engines))
@@ -253,17 +260,40 @@ class Upscaler:
             self._engines[name] = selection
             return selection
 
+    def _with_small(self, selection: EngineSelection) -> EngineSelection:
+        """``selection`` with its tier's small-image engine (``small_tile``) opened beside it on the same backend,
+        when the tier has one and the engine is pad-aware (a reflected tile's result depends on its size)."""
+        small = selection.tier.small()
+        if small is None:
+            return selection
+        if selection.backend.pad_value is None:
+            log.info("tier %s: %s is not pad-aware; small images take a whole tile", selection.tier.name,
+                     selection.path.name)
+            return selection
+        try:
+            opened = open_engine(self.profile, small, selection.kind, selection.precision, self._engines_dir,
+                                 self._threads, selection.backend.scale)
+            if opened.backend.pad_value is None:
+                opened.backend.close()
+                raise BackendError(f"{opened.path.name} is not pad-aware, unlike {selection.path.name}; re-export "
+                                   f"both with mambaesr-export --device {self.profile.name}")
+        except BaseException:
+            selection.backend.close()
+            raise
+        return dataclasses.replace(selection, small=opened)
+
     def _release(self, selection: EngineSelection) -> None:
         """Close an engine no longer in the table, or leave that to the last image still running on it."""
         key = id(selection.backend)
         if self._users.get(key):
             self._retired[key] = selection
         else:
-            selection.backend.close()
+            _close(selection)
 
     @contextmanager
     def _using(self):
-        """The current tier's engine, held open for one image (see the module's note on thread safety)."""
+        """The current tier's engine (with its small-image engine), held open for one image (see the module's note
+        on thread safety)."""
         with self._lock:
             selection = self._engine()
             key = id(selection.backend)
@@ -277,7 +307,7 @@ class Upscaler:
                     del self._users[key]
                     retired = self._retired.pop(key, None)
                     if retired is not None:
-                        retired.backend.close()
+                        _close(retired)
 
     def use_tier(self, name: str) -> None:
         """Switch to tier ``name`` (its engine is opened on first use and kept warm). Images already running keep
@@ -304,16 +334,21 @@ class Upscaler:
         sel = self.engine
         skipped = "".join(f"; skipped {k}: {r}" for k, r in sel.skipped)
         out = "" if self.outscale is None else f"; output resized to x{self.outscale:g}"
+        small = "" if sel.small is None else (f"; images up to {sel.small.tier.tile}x{sel.small.tier.tile}: "
+                                              f"{sel.small.path.name}")
         return (f"profile {self.profile.name}, tier {sel.tier.name} ({sel.tier.variant}, tile {sel.tier.tile}, "
                 f"overlap {sel.tier.overlap}, batch {sel.tier.batch}, {sel.precision}): {sel.backend.describe()}"
-                f"{skipped}{out}")
+                f"{small}{skipped}{out}")
 
     def summary(self) -> dict:
         """What runs, as data (for machine-readable reports): profile, tier, variant, backend, engine file,
-        precision, tile, overlap, batch, engine scale and output scale."""
+        precision, tile, overlap, batch, engine scale and output scale, and the small-image engine (``None``: none)
+        with the largest image it takes."""
         sel = self.engine
         return {"profile": self.profile.name, "tier": sel.tier.name, "variant": sel.tier.variant,
                 "backend": sel.kind, "engine": str(sel.path), "precision": sel.precision, "tile": sel.tier.tile,
+                "small_engine": None if sel.small is None else str(sel.small.path),
+                "small_tile": None if sel.small is None else sel.small.tier.tile,
                 "overlap": sel.tier.overlap, "batch": sel.tier.batch, "scale": self.scale,
                 "outscale": self.outscale if self.outscale is not None else self.scale,
                 "skipped": [{"backend": k, "reason": r} for k, r in sel.skipped]}
@@ -338,7 +373,7 @@ class Upscaler:
 
     def _check_size(self, h: int, w: int, sel: EngineSelection, source: str | os.PathLike, channels: int = 3,
                     itemsize: int = 1, suffix: str | None = None, file_bytes: int = 0,
-                    level: int = logging.DEBUG) -> None:
+                    level: int = logging.DEBUG, engines: EngineSelection | None = None) -> None:
         # The engine's output is built whole before any resize: the larger of it and the final output counts.
         scale = sel.backend.scale
         oh, ow = max((h * scale, w * scale), self._output_size(h, w, scale), key=lambda s: s[0] * s[1])
@@ -349,9 +384,9 @@ class Upscaler:
                                 f"{oh * ow * channels * itemsize / MB:.1f} MB. Raise the limit "
                                 f"(max_output_megapixels) or crop")
         # Without the blend first (it walks the tile plan): an image over the limit without it is refused at once.
-        estimate = self._estimate(h, w, sel, channels, itemsize, suffix, file_bytes, blend=False)
+        estimate = self._estimate(h, w, sel, channels, itemsize, suffix, file_bytes, False, engines)
         if estimate.mb <= self.max_memory_mb:
-            estimate = self._estimate(h, w, sel, channels, itemsize, suffix, file_bytes)
+            estimate = self._estimate(h, w, sel, channels, itemsize, suffix, file_bytes, True, engines)
         log.log(level, "%s: working memory %s (limit %.0f MB: %s)", source, estimate.describe(), self.max_memory_mb,
                 self._memory_origin)
         if estimate.mb > self.max_memory_mb:
@@ -366,11 +401,15 @@ class Upscaler:
         """An image as OpenCV reads it (gray, gray+alpha (H, W, 2), BGR or BGRA; uint8 or uint16) -> the same kind,
         ``scale`` x larger (or ``outscale`` x, or resized to ``size`` (h, w) when given: a video encoder may need
         even sides). ``source`` names the image in errors."""
-        with self._using() as sel:  # one engine for the whole image, whatever other threads switch to meanwhile
+        with self._using() as held:  # one engine for the whole image, whatever other threads switch to meanwhile
+            sel = held
+            if held.small is not None and isinstance(img, np.ndarray) and img.ndim >= 2 and \
+                    max(img.shape[:2]) <= held.small.tier.tile:
+                sel = held.small  # one small tile instead of a whole one padded (the same result, pad-aware)
             scale = sel.backend.scale
             if isinstance(img, np.ndarray) and img.ndim >= 2:  # before decode() makes float copies
                 self._check_size(img.shape[0], img.shape[1], sel, source, img.shape[2] if img.ndim == 3 else 1,
-                                 img.dtype.itemsize)
+                                 img.dtype.itemsize, engines=held)
             decoded = decode(img, str(source))
             n, _, th, tw = sel.backend.input_shape
             out = output_array(decoded, scale)
@@ -455,3 +494,10 @@ class Upscaler:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _close(selection: EngineSelection) -> None:
+    """Close a tier's engine and its small-image engine."""
+    selection.backend.close()
+    if selection.small is not None:
+        selection.small.backend.close()

@@ -391,3 +391,13 @@ def test_adopt_plan_checks_a_trtexec_plan_and_writes_its_manifest(tmp_path, tiny
     with pytest.raises(ExportError, match=r"not the name of a plan of profile test-jetson; its tiers' plans are "
                                           r"\['tiny_x4_t16_b4_fp16.plan'\]"):
         pipeline.adopt_plan(plan.rename(tmp_path / "mine.plan"), profile, trt=trt, cuda=cuda)
+
+
+def test_a_tier_is_exported_with_its_small_image_engine():
+    from mambaesr_runtime.export.pipeline import _chosen
+    from mambaesr_runtime.profiles import load_profile
+
+    cpu = load_profile("cpu")
+    assert [(t.name, t.tile, t.batch) for t in _chosen(cpu, ["balanced"])] == [("balanced", 264, 1),
+                                                                                ("balanced-small", 32, 1)]
+    assert [t.name for t in _chosen(cpu, None)] == [t.name for t in cpu.engine_tiers()]
