@@ -271,8 +271,15 @@ class Upscaler:
                      selection.path.name)
             return selection
         try:
-            opened = open_engine(self.profile, small, selection.kind, selection.precision, self._engines_dir,
-                                 self._threads, selection.backend.scale)
+            try:
+                opened = open_engine(self.profile, small, selection.kind, selection.precision, self._engines_dir,
+                                     self._threads, selection.backend.scale)
+            except BackendError as exc:
+                if self._precision is None or self._precision == selection.tier.precision_in(self.profile):
+                    raise  # the profile promises this engine: missing, it is an error like the tier's own
+                log.info("tier %s: no small-image engine in %s (%s); small images take a whole tile",
+                         selection.tier.name, self._precision, exc)
+                return selection
             if opened.backend.pad_value is None:
                 opened.backend.close()
                 raise BackendError(f"{opened.path.name} is not pad-aware, unlike {selection.path.name}; re-export "
