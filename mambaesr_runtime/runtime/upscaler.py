@@ -469,8 +469,9 @@ class Upscaler:
 
         Everything that can be known before the upscale is checked before it, from the file's header and the
         destination alone (milliseconds): the input's size against ``max_output_megapixels`` (a decompression bomb
-        is never decoded) and its working memory against ``max_memory_mb``, pages and sample type, and whether ``dst`` can take this image (format, depth, alpha,
-        existing file, folder). ``write_image`` checks the destination again at write time.
+        is never decoded) and its working memory against ``max_memory_mb``, pages and sample type, and whether
+        ``dst`` can take this image (format, depth, alpha, existing file, folder). ``write_image`` checks the
+        destination again at write time.
         """
         src, dst = Path(src), Path(dst)
         check_quality(quality)
