@@ -70,6 +70,7 @@ class Result:
     problems: list[str] = field(default_factory=list)
     message: str = ""
     stdout: str = ""
+    stderr: str = ""
 
 
 def img(path: Path, shape=(20, 24, 3), dtype=np.uint8, value=90) -> Path:
@@ -281,7 +282,7 @@ def catalogue() -> list[Case]:
              single(write("bomb30k.png", BOMB30K), "bomb30k.png: a 30000x30000"), 2, bomb=True))
     add(Case("bomb with --max-megapixels 1e9 (OpenCV's own limit)", "new",
              single(write("hdr.png", hostile.png_header(65535, 65535)), "hdr.png",
-                    ["--max-megapixels", "1e9"]), 2, bomb=True))
+                    ["--max-megapixels", "1e9", "--max-memory", "1e9"]), 2, bomb=True))
 
     def folder_with_bomb(folder):
         src = folder / "in"
@@ -456,6 +457,7 @@ def issue24_cases() -> list[Case]:
     add(Case("mambaesr-eval with an LR not 1/4 of its HR", "24", lambda folder: (
         [str(BIN / "mambaesr-eval"), student, str(mini_set(folder, (12, 9)))], [],
         [lambda res: "ax4.png is 9x12, but its HR" in res.message or "sizes not named"]), 2))
+    cases += memory_cases()
     add(Case("SIGTERM in a folder run", "24", folder_run("interrupted by SIGTERM"), 143, interrupt_after="out/f0.png",
              interrupt_signal=signal.SIGTERM))
     add(Case("SIGHUP in a folder run", "24", folder_run("interrupted by SIGHUP"), 129, interrupt_after="out/f0.png",
@@ -748,6 +750,109 @@ def issue24_part2_cases() -> list[Case]:
     add(Case("WebM without -o (default .webm through PyAV)", "24", webm(False), 0))
     add(Case("WebM without -o and without PyAV (default .mp4)", "24", webm(True), 0,
              env={"PYTHONPATH": os.pathsep.join(["hide", str(ROOT)]), "PYTHONDONTWRITEBYTECODE": "1"}))
+# -- issue 24: working memory bounded by the tile, estimated and checked up front ---------------------------------
+#: The peak RSS the issue asks for (a 4 GB Raspberry Pi 5 or Jetson Nano must run these), and what a refusal up
+#: front may cost (the process and one engine opened, nothing decoded or run).
+MEMORY_RSS_MB, REFUSAL_RSS_MB = 800, 200
+#: The estimate must be an upper bound of the measured peak RSS and at most this much above it (shipped engines).
+ESTIMATE_MARGIN = 1.5
+
+
+def _estimate_mb(res) -> float | None:
+    import re
+
+    found = re.findall(r"working memory about (\d+) MB", res.stderr)
+    return float(found[0]) if found else None
+
+
+def rss_below(limit_mb: float):
+    return lambda res: res.rss_mb < limit_mb or f"peak RSS {res.rss_mb:.0f} MB >= {limit_mb} MB"
+
+
+def estimate_bounds(res):
+    """The -v line's estimate against the measured peak RSS: above it (an upper bound), within the margin."""
+    estimate = _estimate_mb(res)
+    if estimate is None:
+        return "no working-memory estimate in the -v log"
+    if not res.rss_mb <= estimate <= ESTIMATE_MARGIN * res.rss_mb:
+        return f"estimate {estimate:.0f} MB vs peak RSS {res.rss_mb:.0f} MB: not within 1-{ESTIMATE_MARGIN}x"
+    return True
+
+
+def random_png(name: str, shape: tuple):
+    def make(folder: Path) -> Path:
+        rng = np.random.default_rng(24)
+        cv2.imwrite(str(folder / name), rng.integers(0, 256, shape, dtype=np.uint8))
+        return folder / name
+    return make
+
+
+def dynamic_x4_onnx(folder: Path) -> Path:
+    """A user's x4 SR model with dynamic n, h, w (a 3x3 conv to 48 planes, depth-to-space 4, plus the nearest
+    upscale), made with onnx alone."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array((rng.standard_normal((48, 3, 3, 3)) * 0.01).astype(np.float32), "wt"),
+               numpy_helper.from_array(np.zeros(48, np.float32), "b"),
+               numpy_helper.from_array(np.array([1, 1, 4, 4], np.float32), "scales")]
+    nodes = [helper.make_node("Conv", ["lr", "wt", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("DepthToSpace", ["c"], ["d"], blocksize=4, mode="CRD"),
+             helper.make_node("Resize", ["lr", "", "scales"], ["u"], mode="nearest"),
+             helper.make_node("Add", ["d", "u"], ["sr"])]
+    graph = helper.make_graph(nodes, "dyn_x4", [helper.make_tensor_value_info("lr", TensorProto.FLOAT,
+                                                                               ["n", 3, "h", "w"])],
+                              [helper.make_tensor_value_info("sr", TensorProto.FLOAT, ["n", 3, "sh", "sw"])],
+                              weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(folder / "dyn_x4.onnx"))
+    return folder / "dyn_x4.onnx"
+
+
+def memory_cases() -> list[Case]:
+    """Issue 24's memory defects (measured before the fix, 2026-12-04, peak RSS: 1x60000 fast 4384 MB, 1x20000
+    fast 1656 MB, 1024x1024 student 685 MB, a dynamic x4 ONNX at --tile 2000 past 5 GB) and the estimate checked
+    against each run's peak RSS (-v logs it)."""
+    def upscale(name, shape, extra=(), out_shape=None, limit=MEMORY_RSS_MB):
+        def setup(folder):
+            src = random_png(name, shape)(folder)
+            out = f"{Path(name).stem}_x4.png"
+            return RUN + [str(src), "-q", "-v", *extra], [out], [
+                lambda res: checks_output(out, out_shape or (shape[0] * 4, shape[1] * 4, 3))(folder),
+                rss_below(limit), estimate_bounds]
+        return setup
+
+    cases = [
+        Case("issue 24 memory: 1x60000 strip, fast tier (was 4384 MB)", "24",
+             upscale("strip.png", (1, 60000, 3), ["--tier", "light"]), 0, timeout=600),
+        Case("issue 24 memory: 1x20000 strip, fast tier (was 1656 MB)", "24",
+             upscale("strip.png", (1, 20000, 3), ["--tier", "light"]), 0, timeout=300),
+        Case("issue 24 memory: 20000x1 strip, fast tier", "24",
+             upscale("tall.png", (20000, 1, 3), ["--tier", "light"]), 0, timeout=300),
+        Case("issue 24 memory: 1024x1024 through the student (was 685 MB)", "24",
+             upscale("photo.png", (1024, 1024, 3)), 0, timeout=300),
+    ]
+
+    def dynamic_tile(folder):
+        model = dynamic_x4_onnx(folder)
+        src = random_png("in.png", (128, 128, 3))(folder)
+        return RUN + [str(src), "--model", str(model), "--tile", "4000", "-q"], [], [
+            lambda res: "dyn_x4.onnx (onnxruntime, 4000x4000 tiles, batch 1) needs about" in res.message
+            or "not refused for its tile", lambda res: "--tile 264" in res.message or "the fix is not named",
+            rss_below(REFUSAL_RSS_MB)]
+    cases.append(Case("issue 24 memory: --tile 4000 on a dynamic-shape x4 ONNX, refused before it runs", "24",
+                      dynamic_tile, 2))
+
+    def over_limit(folder):
+        src = random_png("big.png", (1024, 1024, 3))(folder)
+        return RUN + [str(src), "--max-memory", "500", "-q"], [], [
+            lambda res: "big.png: upscaling the 1024x1024 input (4096x4096 output) needs about" in res.message
+            or "the image and its estimate are not named",
+            lambda res: "above the 500 MB limit (--max-memory)" in res.message or "the limit is not named",
+            rss_below(REFUSAL_RSS_MB)]
+    cases.append(Case("issue 24 memory: --max-memory 500 under a 1024x1024 image's estimate", "24", over_limit, 2))
     return cases
 
 
@@ -957,8 +1062,8 @@ def run_case(case: Case, folder: Path) -> Result:
     code, rss, seconds, out, err = run_cmd(argv, folder, case.timeout, case.interrupt_after, case.env,
                                             case.interrupt_signal)
     message = " ".join(line for line in err.splitlines() if "error" in line or "interrupted" in line
-                       or "skipped" in line or "not installed" in line)[:400]
-    result = Result(case, code, rss, seconds, [], message=message, stdout=out)
+                       or "skipped" in line or "not installed" in line or "working memory" in line)[:400]
+    result = Result(case, code, rss, seconds, [], message=message, stdout=out, stderr=err)
     new = files_under(folder) - before
     if expected is None:  # an interrupted run: whatever it wrote must be complete images, nothing temporary
         expected = [p for p in new if p.startswith("out/") and not Path(p).name.startswith(".")

@@ -71,6 +71,9 @@ def main(argv=None) -> int:
     # The same pipeline as mambaesr-export: simplified, verified against PyTorch, with its manifest.
     art = export_tier(model.eval(), base.with_suffix(".safetensors"), profile, tier, WEIGHTS, tool_versions(),
                       force=True)
+    if tier.small() is not None:  # and the tier's engine for small images (issue 24)
+        export_tier(model.eval(), base.with_suffix(".safetensors"), profile, tier.small(), WEIGHTS, tool_versions(),
+                    force=True)
     onnx_path = art.onnx
     sets = {Path(s).name: s for s in args.sets}
     result = benchmark.evaluate(onnx_path, sets, overlap=tier.overlap)

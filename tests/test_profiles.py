@@ -41,9 +41,11 @@ def test_rpi5_runs_onnxruntime_cpu_with_4_threads():
 
 @pytest.mark.parametrize("name", ["cpu", "rpi5"])
 def test_onnxruntime_profiles_run_on_the_shipped_weights(name):
-    """No export step on these devices (mambaesr-export needs torch): every tier's graph must ship in weights/."""
+    """No export step on these devices (mambaesr-export needs torch): every tier's graph (and its small-image
+    engine's) must ship in weights/."""
     p = load_profile(name)
-    for tier in p.tiers:
+    assert any(t.small_tile for t in p.tiers)
+    for tier in p.engine_tiers():
         engine = engine_name("onnxruntime", tier.variant, 4, tier.tile, tier.batch, tier.precision_in(p))
         assert (shipped_dir() / engine).is_file(), f"{name} tier {tier.name}: {engine} is not shipped"
 
@@ -90,10 +92,21 @@ def test_a_user_file_loads_like_a_builtin(tmp_path):
     (lambda d: d["telemetry"].update(power_w=10, power_hysteresis_w=12), "power_hysteresis_w 12 W must be below"),
     (lambda d: d.update(backends=["tensorrt"], tensorrt=None), "needs a tensorrt target"),
     (lambda d: d.update(tensorrt="7.1"), "valid values are \\['8.5', '10'\\]"),
+    (lambda d: d["tiers"][0].update(small_tile=264), "small_tile 264 must be below the tile 264"),
+    (lambda d: d["tiers"][0].update(small_tile=8), "small_tile: overlap 4 must be an integer >= 0 and less than half"),
+    (lambda d: d["tiers"][0].update(small_tile=4), "small_tile must be an integer >= 8"),
 ])
 def test_bad_values_are_errors_that_list_the_valid_ones(tmp_path, change, words):
     with pytest.raises(ConfigError, match=words):
         load_profile(_write(tmp_path, change))
+
+
+def test_a_small_tile_is_an_engine_of_its_own_for_small_images(tmp_path):
+    p = load_profile(_write(tmp_path, lambda d: d["tiers"][0].update(small_tile=40)))
+    small = p.tiers[0].small()
+    assert (small.name, small.tile, small.batch, small.small_tile) == ("balanced-small", 40, 1, None)
+    assert [t.name for t in p.engine_tiers()][:2] == ["balanced", "balanced-small"]
+    assert load_profile(_write(tmp_path, lambda d: d["tiers"][0].pop("small_tile", None))).tiers[0].small() is None
 
 
 def test_unknown_device_and_missing_file(tmp_path):

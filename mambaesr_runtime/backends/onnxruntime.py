@@ -81,26 +81,44 @@ class OrtBackend(Backend):
         self.pad_value = None if manifest is None else manifest.pad_value  # an ONNX file without one: reflection
 
     def infer_impl(self, x: np.ndarray) -> np.ndarray:
-        return self._session.run([self._output], {self._input: x})[0]
+        y = self._session.run([self._output], {self._input: x})[0]
+        if self._unchecked:  # a dynamic graph probed on a smaller tile: its first real run is checked too
+            self._check_probe(x.shape, y, self.scale)
+            self._unchecked = False
+        return y
+
+    _unchecked = False
+    #: A dynamic graph is probed on a tile of at most this size (then checked on its first real run): a probe at
+    #: the tile asked for would allocate its whole working memory before anyone could weigh it (a 4000x4000 tile
+    #: of an x4 model: gigabytes). 64 is a multiple of the window and patch sizes SR models require.
+    PROBE_TILE = 64
 
     def _probe(self, tile: int | None, batch: int) -> tuple[tuple, int]:
-        """(input shape, scale) of a graph with dynamic height and width: one run on a ``tile`` x ``tile`` batch."""
+        """(input shape, scale) of a graph with dynamic height and width: one run on a small batch (``tile`` x
+        ``tile`` up to twice :data:`PROBE_TILE`, else :data:`PROBE_TILE` square) measures the scale."""
         inp = self._session.get_inputs()[0]
         if tile is None:
             raise BackendError(f"{self.path.name} takes any image size (dynamic height and width); give the tile "
                                f"size to run it at")
         n = inp.shape[0] if isinstance(inp.shape[0], int) else batch
         shape = (n, 3, tile, tile)
+        small = tile if tile <= 2 * self.PROBE_TILE else self.PROBE_TILE
         try:
-            y = self._session.run([self._output], {self._input: np.full(shape, 0.5, np.float32)})[0]
+            y = self._session.run([self._output], {self._input: np.full((n, 3, small, small), 0.5, np.float32)})[0]
         except Exception as exc:  # ORT's own exception types
-            raise BackendError(f"{self.path.name} failed a probe run on a {shape} input: {exc}") from exc
-        scale = y.shape[2] // tile if y.ndim == 4 else 0
+            raise BackendError(f"{self.path.name} failed a probe run on a {(n, 3, small, small)} input: {exc}") \
+                from exc
+        scale = y.shape[2] // small if y.ndim == 4 else 0
+        self._check_probe((n, 3, small, small), y, scale)
+        self._unchecked = small != tile
+        return shape, scale
+
+    def _check_probe(self, shape: tuple, y: np.ndarray, scale: int) -> None:
+        n, _, h, w = shape
         if y.dtype != np.float32 or y.ndim != 4 or y.shape[:2] != (n, 3) or scale < 1 \
-                or y.shape[2:] != (scale * tile, scale * tile):
+                or y.shape[2:] != (scale * h, scale * w):
             raise BackendError(f"{self.path.name} maps a {shape} input to {y.dtype} {y.shape}; a super-resolution "
                                f"model maps (N, 3, h, w) float32 to (N, 3, s*h, s*w)")
-        return shape, scale
 
     @property
     def providers(self) -> list[str]:

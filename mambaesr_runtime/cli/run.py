@@ -55,7 +55,7 @@ from .signals import describe, exit_code, interrupt_on_termination
 from .streams import guarded_streams
 
 #: The Upscaler / monitor arguments the library's errors name, and the flags that set them here.
-FLAGS = {"max_output_megapixels": "--max-megapixels", "overwrite": "--overwrite", "precision": "--precision",
+FLAGS = {"max_output_megapixels": "--max-megapixels", "max_memory_mb": "--max-memory", "overwrite": "--overwrite", "precision": "--precision",
          "model": "--model", "scale": "--scale", "tile": "--tile", "overlap": "--overlap", "source": "--telemetry",
          "replay": "--replay", "outscale": "--outscale", "quality": "--quality", "codec": "--codec",
          "crf": "--crf", "strip_metadata": "--strip-metadata", "engines_dir": "--engines",
@@ -288,6 +288,9 @@ def _main(argv: list[str] | None) -> int:
                                          "camera), instead of files (needs -o video file)")
     parser.add_argument("--frames", type=int, help="stop a video or camera after this many frames")
     parser.add_argument("--max-megapixels", type=float, default=100.0, help="refuse larger outputs (default 100)")
+    parser.add_argument("--max-memory", type=float, metavar="MB",
+                        help="refuse an image (or a tile size) whose estimated working memory is above this, before "
+                             "decoding it (default: the smaller of 4096 and 90%% of the memory available at start)")
     parser.add_argument("--outscale", type=float, help="output scale (default: the engine's): the engine runs at its "
                                                        "own scale and the result is resized (area averaging down, "
                                                        "Lanczos up; above the engine's scale with a warning)")
@@ -413,7 +416,8 @@ def _run(args, report: _Report) -> int:
         upscaler = Upscaler(args.profile or args.device or "cpu", model=args.model, tier=args.tier,
                             backend=args.backend, tile=args.tile, overlap=args.overlap, precision=args.precision,
                             scale=args.scale, engines_dir=args.engines, threads=args.threads,
-                            max_output_megapixels=args.max_megapixels, outscale=args.outscale)
+                            max_output_megapixels=args.max_megapixels, outscale=args.outscale,
+                            max_memory_mb=args.max_memory)
         if args.adaptive or args.replay:
             from ..runtime.adaptive import AdaptiveController
 

@@ -423,7 +423,7 @@ def adopt_plan(plan_path: str | os.PathLike, profile: DeviceProfile, trt=None, c
         raise ExportError(f"TensorRT {trt.__version__} is installed but profile {profile.name} targets TensorRT "
                           f"{profile.tensorrt}; adopt plans on the device the profile describes")
     names = {engine_name("tensorrt", t.variant, s, t.tile, t.batch, t.precision_in(profile), profile.dla_core): t
-             for t in profile.tiers for s in SCALES}
+             for t in profile.engine_tiers() for s in SCALES}
     twins = {interior_name(name).name: name for name in names}
     twin = plan.name in twins
     if twin:
@@ -431,7 +431,7 @@ def adopt_plan(plan_path: str | os.PathLike, profile: DeviceProfile, trt=None, c
     if plan.name not in names:
         exported = [plan_name(onnx, t.precision_in(profile), profile.dla_core).name for t, onnx in
                     ((t, find_engine("onnxruntime", t, _onnx_precision(t, profile), None, [plan.parent])[1])
-                     for t in profile.tiers) if onnx]
+                     for t in profile.engine_tiers()) if onnx]
         raise ExportError(f"{plan.name} is not the name of a plan of profile {profile.name}; its tiers' plans are "
                           f"{sorted(exported or names)} (the names the trtexec commands in build_engines.sh write)")
     tier = names[plan.name]
@@ -528,7 +528,9 @@ def find_tensorrt():
 
 
 def _chosen(profile: DeviceProfile, tiers: list[str] | None, precision: str | None = None) -> list[Tier]:
+    """The tiers to export (all, or those named), each followed by its small-image engine's (``small_tile``)."""
     chosen = list(profile.tiers) if not tiers else [profile.tier(name) for name in tiers]
+    chosen = [e for t in chosen for e in (t, t.small()) if e is not None]
     if precision is not None:
         from ..profiles import PRECISIONS
 
@@ -588,12 +590,15 @@ def export_profile(profile: DeviceProfile, out_dir: str | os.PathLike | None = N
         trt = find_tensorrt()
     models = {}
     results = []
+    # a small-image engine takes images smaller than its tile: always padded, so it needs no mask-free twin
+    small_engines = {s.name for s in (t.small() for t in profile.tiers) if s is not None}
     for tier in chosen:
         if tier.variant not in models:
             models[tier.variant] = load_checkpoint(paths[tier.variant])[0].eval()
         say(f"{profile.name}/{tier.name}: {tier.variant} {tier.tile}x{tier.tile} batch {tier.batch} -> ONNX, verify")
         art = export_tier(models[tier.variant], paths[tier.variant], profile, tier, out, versions, force,
-                          simplify_graph, threads, interior=tier.precision_in(profile) != "int8")
+                          simplify_graph, threads,
+                          interior=tier.precision_in(profile) != "int8" and tier.name not in small_engines)
         if tier.precision_in(profile) == "int8":
             say(f"{profile.name}/{tier.name}: int8 (ONNX Runtime static quantization, calibrated on "
                 f"{calibration_dir or DEFAULT_CALIBRATION_DIR}), checked against fp32")

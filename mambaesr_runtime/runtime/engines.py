@@ -71,6 +71,8 @@ class EngineSelection:
     """(backend, reason) for each backend tried before this one."""
     interior: Path | None = None
     """The engine's mask-free twin (:func:`interior_twin`), run on images that cover a whole tile; ``None``: none."""
+    small: EngineSelection | None = None
+    """The tier's engine for images no larger than its ``small_tile`` (same backend), opened and closed with it."""
 
 
 def interior_twin(kind: str, path: Path) -> Path | None:
@@ -187,4 +189,10 @@ def with_overrides(tier: Tier, tile: int | None = None, overlap: int | None = No
     tier = replace(tier, tile=tile if tile is not None else tier.tile,
                    overlap=overlap if overlap is not None else tier.overlap)
     check_tiling(tier.tile, tier.overlap, MIN_TILE, f"tier {tier.name}")
+    small = tier.small_tile
+    if small is not None and (small >= tier.tile or 2 * tier.overlap >= small):
+        # the small-image engine is a shortcut, not a shape asked for: without it, small images take a whole tile
+        log.info("tier %s: no %dx%d engine for small images with tile %d and overlap %d", tier.name, small, small,
+                 tier.tile, tier.overlap)
+        tier = replace(tier, small_tile=None)
     return tier

@@ -76,7 +76,8 @@ def decode(img: np.ndarray, source: str = "image") -> Decoded:
         raise ImageError(f"{source}: {channels} channels are not supported; give gray, gray+alpha, RGB or RGBA "
                          f"images")
     peak = float(np.iinfo(img.dtype).max)
-    rgb = np.ascontiguousarray(bgr[:, :, ::-1], dtype=np.float32) / peak
+    rgb = np.ascontiguousarray(bgr[:, :, ::-1], dtype=np.float32)
+    rgb /= peak  # in place: one float copy of the image, not two
     return Decoded(rgb, mode, img.dtype, None if alpha is None else alpha.astype(np.float32) / peak)
 
 
@@ -87,17 +88,18 @@ def output_array(decoded: Decoded, scale: int) -> np.ndarray:
     return np.empty((h * scale, w * scale, *channels), decoded.dtype)
 
 
-def encode_rows(out: np.ndarray, y0: int, rows_rgb: np.ndarray, decoded: Decoded) -> None:
-    """Write float RGB output rows (k, W*s, 3) into ``out`` (from :func:`output_array`) at row ``y0``."""
+def encode_rows(out: np.ndarray, y0: int, rows_rgb: np.ndarray, decoded: Decoded, x0: int = 0) -> None:
+    """Write a float RGB block of output rows (k, n, 3) into ``out`` (from :func:`output_array`) at row ``y0``,
+    column ``x0`` (the blend emits finished blocks, not only whole rows)."""
     peak = float(np.iinfo(decoded.dtype).max)
-    k = rows_rgb.shape[0]
+    k, n = rows_rgb.shape[:2]
     if decoded.mode in ("gray", "graya"):
         # Gray in, gray out: the mean of the three channels the net produced from three equal ones.
         values = rows_rgb.mean(axis=2)
-        target = out[y0:y0 + k] if decoded.mode == "gray" else out[y0:y0 + k, :, 0]
+        target = out[y0:y0 + k, x0:x0 + n] if decoded.mode == "gray" else out[y0:y0 + k, x0:x0 + n, 0]
     else:
         values = rows_rgb[:, :, ::-1]
-        target = out[y0:y0 + k, :, :3]
+        target = out[y0:y0 + k, x0:x0 + n, :3]
     target[...] = np.clip(np.round(values * peak), 0, peak)
 
 
@@ -109,7 +111,8 @@ def encode_alpha(out: np.ndarray, decoded: Decoded) -> None:
     peak = float(np.iinfo(decoded.dtype).max)
     h, w = out.shape[:2]
     alpha = cv2.resize(decoded.alpha, (w, h), interpolation=cv2.INTER_CUBIC)
-    out[:, :, -1] = np.clip(np.round(alpha * peak), 0, peak)
+    alpha *= peak  # in place: the output-sized float plane is the only one
+    out[:, :, -1] = np.clip(np.round(alpha, out=alpha), 0, peak, out=alpha)
 
 
 def encode(sr_rgb: np.ndarray, decoded: Decoded, scale: int) -> np.ndarray:
@@ -432,6 +435,7 @@ def encode_image(img: np.ndarray, path: str | os.PathLike, quality: int = 95,
         if not ok:
             raise ImageError(f"{path}: OpenCV could not encode a {img.shape} {img.dtype} image as {suffix}")
         data = buf.tobytes()
+        del buf  # one encoded copy at a time
     if metadata is not None:
         data = with_metadata(data, suffix, metadata, img.shape, path)
     return data

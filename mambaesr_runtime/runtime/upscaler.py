@@ -18,6 +18,7 @@ The library logs; it never prints.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -50,6 +51,7 @@ from .imageio import (
     resize_output,
     write_image,
 )
+from .memory import MB, MemoryEstimate, default_limit, engine_bytes, estimate_memory
 from .tiling import NonFiniteOutput, upscale_tiled
 
 log = logging.getLogger(__name__)
@@ -103,6 +105,9 @@ class Upscaler:
     upscaling factor the engine must have (``None``: the engine's). ``precision``: override the profile's (engines
     must exist for it). ``engines_dir``: where exported engines are (default ``./engines/<profile>``, then the shipped
     ones). ``max_output_megapixels``: larger outputs are refused up front with the memory they would need.
+    ``max_memory_mb``: an image (or an engine's tile) whose estimated working memory (:mod:`.memory`: the engine,
+    the decoded image, the output, the blend, encoding) is above it is refused up front, before any decode or model
+    run (default: the smaller of 4096 MB and 90 % of the memory available at construction).
     ``controller``: an adaptive tier controller consulted by ``stream``. ``max_open_engines``: engines kept open
     (warm) at once (default: one per tier); opening another closes the least recently used one (once no image runs on
     it), so a device short of memory keeps only the tiers it is moving between. ``outscale``: the factor of the
@@ -116,13 +121,16 @@ class Upscaler:
                  overlap: int | None = None, precision: str | None = None, scale: int | None = None,
                  engines_dir: str | os.PathLike | None = None, threads: int | None = None,
                  max_output_megapixels: float = 100.0, controller=None, max_open_engines: int | None = None,
-                 outscale: float | None = None):
+                 outscale: float | None = None, max_memory_mb: float | None = None):
         # Arguments first: a bad number must be an error here, not a crash inside an engine library later.
         if threads is not None:
             check_threads(threads)
         if isinstance(max_output_megapixels, bool) or not isinstance(max_output_megapixels, (int, float)) or \
                 not math.isfinite(max_output_megapixels) or max_output_megapixels <= 0:
             raise ConfigError(f"max_output_megapixels must be a positive number, got {max_output_megapixels!r}")
+        if max_memory_mb is not None and (isinstance(max_memory_mb, bool) or not isinstance(
+                max_memory_mb, (int, float)) or not math.isfinite(max_memory_mb) or max_memory_mb <= 0):
+            raise ConfigError(f"max_memory_mb must be a positive number of MB, got {max_memory_mb!r}")
         if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int) or scale < 1):
             raise ConfigError(f"scale must be a positive integer, got {scale!r}")
         if outscale is not None and (isinstance(outscale, bool) or not isinstance(outscale, (int, float)) or
@@ -134,8 +142,12 @@ class Upscaler:
         self._backend, self._precision, self._engines_dir, self._threads = backend, precision, engines_dir, threads
         self._tile, self._overlap, self._scale = tile, overlap, scale
         self.max_output_megapixels = max_output_megapixels
+        # Taken before any engine is opened: the estimates count the engines themselves.
+        self.max_memory_mb, self._memory_origin = (default_limit() if max_memory_mb is None else
+                                                   (float(max_memory_mb), "max_memory_mb"))
         self.controller = controller
         self.max_open_engines = max_open_engines
+        self.outscale = None if outscale is None else float(outscale)
         # Guards _engines, _users, _retired and tier. Opening an engine happens under it too (a load blocks the
         # other threads' next image, never one already running).
         self._lock = threading.RLock()
@@ -144,13 +156,12 @@ class Upscaler:
         self._retired: dict[int, EngineSelection] = {}  # evicted or closed while in use: closed by the last user
         self._twins: dict[int, object] = {}  # id(backend) -> its mask-free twin, opened on first use (or None)
         if model is not None:
-            self._engines["model"] = self._open_model(Path(model))
+            self._engines["model"] = self._fits(self._open_model(Path(model)))
             self.tiers = (self._engines["model"].tier,)
         else:
             self.tiers = tuple(with_overrides(t, tile, overlap) for t in self.profile.tiers)
         self.tier = self.tiers[0].name if tier is None else self._tier(tier).name
         self._engine()  # open the starting tier now: a missing engine is an error at construction, not mid-stream
-        self.outscale = None if outscale is None else float(outscale)
         if self.outscale is not None and self.outscale > self.scale:
             log.warning("outscale %g is above the engine's x%d: the step from x%d to x%g is a Lanczos resize, "
                         "not super-resolution", self.outscale, self.scale, self.scale, self.outscale)
@@ -197,6 +208,46 @@ class Upscaler:
         return EngineSelection(engine, kind, path, Tier("model", variant, th, overlap, n), precision, (),
                                interior_twin(kind, path))
 
+    def _fits(self, selection: EngineSelection) -> EngineSelection:
+        """``selection``, or (closed) a :class:`ConfigError` when its tile alone, for any image, would need more
+        working memory than ``max_memory_mb``: refused before it runs on an image (a dynamic-shape ONNX file has run
+        only its small probe)."""
+        estimate = self._estimate(1, 1, selection)
+        if estimate.mb > self.max_memory_mb:
+            _close(selection)
+            n, _, th, tw = selection.backend.input_shape
+            fix = (f"give a smaller tile (e.g. tile={min(self.profile.tiers[0].tile, th // 2)})"
+                   if selection.backend.dynamic else
+                   "choose an engine with a smaller tile or batch (another tier or profile)")
+            raise ConfigError(f"{selection.path.name} ({selection.kind}, {th}x{tw} tiles, batch {n}) needs "
+                              f"{estimate.describe()} of working memory for any image, above the "
+                              f"{self.max_memory_mb:.0f} MB limit ({self._memory_origin}); {fix}, or raise the limit "
+                              f"(max_memory_mb)")
+        return selection
+
+    def _estimate(self, h: int, w: int, sel: EngineSelection, channels: int = 3, itemsize: int = 1,
+                  suffix: str | None = None, file_bytes: int = 0, blend: bool = True,
+                  engines: EngineSelection | None = None) -> MemoryEstimate:
+        """The estimate of an image run on ``sel``, with the engines of ``engines`` (default ``sel``: a tier's
+        engine and its small-image engine, both held open) resident."""
+        backend = sel.backend
+        n, _, th, tw = backend.input_shape
+        size = None if self.outscale is None else self._output_size(h, w, backend.scale)
+        held = engines or sel
+        resident = sum(engine_bytes(e.backend, e.tier.variant, e.precision) for e in (held, held.small) if e)
+        if sel.interior is not None and h >= th and w >= tw:  # the image runs on the mask-free twin: as large
+            resident += engine_bytes(sel.backend, sel.tier.variant, sel.precision)
+        return estimate_memory(h, w, scale=backend.scale, tile=(th, tw), overlap=sel.tier.overlap, batch=n,
+                               engine=resident, channels=channels, itemsize=itemsize, out_size=size, suffix=suffix,
+                               file_bytes=file_bytes, blend=blend)
+
+    def memory_estimate(self, h: int, w: int, channels: int = 3, sixteen_bit: bool = False,
+                        suffix: str | None = None, file_bytes: int = 0) -> MemoryEstimate:
+        """The estimated peak working memory (:mod:`.memory`) of upscaling an ``h`` x ``w`` image of ``channels``
+        (1 gray, 2 gray+alpha, 3 RGB, 4 RGBA) on the current tier, encoded as ``suffix`` (``None``: returned as an
+        array) from a file of ``file_bytes``; compared with ``max_memory_mb`` by every upscale."""
+        return self._estimate(h, w, self.engine, channels, 2 if sixteen_bit else 1, suffix, file_bytes)
+
     def _engine(self, name: str | None = None) -> EngineSelection:
         """The engine of tier ``name`` (default: the current one), opened if needed, now the most recently used."""
         with self._lock:
@@ -206,8 +257,9 @@ class Upscaler:
             if name in self._engines:
                 self._engines[name] = self._engines.pop(name)
                 return self._engines[name]
-            selection = open_engine(self.profile, self._tier(name), self._backend, self._precision,
-                                    self._engines_dir, self._threads, self._scale)
+            selection = self._fits(self._with_small(open_engine(
+                self.profile, self._tier(name), self._backend, self._precision, self._engines_dir, self._threads,
+                self._scale)))
             limit = self.max_open_engines
             while limit is not None and len(self._engines) >= limit:
                 oldest = next(iter(self._engines))
@@ -215,6 +267,35 @@ class Upscaler:
                 self._release(self._engines.pop(oldest))
             self._engines[name] = selection
             return selection
+
+    def _with_small(self, selection: EngineSelection) -> EngineSelection:
+        """``selection`` with its tier's small-image engine (``small_tile``) opened beside it on the same backend,
+        when the tier has one and the engine is pad-aware (a reflected tile's result depends on its size)."""
+        small = selection.tier.small()
+        if small is None:
+            return selection
+        if selection.backend.pad_value is None:
+            log.info("tier %s: %s is not pad-aware; small images take a whole tile", selection.tier.name,
+                     selection.path.name)
+            return selection
+        try:
+            try:
+                opened = open_engine(self.profile, small, selection.kind, selection.precision, self._engines_dir,
+                                     self._threads, selection.backend.scale)
+            except BackendError as exc:
+                if self._precision is None or self._precision == selection.tier.precision_in(self.profile):
+                    raise  # the profile promises this engine: missing, it is an error like the tier's own
+                log.info("tier %s: no small-image engine in %s (%s); small images take a whole tile",
+                         selection.tier.name, self._precision, exc)
+                return selection
+            if opened.backend.pad_value is None:
+                opened.backend.close()
+                raise BackendError(f"{opened.path.name} is not pad-aware, unlike {selection.path.name}; re-export "
+                                   f"both with mambaesr-export --device {self.profile.name}")
+        except BaseException:
+            selection.backend.close()
+            raise
+        return dataclasses.replace(selection, small=opened)
 
     def _release(self, selection: EngineSelection) -> None:
         """Close an engine no longer in the table, or leave that to the last image still running on it."""
@@ -225,10 +306,12 @@ class Upscaler:
             self._close(selection)
 
     def _close(self, selection: EngineSelection) -> None:
-        twin = self._twins.pop(id(selection.backend), None)
-        if twin is not None:
-            twin.close()
-        selection.backend.close()
+        """Close a tier's engine, its small-image engine and the mask-free twins opened for either."""
+        for sel in (selection, selection.small):
+            twin = self._twins.pop(id(sel.backend), None) if sel is not None else None
+            if twin is not None:
+                twin.close()
+        _close(selection)
 
     def _backend_for(self, sel: EngineSelection, h: int, w: int):
         """The backend that runs an ``h`` x ``w`` image on ``sel``: its mask-free twin when the image covers a whole
@@ -255,7 +338,8 @@ class Upscaler:
 
     @contextmanager
     def _using(self):
-        """The current tier's engine, held open for one image (see the module's note on thread safety)."""
+        """The current tier's engine (with its small-image engine), held open for one image (see the module's note
+        on thread safety)."""
         with self._lock:
             selection = self._engine()
             key = id(selection.backend)
@@ -297,18 +381,23 @@ class Upscaler:
         skipped = "".join(f"; skipped {k}: {r}" for k, r in sel.skipped)
         out = "" if self.outscale is None else f"; output resized to x{self.outscale:g}"
         twin = "" if sel.interior is None else f"; images of a whole tile or more: its mask-free twin {sel.interior.name}"
+        small = "" if sel.small is None else (f"; images up to {sel.small.tier.tile}x{sel.small.tier.tile}: "
+                                              f"{sel.small.path.name}")
         return (f"profile {self.profile.name}, tier {sel.tier.name} ({sel.tier.variant}, tile {sel.tier.tile}, "
                 f"overlap {sel.tier.overlap}, batch {sel.tier.batch}, {sel.precision}): {sel.backend.describe()}"
-                f"{twin}{skipped}{out}")
+                f"{twin}{small}{skipped}{out}")
 
     def summary(self) -> dict:
         """What runs, as data (for machine-readable reports): profile, tier, variant, backend, engine file,
-        precision, tile, overlap, batch, engine scale and output scale."""
+        precision, tile, overlap, batch, engine scale and output scale, and the small-image engine (``None``: none)
+        with the largest image it takes."""
         sel = self.engine
         return {"profile": self.profile.name, "tier": sel.tier.name, "variant": sel.tier.variant,
                 "backend": sel.kind, "engine": str(sel.path),
                 "interior_engine": None if sel.interior is None else str(sel.interior),
                 "precision": sel.precision, "tile": sel.tier.tile,
+                "small_engine": None if sel.small is None else str(sel.small.path),
+                "small_tile": None if sel.small is None else sel.small.tier.tile,
                 "overlap": sel.tier.overlap, "batch": sel.tier.batch, "scale": self.scale,
                 "outscale": self.outscale if self.outscale is not None else self.scale,
                 "skipped": [{"backend": k, "reason": r} for k, r in sel.skipped]}
@@ -323,36 +412,61 @@ class Upscaler:
             return h * scale, w * scale
         return max(1, round(h * self.outscale)), max(1, round(w * self.outscale))
 
-    def check_size(self, h: int, w: int, source: str | os.PathLike = "image") -> None:
-        """Refuse an ``h`` x ``w`` input whose output would pass ``max_output_megapixels`` (``source`` names it)."""
-        self._check_size(h, w, self.scale, source)
+    def check_size(self, h: int, w: int, source: str | os.PathLike = "image", *, channels: int = 3,
+                   sixteen_bit: bool = False, suffix: str | None = None, file_bytes: int = 0) -> None:
+        """Refuse an ``h`` x ``w`` input (``source`` names it) whose output would pass ``max_output_megapixels``,
+        or whose working memory (:meth:`memory_estimate`, the other arguments as there) would pass
+        ``max_memory_mb``."""
+        self._check_size(h, w, self.engine, source, channels, 2 if sixteen_bit else 1, suffix, file_bytes,
+                         logging.INFO)
 
-    def _check_size(self, h: int, w: int, scale: int, source: str | os.PathLike) -> None:
+    def _check_size(self, h: int, w: int, sel: EngineSelection, source: str | os.PathLike, channels: int = 3,
+                    itemsize: int = 1, suffix: str | None = None, file_bytes: int = 0,
+                    level: int = logging.DEBUG, engines: EngineSelection | None = None) -> None:
         # The engine's output is built whole before any resize: the larger of it and the final output counts.
+        scale = sel.backend.scale
         oh, ow = max((h * scale, w * scale), self._output_size(h, w, scale), key=lambda s: s[0] * s[1])
         mp = oh * ow / 1e6
         if mp > self.max_output_megapixels:
             raise MambaESRError(f"{source}: a {w}x{h} input makes a {ow}x{oh} output ({mp:.1f} MP), above the "
-                                f"{self.max_output_megapixels:g} MP limit; blending it needs about "
-                                f"{oh * ow * 16 / 2**30:.1f} GiB. Raise the limit (max_output_megapixels) or crop")
+                                f"{self.max_output_megapixels:g} MP limit; the output alone needs "
+                                f"{oh * ow * channels * itemsize / MB:.1f} MB. Raise the limit "
+                                f"(max_output_megapixels) or crop")
+        # Without the blend first (it walks the tile plan): an image over the limit without it is refused at once.
+        estimate = self._estimate(h, w, sel, channels, itemsize, suffix, file_bytes, False, engines)
+        if estimate.mb <= self.max_memory_mb:
+            estimate = self._estimate(h, w, sel, channels, itemsize, suffix, file_bytes, True, engines)
+        log.log(level, "%s: working memory %s (limit %.0f MB: %s)", source, estimate.describe(), self.max_memory_mb,
+                self._memory_origin)
+        if estimate.mb > self.max_memory_mb:
+            n, _, th, tw = sel.backend.input_shape
+            raise MambaESRError(f"{source}: upscaling the {w}x{h} input ({ow}x{oh} output) needs "
+                                f"{estimate.describe()} of working memory, above the {self.max_memory_mb:.0f} MB "
+                                f"limit ({self._memory_origin}); crop or split the image, run a tier or engine with "
+                                f"smaller tiles than {th}x{tw} (batch {n}), or raise the limit (max_memory_mb)")
 
     def upscale(self, img: np.ndarray, progress=None, source: str | os.PathLike = "image",
                 size: tuple[int, int] | None = None) -> np.ndarray:
         """An image as OpenCV reads it (gray, gray+alpha (H, W, 2), BGR or BGRA; uint8 or uint16) -> the same kind,
         ``scale`` x larger (or ``outscale`` x, or resized to ``size`` (h, w) when given: a video encoder may need
         even sides). ``source`` names the image in errors."""
-        with self._using() as sel:  # one engine for the whole image, whatever other threads switch to meanwhile
+        with self._using() as held:  # one engine for the whole image, whatever other threads switch to meanwhile
+            sel = held
+            if held.small is not None and isinstance(img, np.ndarray) and img.ndim >= 2 and \
+                    max(img.shape[:2]) <= held.small.tier.tile:
+                sel = held.small  # one small tile instead of a whole one padded (the same result, pad-aware)
             scale = sel.backend.scale
-            if isinstance(img, np.ndarray) and img.ndim >= 2:
-                self._check_size(img.shape[0], img.shape[1], scale, source)  # before decode() makes float copies
+            if isinstance(img, np.ndarray) and img.ndim >= 2:  # before decode() makes float copies
+                self._check_size(img.shape[0], img.shape[1], sel, source, img.shape[2] if img.ndim == 3 else 1,
+                                 img.dtype.itemsize, engines=held)
             decoded = decode(img, str(source))
             n, _, th, tw = sel.backend.input_shape
             backend = self._backend_for(sel, *decoded.rgb.shape[:2])
             out = output_array(decoded, scale)
-            # Finished rows go straight into the output's own dtype: the float blend never holds the whole image.
+            # Finished blocks go straight into the output's own dtype: the float blend never holds the whole image.
             try:
                 upscale_tiled(backend.infer, decoded.rgb, scale, (th, tw), sel.tier.overlap, n, progress,
-                              emit=lambda y0, rows: encode_rows(out, y0, rows, decoded),
+                              emit=lambda y0, x0, block: encode_rows(out, y0, block, decoded, x0),
                               pad_value=backend.pad_value)
             except NonFiniteOutput as exc:
                 hint = (f"; the engine runs in {sel.precision}, whose range the model overflowed: use the fp32 engine "
@@ -398,15 +512,17 @@ class Upscaler:
 
         Everything that can be known before the upscale is checked before it, from the file's header and the
         destination alone (milliseconds): the input's size against ``max_output_megapixels`` (a decompression bomb
-        is never decoded), pages and sample type, and whether ``dst`` can take this image (format, depth, alpha,
-        the format's largest side, name length, existing file, folder). ``write_image`` checks the destination again
-        at write time, and publishes the result without replacing a file that appeared meanwhile (unless
-        ``overwrite``).
+        is never decoded) and its working memory against ``max_memory_mb``, pages and sample type, and whether
+        ``dst`` can take this image (format, depth, alpha, the format's largest side, name length, existing file,
+        folder). ``write_image`` checks the destination again at write time, and publishes the result without
+        replacing a file that appeared meanwhile (unless ``overwrite``).
         """
         src, dst = Path(src), Path(dst)
         check_quality(quality)
         header = inspect_image(src)
-        self.check_size(header.height, header.width, src)
+        channels = 2 if header.gray_alpha else 4 if header.alpha else 1 if header.channels == 1 else 3
+        self.check_size(header.height, header.width, src, channels=channels, sixteen_bit=header.sixteen_bit,
+                        suffix=dst.suffix.lower(), file_bytes=src.stat().st_size)
         if os.path.realpath(dst) == os.path.realpath(src):
             raise MambaESRError(f"{dst} is the input itself; choose another output (inputs are never overwritten)")
         check_output(dst, sixteen_bit=header.sixteen_bit, alpha=header.alpha, gray_alpha=header.gray_alpha,
@@ -452,3 +568,10 @@ class Upscaler:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _close(selection: EngineSelection) -> None:
+    """Close a tier's engine and its small-image engine."""
+    selection.backend.close()
+    if selection.small is not None:
+        selection.small.backend.close()

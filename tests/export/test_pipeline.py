@@ -473,3 +473,11 @@ def test_twin_plans_are_built_checked_and_adopted_like_the_tiers_own(tmp_path, m
     [pending] = pipeline.export_profile(profile, tmp_path / "notrt", [_lines_ckpt(tmp_path)])
     assert "tiny_x4_t16_b4_interior.onnx" in pending.interior.trtexec
     assert "tiny_x4_t16_b4_interior_fp16.plan" in pending.interior.trtexec
+def test_a_tier_is_exported_with_its_small_image_engine():
+    from mambaesr_runtime.export.pipeline import _chosen
+    from mambaesr_runtime.profiles import load_profile
+
+    cpu = load_profile("cpu")
+    assert [(t.name, t.tile, t.batch) for t in _chosen(cpu, ["balanced"])] == [("balanced", 264, 1),
+                                                                                ("balanced-small", 32, 1)]
+    assert [t.name for t in _chosen(cpu, None)] == [t.name for t in cpu.engine_tiers()]

@@ -46,7 +46,7 @@ def test_modes_and_depths_come_back_as_they_went_in(tiny_onnx, shape, dtype):
 def test_huge_outputs_are_refused_up_front(tiny_onnx):
     with Upscaler(model=tiny_onnx[0], overlap=4, max_output_megapixels=0.01) as up:
         with pytest.raises(MambaESRError, match="image: a 100x100 input makes a 400x400 output .0.2 MP., above the "
-                                                "0.01 MP limit; blending it needs about"):
+                                                "0.01 MP limit; the output alone needs 0.5 MB"):
             up.upscale(np.zeros((100, 100, 3), np.uint8))
 
 
