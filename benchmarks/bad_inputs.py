@@ -495,19 +495,6 @@ def video(tmp, dst, *a, **k):
     return real_video(tmp, dst, *a, **k)
 imageio.atomic_write, avvideo.finish_output = image, video
 """
-# Hold a run with its result complete until the file 'go' exists (the other run of a pair finishes meanwhile).
-HOLD = """
-import os, time
-from mambaesr_runtime.runtime import imageio
-real = imageio.atomic_write
-def held(path, write, suffix='.tmp', **kwargs):
-    def write_then_wait(tmp):
-        write(tmp)
-        while not os.path.exists('go'):
-            time.sleep(0.02)
-    return real(path, write_then_wait, suffix, **kwargs)
-imageio.atomic_write = held
-"""
 # Another program deletes in/b.png once in/a.png is done.
 DELETE_MIDRUN = """
 from pathlib import Path
@@ -557,7 +544,7 @@ def issue24_part2_cases() -> list[Case]:
         src = img(folder / "in.png")
         argv = [str(src), "-o", str(folder / "out.png"), "-q", *nearest(folder)]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        held = subprocess.Popen([sys.executable, "-c", HOLD + MAIN_RUN, *argv], cwd=folder, env=env,
+        held = subprocess.Popen([sys.executable, "-c", hostile.HOLD_IMAGE + MAIN_RUN, *argv], cwd=folder, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120
         while not list(folder.glob(".out.png.*")) and held.poll() is None and time.monotonic() < deadline:

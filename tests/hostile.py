@@ -214,3 +214,19 @@ def cmyk_tiff(path: Path, size: tuple[int, int] = (5, 6)) -> Path:
     c = np.linspace(0, 200, h * w).reshape(h, w).astype(np.uint8)
     Image.fromarray(np.dstack([c, c // 2, c // 3, c // 4]), "CMYK").save(path)
     return path
+
+
+#: A prelude for ``python -c``: the run holds just before it publishes (its temporary complete) until the file
+#: "go" exists in its folder (the other run of a pair finishes meanwhile). Used by tests/cli and bad_inputs.py.
+HOLD_IMAGE = """
+import os, time
+from mambaesr_runtime.runtime import imageio
+real = imageio.atomic_write
+def held(path, write, suffix='.tmp', **kwargs):
+    def write_then_wait(tmp):
+        write(tmp)
+        while not os.path.exists('go'):
+            time.sleep(0.02)
+    return real(path, write_then_wait, suffix, **kwargs)
+imageio.atomic_write = held
+"""

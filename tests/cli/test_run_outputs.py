@@ -23,19 +23,6 @@ from mambaesr_runtime.runtime.imageio import read_image, write_image
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Hold a run just before it publishes (its temporary complete) until the file "go" exists in its folder.
-HOLD_IMAGE = """
-import os, time
-from mambaesr_runtime.runtime import imageio
-real = imageio.atomic_write
-def held(path, write, suffix='.tmp', **kwargs):
-    def write_then_wait(tmp):
-        write(tmp)
-        while not os.path.exists('go'):
-            time.sleep(0.02)
-    return real(path, write_then_wait, suffix, **kwargs)
-imageio.atomic_write = held
-"""
 HOLD_VIDEO = """
 import os, time
 from mambaesr_runtime.runtime import avvideo
@@ -82,7 +69,7 @@ def test_of_two_runs_to_the_same_output_the_second_to_finish_fails_and_replaces_
         temporary = ".out.mp4.*"
     else:
         src, out, hold = write_image(tmp_path / "in.png", np.full((8, 8, 3), 50, np.uint8)), tmp_path / "out.png", \
-            HOLD_IMAGE
+            hostile.HOLD_IMAGE
         temporary = ".out.png.*"
     argv = [src, "-o", out, "--model", engine, "--overlap", "4", "-q"]
     first = cli(tmp_path, argv, hold)  # passes its checks (no out yet), then waits with its result complete
