@@ -737,6 +737,9 @@ def issue24_part2_cases() -> list[Case]:
     add(Case("WebM without -o (default .webm through PyAV)", "24", webm(False), 0))
     add(Case("WebM without -o and without PyAV (default .mp4)", "24", webm(True), 0,
              env={"PYTHONPATH": os.pathsep.join(["hide", str(ROOT)]), "PYTHONDONTWRITEBYTECODE": "1"}))
+    return cases
+
+
 # -- issue 24: working memory bounded by the tile, estimated and checked up front ---------------------------------
 #: The peak RSS the issue asks for (a 4 GB Raspberry Pi 5 or Jetson Nano must run these), and what a refusal up
 #: front may cost (the process and one engine opened, nothing decoded or run).
