@@ -59,6 +59,11 @@ setup(
         # PyAV for video files (H.264/HEVC/VP9/AV1, audio and subtitles copied, timestamps kept). Tested with 18.1;
         # 14 is the first release whose output containers say which codecs they hold (supported_codecs).
         "video": ["av>=14"],
+        # Ray Data for the distributed folder run (mambaesr-run SRC -o DST --ray, mambaesr_runtime.distributed); the
+        # cluster side, never the device. 2.30 is the oldest release its tests passed on here (2.30, 2.41, 2.60 with
+        # pyarrow 26); 2.20 and 2.10 fail to import against current pyarrow. Ray needs Python >= 3.10 for current
+        # releases, so the extra is empty below it (and --ray says why).
+        "ray": ["ray[data]>=2.30; python_version >= '3.10'"],
     },
     entry_points={
         "console_scripts": [

@@ -39,6 +39,12 @@ def test_readme_has_exactly_two_setup_commands_and_ci_runs_the_test_one():
     assert commands[1] in ci.splitlines(), "the README's test command and .ci/run have drifted apart"
     assert "torch" not in commands[0] and "mambaesr-run" in commands[0]  # the main job needs no torch
     assert "torch==2.13.0" in commands[1]  # never an unpinned torch
+    # every extra the commands install is one setup.py defines (pip only warns about a missing one, and its tests
+    # would then skip in CI without a word)
+    extras_require = (ROOT / "setup.py").read_text().split("extras_require=", 1)[1].split("entry_points=", 1)[0]
+    for command in commands:
+        for extra in re.search(r"\.\[([a-z0-9,]+)\]", command).group(1).split(","):
+            assert f'"{extra}":' in extras_require, f"the README installs the extra {extra!r}, which setup.py lacks"
 
 
 def test_dockerfiles_name_real_profiles_commands_and_extras():
