@@ -51,7 +51,7 @@ from .imageio import (
     resize_output,
     write_image,
 )
-from .memory import MB, MemoryEstimate, default_limit, engine_bytes, estimate_memory
+from .memory import ENGINE_FIXED_BYTES, MB, MemoryEstimate, default_limit, engine_bytes, estimate_memory
 from .tiling import NonFiniteOutput, upscale_tiled
 
 log = logging.getLogger(__name__)
@@ -155,6 +155,7 @@ class Upscaler:
         self._users: dict[int, int] = {}  # id(backend) -> images running on it now
         self._retired: dict[int, EngineSelection] = {}  # evicted or closed while in use: closed by the last user
         self._twins: dict[int, object] = {}  # id(backend) -> its mask-free twin, opened on first use (or None)
+        self._ran: set[int] = set()  # id(backend) of the engines (and twins) that have run an image
         if model is not None:
             self._engines["model"] = self._fits(self._open_model(Path(model)))
             self.tiers = (self._engines["model"].tier,)
@@ -235,8 +236,15 @@ class Upscaler:
         size = None if self.outscale is None else self._output_size(h, w, backend.scale)
         held = engines or sel
         resident = sum(engine_bytes(e.backend, e.tier.variant, e.precision) for e in (held, held.small) if e)
-        if sel.interior is not None and h >= th and w >= tw:  # the image runs on the mask-free twin: as large
-            resident += engine_bytes(sel.backend, sel.tier.variant, sel.precision)
+        # A mask-free twin is as large as its engine. ONNX Runtime grows a session's working memory on its first
+        # run, so an engine loaded but never run holds only its fixed part.
+        main = engine_bytes(sel.backend, sel.tier.variant, sel.precision)
+        twin = self._twins.get(id(sel.backend))
+        if sel.interior is not None and h >= th and w >= tw:  # this image runs on the twin (counted as the engine
+            # above), beside the engine itself: its fixed part, or all of it once it has run an image
+            resident += main if id(sel.backend) in self._ran else ENGINE_FIXED_BYTES
+        elif twin is not None and id(twin) in self._ran:  # the twin ran an earlier image and keeps its memory
+            resident += main
         return estimate_memory(h, w, scale=backend.scale, tile=(th, tw), overlap=sel.tier.overlap, batch=n,
                                engine=resident, channels=channels, itemsize=itemsize, out_size=size, suffix=suffix,
                                file_bytes=file_bytes, blend=blend)
@@ -310,7 +318,10 @@ class Upscaler:
         for sel in (selection, selection.small):
             twin = self._twins.pop(id(sel.backend), None) if sel is not None else None
             if twin is not None:
+                self._ran.discard(id(twin))
                 twin.close()
+            if sel is not None:
+                self._ran.discard(id(sel.backend))
         _close(selection)
 
     def _backend_for(self, sel: EngineSelection, h: int, w: int):
@@ -468,6 +479,7 @@ class Upscaler:
                 upscale_tiled(backend.infer, decoded.rgb, scale, (th, tw), sel.tier.overlap, n, progress,
                               emit=lambda y0, x0, block: encode_rows(out, y0, block, decoded, x0),
                               pad_value=backend.pad_value)
+                self._ran.add(id(backend))
             except NonFiniteOutput as exc:
                 hint = (f"; the engine runs in {sel.precision}, whose range the model overflowed: use the fp32 engine "
                         f"(precision='fp32')" if sel.precision in ("fp16", "int8") else

@@ -103,3 +103,18 @@ def test_a_twin_that_fails_to_open_falls_back_to_the_engine(tmp_path, caplog):
         assert up.engine.interior == twin
         out = up.upscale(big)
     assert out.shape == (1056, 1080, 3) and "mask-free twin fast_x4_t264_b1_interior.onnx not used" in caplog.text
+
+
+def test_the_memory_estimate_counts_the_twin_where_an_image_runs_on_it(alone):
+    """An image of a whole tile runs on the twin: the estimate adds the engine's fixed part (loaded, never run), or
+    the whole engine once it has run an image (ONNX Runtime keeps a session's working memory); a small image on the
+    engine alone adds nothing for a twin that never ran."""
+    from mambaesr_runtime.runtime.memory import ENGINE_FIXED_BYTES, engine_bytes
+
+    with Upscaler(model=shipped_dir() / FAST) as up, Upscaler(model=alone) as ref:
+        main = engine_bytes(up.engine.backend, "fast", "fp32")
+        fresh = up.memory_estimate(300, 300).total - ref.memory_estimate(300, 300).total
+        assert fresh == ENGINE_FIXED_BYTES
+        assert up.memory_estimate(100, 300).total == ref.memory_estimate(100, 300).total  # on the engine: no twin
+        up.upscale(_image(100, 300))  # the engine runs (a padded tile) and keeps its working memory
+        assert up.memory_estimate(300, 300).total - ref.memory_estimate(300, 300).total == main
