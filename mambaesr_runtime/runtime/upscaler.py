@@ -215,7 +215,7 @@ class Upscaler:
         only its small probe)."""
         estimate = self._estimate(1, 1, selection)
         if estimate.mb > self.max_memory_mb:
-            _close(selection)
+            self._close(selection)
             n, _, th, tw = selection.backend.input_shape
             fix = (f"give a smaller tile (e.g. tile={min(self.profile.tiers[0].tile, th // 2)})"
                    if selection.backend.dynamic else
@@ -314,15 +314,13 @@ class Upscaler:
             self._close(selection)
 
     def _close(self, selection: EngineSelection) -> None:
-        """Close a tier's engine, its small-image engine and the mask-free twins opened for either."""
-        for sel in (selection, selection.small):
-            twin = self._twins.pop(id(sel.backend), None) if sel is not None else None
-            if twin is not None:
-                self._ran.discard(id(twin))
-                twin.close()
-            if sel is not None:
-                self._ran.discard(id(sel.backend))
-        _close(selection)
+        """Close a tier's engine, its small-image engine and the mask-free twins opened for either (the one place
+        engines are closed)."""
+        for backend in [selection.backend] + ([selection.small.backend] if selection.small is not None else []):
+            for engine in (self._twins.pop(id(backend), None), backend):
+                if engine is not None:
+                    self._ran.discard(id(engine))
+                    engine.close()
 
     def _backend_for(self, sel: EngineSelection, h: int, w: int):
         """The backend that runs an ``h`` x ``w`` image on ``sel``: its mask-free twin when the image covers a whole
@@ -580,10 +578,3 @@ class Upscaler:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def _close(selection: EngineSelection) -> None:
-    """Close a tier's engine and its small-image engine."""
-    selection.backend.close()
-    if selection.small is not None:
-        selection.small.backend.close()
