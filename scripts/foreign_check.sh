@@ -141,10 +141,16 @@ git -C "$repo" archive HEAD | tar -x -C "$root/opt/mambaesr"
 cp /etc/ssl/certs/ca-certificates.crt "$root/etc/foreign_check_ca.crt"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
 
+# Under emulation pip's byte-compiling of numpy, onnxruntime and opencv takes most of the install (about 25 min on a
+# 2-core host); the root compiles lazily what the run imports instead. Natively pip compiles as Dockerfile.rpi does.
+pip_env=()
+if [[ $arch == arm64 && $(uname -m) != aarch64 ]]; then
+    pip_env=(PIP_NO_COMPILE=1)
+fi
 in_root() {  # a clean environment: nothing of the host's pip configuration leaks in
     env -i HOME=/root LANG=C.UTF-8 PATH=/opt/venv/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         PIP_CERT=/etc/foreign_check_ca.crt SSL_CERT_FILE=/etc/foreign_check_ca.crt \
-        PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=180 \
+        PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=180 "${pip_env[@]}" \
         chroot "$root" /bin/sh -c "cd /opt/mambaesr && $1"
 }
 
