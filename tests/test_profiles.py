@@ -144,3 +144,25 @@ def test_yaml_alias_bombs_and_oversized_files_are_refused_before_parsing(tmp_pat
 def test_a_profile_with_an_absurd_thread_count_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="threads must be an integer from 0 .* to 256, got 100000"):
         load_profile(_write(tmp_path, lambda d: d.update(threads=100000)))
+
+
+def test_a_source_checkout_without_an_install_finds_the_checkouts_profiles(monkeypatch, tmp_path):
+    """The tree on PYTHONPATH, never installed (a copied checkout on a board, the tests' CLI subprocesses in an
+    installed root): no ``profiles_data`` package exists there, so the built-ins come from ``profiles/`` beside the
+    package. Before: ModuleNotFoundError from every CLI that names a device (found by scripts/foreign_check.sh)."""
+    from mambaesr_runtime import profiles
+
+    def not_installed(package):
+        raise ModuleNotFoundError(f"No module named {package!r}")
+
+    real_cpu = (profiles.profiles_dir() / "cpu.yaml").read_text()
+    (tmp_path / "mambaesr_runtime").mkdir()
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "cpu.yaml").write_text(real_cpu)
+    monkeypatch.setattr(profiles, "package_dir", not_installed)
+    monkeypatch.setattr(profiles, "__file__", str(tmp_path / "mambaesr_runtime" / "profiles.py"))
+    assert profiles.profiles_dir() == tmp_path / "profiles"
+    assert builtin_profiles() == ["cpu"] and load_profile("cpu").name == "cpu"
+    (tmp_path / "profiles" / "cpu.yaml").unlink()  # neither the package nor the checkout's folder: say what to do
+    with pytest.raises(ConfigError, match=r"built-in device profiles are missing .* reinstall the runtime"):
+        load_profile("cpu")
