@@ -21,6 +21,12 @@ from mambaesr_runtime.profiles import load_profile
 from mambaesr_runtime.runtime.tiling import upscale_tiled
 from mambaesr_runtime.runtime.upscaler import Upscaler
 
+#: How far the small engine's float output may be from the whole tile's for the same pixels: 8 ulp of a value in
+#: [0.5, 1), the output's top octave (4.8e-7). The two graphs compute the same sums, but ONNX Runtime blocks its
+#: convolutions per input shape, so the order of the additions differs. Measured: 1.2e-7 (2 ulp) on x86-64, 2.4e-7
+#: (4 ulp) on aarch64 (NEON, scripts/foreign_check.sh arm64); a mask or padding fault moves pixels by 1e-3 and more.
+FLOAT_ORDER = 8 * float(np.spacing(np.float32(0.5)))
+
 SAMPLE = cv2.imread(str(__import__("mambaesr_runtime").__path__[0] + "/data/sample.png"))
 
 
@@ -50,7 +56,7 @@ def test_a_small_image_runs_on_the_small_engine_with_the_whole_tiles_result(cpu,
             rgb = crop[:, :, ::-1].astype(np.float32) / 255
             a = upscale_tiled(real, rgb, 4, 32, 4, pad_value=small.pad_value)
             b = upscale_tiled(big.infer, rgb, 4, 264, 4, pad_value=big.pad_value)
-            assert np.abs(a - b).max() <= 2e-7
+            assert np.abs(a - b).max() <= FLOAT_ORDER  # the same sums, blocked differently per shape
         assert len(calls) == len(crops)
         up.upscale(SAMPLE[:33, :8])  # one side over 32: the tier's own engine
         assert len(calls) == len(crops)
