@@ -79,14 +79,26 @@ def test_train_summary_with_its_reader_gone(tmp_path):
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_a_signal_stops_the_monitor_with_its_code_and_keeps_the_recording(tmp_path, sig, code):
     record = tmp_path / "trace.json"
-    proc = subprocess.Popen(command("monitor") + ["--telemetry", "psutil", "--interval", "0.05", "--record",
-                                                  str(record)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env(), text=True)
-    deadline = time.monotonic() + 60
-    while proc.stdout.readline().count("#") == 0:  # the first sample line: the loop (and its handler) is running
-        assert proc.poll() is None and time.monotonic() < deadline
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
+    # The child starts with the signal's default action even where this run inherited it ignored (under nohup,
+    # SIGHUP is, and the monitor rightly keeps an inherited SIG_IGN: it would then never stop). An exec inherits
+    # only SIG_IGN, so the default here for the length of the spawn is what the child gets.
+    before = signal.signal(sig, signal.SIG_DFL)
+    try:
+        proc = subprocess.Popen(command("monitor") + ["--telemetry", "psutil", "--interval", "0.05", "--record",
+                                                      str(record)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=env(), text=True)
+    finally:
+        signal.signal(sig, before)
+    try:
+        deadline = time.monotonic() + 60
+        while proc.stdout.readline().count("#") == 0:  # the first sample line: the loop (and its handler) runs
+            assert proc.poll() is None and time.monotonic() < deadline
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:  # a failure above never leaves a monitor running on
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == code, err
     assert f"interrupted by {signal.Signals(sig).name}" in err and "Traceback" not in err
     assert json.loads(record.read_text())["samples"]  # what was seen, written whole (atomically)
