@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -114,3 +115,18 @@ def test_the_source_tree_page_names_every_module_and_folder():
     missing += [str(d.relative_to(ROOT)) for d in package.rglob("*") if d.is_dir() and (d / "__init__.py").exists()
                 and f"{d.name}/" not in tree]
     assert missing == [], f"README's tree does not mention {missing}"
+
+
+def test_the_arm64_foreign_check_builds_what_dockerfile_rpi_builds():
+    """scripts/foreign_check.sh arm64 is the Pi image's recipe run under qemu: the same Debian suite, the same apt
+    packages, the same venv's pip command and the same entrypoint command, so the check and the image cannot drift."""
+    script = (ROOT / "scripts" / "foreign_check.sh").read_text()
+    steps = " ".join(_instructions((ROOT / "Dockerfile.rpi").read_text()))
+    base = re.search(r"FROM debian:(\w+)-slim", steps).group(1)
+    assert re.search(rf"arm64\) suite={base} arch=arm64", script), f"foreign_check's arm64 suite is not {base}"
+    apt = re.search(r"apt-get install -y --no-install-recommends ((?:[\w.-]+ ?)+)", steps).group(1).split()
+    assert sorted(re.search(r"^packages=(\S+)", script, re.MULTILINE).group(1).split(",")) == sorted(apt)
+    pip = re.search(r'RUN pip install --no-cache-dir "([^"]+)"', steps).group(1)
+    assert f'pip install -q "{pip}"' in script and "python3 -m venv" in steps and "python3 -m venv" in script
+    entry = " ".join(json.loads(re.search(r"ENTRYPOINT (\[.*?\])", steps).group(1)))
+    assert entry == "mambaesr-run --device rpi5" and f"{entry} $sample" in script
