@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from processes import spawn_signalable
 
 from mambaesr_runtime.cli import export as export_cli
 from mambaesr_runtime.cli import train as train_cli
@@ -79,16 +80,9 @@ def test_train_summary_with_its_reader_gone(tmp_path):
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_a_signal_stops_the_monitor_with_its_code_and_keeps_the_recording(tmp_path, sig, code):
     record = tmp_path / "trace.json"
-    # The child starts with the signal's default action even where this run inherited it ignored (under nohup,
-    # SIGHUP is, and the monitor rightly keeps an inherited SIG_IGN: it would then never stop). An exec inherits
-    # only SIG_IGN, so the default here for the length of the spawn is what the child gets.
-    before = signal.signal(sig, signal.SIG_DFL)
-    try:
-        proc = subprocess.Popen(command("monitor") + ["--telemetry", "psutil", "--interval", "0.05", "--record",
-                                                      str(record)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env=env(), text=True)
-    finally:
-        signal.signal(sig, before)
+    proc = spawn_signalable(command("monitor") + ["--telemetry", "psutil", "--interval", "0.05", "--record",
+                                                  str(record)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env(), text=True)
     try:
         deadline = time.monotonic() + 60
         while proc.stdout.readline().count("#") == 0:  # the first sample line: the loop (and its handler) runs

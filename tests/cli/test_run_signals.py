@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from processes import spawn_signalable
 
 from mambaesr_runtime.cli.signals import Terminated, exit_code, interrupt_on_termination
 from mambaesr_runtime.export.onnx_export import export_onnx
@@ -49,10 +50,8 @@ def slow(path, write, suffix='.tmp', **kwargs):
     return real(path, slow_write, suffix, **kwargs)
 imageio.atomic_write = slow
 """
-# A background job (CI, nohup) starts with SIGINT ignored, so Python installs no Ctrl+C handler: put it back.
 MAIN = """
-import signal, sys
-signal.signal(signal.SIGINT, signal.default_int_handler)
+import sys
 from mambaesr_runtime.cli.run import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -67,7 +66,7 @@ def engine(tmp_path_factory):
 def stopped_run(folder: Path, slow: str, argv: list, temporary: str, sig: int):
     """Run the CLI in ``folder``, send ``sig`` once a file matching ``temporary`` exists; (exit code, stderr)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", slow + MAIN, *map(str, argv)], cwd=folder, env=env,
+    proc = spawn_signalable([sys.executable, "-c", slow + MAIN, *map(str, argv)], cwd=folder, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not list(folder.glob(temporary)):
